@@ -1,0 +1,390 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+Int32StringReceiver subclasses that turn length-prefixed strings into
+L{imageproto.wire} messages and hand them to a collaborator.
+
+Decisions live in the collaborators, not here:
+
+  - L{FrameReceiverProtocol} (server side) uses C{self.factory.streams}, an
+    object with C{attach}, C{frameReceived}, C{frameRejected} and C{detach}
+    (see L{imageproto.streams.StreamRegistry}).
+  - L{FrameSenderProtocol} (client side) uses C{self.factory.sender}, an
+    object with C{hello}, C{connected}, C{acked}, C{rejected},
+    C{resultReceived}, C{refused}, C{failed} and C{disconnected} (see
+    L{imageproto.sender.FrameSender}).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
+
+from imageproto import wire
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "MessageProtocol",
+    "FrameReceiverProtocol",
+    "FrameSenderProtocol",
+    "Refused",
+    "TransportPressure",
+]
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class Refused(Exception):
+    """
+    Raised by a collaborator to refuse a peer with an ERROR message.
+
+    @ivar code: one of the C{wire.ERR_*} codes.
+    @ivar reason: a human-readable reason, sent to the peer and logged.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def describePeer(transport) -> str:
+    """
+    A short, log-friendly name for the far end of C{transport}.
+    """
+    try:
+        peer = transport.getPeer()
+    except Exception:
+        return "<unknown peer>"
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is None:
+        return str(peer)
+    return f"{host}:{port}"
+
+
+class MessageProtocol(Int32StringReceiver):
+    """
+    Length-prefixed L{wire} messages, received in time linear in their size.
+
+    C{IntNStringReceiver.dataReceived} joins its whole unprocessed buffer to
+    every read, which is quadratic for a megabyte frame arriving in 64 KiB
+    reads.  This class keeps a C{bytearray} instead: appending is amortised
+    constant time per byte, and deleting a consumed prefix only moves its
+    start.
+
+    @ivar MAX_LENGTH: the largest message accepted; set it per instance from
+        the factory (the class default, 16 MiB, is not Twisted's 99,999).
+    """
+
+    MAX_LENGTH = DEFAULT_MAX_MESSAGE_BYTES
+    log = Logger()
+
+    _buffer: bytearray
+    _closing = False
+
+    @property
+    def peer(self) -> str:
+        return describePeer(self.transport)
+
+    def makeConnection(self, transport) -> None:
+        self._buffer = bytearray()
+        self._closing = False
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        prefix = self.prefixLength
+        while not self.paused and not self._closing:
+            if len(buf) < prefix:
+                return
+            (length,) = struct.unpack_from(self.structFormat, buf)
+            if length > self.MAX_LENGTH:
+                self.lengthLimitExceeded(length)
+                return
+            end = prefix + length
+            if len(buf) < end:
+                return
+            packet = bytes(buf[prefix:end])
+            del buf[:end]
+            self.stringReceived(packet)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.log.error(
+            "{peer} announced a {length}-byte message, over the limit of "
+            "{limit} bytes; disconnecting",
+            peer=self.peer,
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self.fail(
+            wire.ERR_TOO_LARGE,
+            f"message of {length} bytes exceeds the limit of {self.MAX_LENGTH}",
+        )
+
+    def stringReceived(self, data: bytes) -> None:
+        try:
+            message = wire.decodeMessage(data)
+        except wire.VersionError as e:
+            self.log.warn(
+                "{peer} speaks protocol version {version}: {error}; disconnecting",
+                peer=self.peer,
+                version=e.version,
+                error=str(e),
+            )
+            self.fail(wire.ERR_VERSION, str(e))
+            return
+        except wire.WireError as e:
+            self.log.warn(
+                "malformed message from {peer}: {error}; disconnecting",
+                peer=self.peer,
+                error=str(e),
+            )
+            self.fail(wire.ERR_PROTOCOL, f"malformed message: {e}")
+            return
+        self.messageReceived(message)
+
+    def messageReceived(self, message: wire.Message) -> None:
+        raise NotImplementedError()
+
+    def sendMessage(self, message: wire.Message) -> None:
+        if self.transport is not None and not self._closing:
+            self.sendString(wire.encodeMessage(message))
+
+    def unexpected(self, message: wire.Message, when: str) -> None:
+        """
+        Treat C{message} as a protocol violation: log it, tell the peer, and
+        disconnect.
+        """
+        name = type(message).__name__.upper()
+        self.log.warn(
+            "{peer} sent {kind} {when}; disconnecting",
+            peer=self.peer,
+            kind=name,
+            when=when,
+        )
+        self.fail(wire.ERR_PROTOCOL, f"unexpected {name} {when}")
+
+    def fail(self, code: int, reason: str) -> None:
+        """
+        Send an ERROR and close the connection once it is written; read
+        nothing more from this peer.
+        """
+        if self._closing:
+            return
+        self.sendMessage(wire.Error(code, reason))
+        self._closing = True
+        self._buffer.clear()
+        self.transport.loseConnection()
+
+    def close(self) -> None:
+        """
+        Close without an ERROR (after a BYE, or on shutdown).
+        """
+        self._closing = True
+        self.transport.loseConnection()
+
+
+class FrameReceiverProtocol(MessageProtocol):
+    """
+    The server end of one sender's connection.
+
+    Expects HELLO first; then FRAMEs, each answered by ACK once the
+    collaborator has accepted it (or REJECT when it is not a JPEG or could
+    not be stored), until BYE.
+    """
+
+    stream = None
+
+    def connectionMade(self) -> None:
+        self.MAX_LENGTH = self.factory.maxMessageBytes
+        self.log.debug("connection from {peer}", peer=self.peer)
+
+    def messageReceived(self, message: wire.Message) -> None:
+        if isinstance(message, wire.Frame):
+            if self.stream is None:
+                self.unexpected(message, "before HELLO")
+            else:
+                self._frameReceived(message)
+        elif isinstance(message, wire.Hello):
+            if self.stream is not None:
+                self.unexpected(message, "after the handshake")
+            else:
+                self._helloReceived(message)
+        elif isinstance(message, wire.Ping):
+            self.sendMessage(wire.Pong(message.token))
+        elif isinstance(message, wire.Pong):
+            pass
+        elif isinstance(message, wire.Bye):
+            self.log.info(
+                "{peer} ({stream}) said goodbye: {reason}",
+                peer=self.peer,
+                stream=self.stream.name if self.stream else None,
+                reason=message.reason,
+            )
+            self.close()
+        else:
+            self.unexpected(message, "to the server")
+
+    def _helloReceived(self, hello: wire.Hello) -> None:
+        try:
+            self.stream = self.factory.streams.attach(
+                hello.name, hello.capabilities, self
+            )
+        except Refused as e:
+            self.log.warn(
+                "refused {peer} as {name!r}: {reason}",
+                peer=self.peer,
+                name=hello.name,
+                reason=e.reason,
+            )
+            self.fail(e.code, e.reason)
+            return
+        self.log.info(
+            "{peer} streams as {name!r}", peer=self.peer, name=hello.name
+        )
+        self.sendMessage(
+            wire.Welcome(
+                capabilities=self.factory.capabilities,
+                maxMessageBytes=self.MAX_LENGTH,
+                heartbeat=self.factory.heartbeat,
+            )
+        )
+
+    def _frameReceived(self, frame: wire.Frame) -> None:
+        stream = self.stream
+        if not wire.isJpeg(frame.jpeg):
+            self.log.warn(
+                "{peer} ({stream}) sent frame {seq} whose {size} bytes are not "
+                "a JPEG; rejected",
+                peer=self.peer,
+                stream=stream.name,
+                seq=frame.seq,
+                size=len(frame.jpeg),
+            )
+            self.factory.streams.frameRejected(stream, frame)
+            self.sendMessage(wire.Reject(frame.seq, "payload is not a JPEG"))
+            return
+        receiveTime = self.factory.clock.seconds()
+        d = self.factory.streams.frameReceived(stream, frame, receiveTime)
+
+        def accepted(_):
+            self.sendMessage(wire.Ack(frame.seq))
+
+        def notAccepted(failure):
+            self.log.failure(
+                "frame {seq} of {stream} could not be accepted",
+                failure,
+                seq=frame.seq,
+                stream=stream.name,
+            )
+            self.sendMessage(
+                wire.Reject(frame.seq, "server could not store the frame")
+            )
+
+        d.addCallbacks(accepted, notAccepted)
+
+    def replaced(self) -> None:
+        """
+        A newer connection took this stream's name.
+        """
+        self.log.info(
+            "{peer} ({stream}) replaced by a newer connection",
+            peer=self.peer,
+            stream=self.stream.name if self.stream else None,
+        )
+        self.fail(wire.ERR_REPLACED, "a newer connection took this stream name")
+
+    def connectionLost(self, reason) -> None:
+        if self.stream is not None:
+            self.factory.streams.detach(self.stream, self)
+        self.log.debug("{peer} disconnected", peer=self.peer)
+
+
+@implementer(IPushProducer)
+class TransportPressure:
+    """
+    A producer registered with the sender's transport so that the capture
+    loop can see when the socket buffer is full.
+
+    Deliberately not the protocol itself: C{Int32StringReceiver} already has
+    C{pauseProducing}/C{resumeProducing}, and they pause I{reading}.
+
+    @ivar paused: C{True} while the transport asks us to stop writing.
+    """
+
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+
+class FrameSenderProtocol(MessageProtocol):
+    """
+    The client end: says HELLO, then relays the server's answers to
+    C{self.factory.sender}, which decides what to send next.
+    """
+
+    welcomed = None
+
+    def connectionMade(self) -> None:
+        self.MAX_LENGTH = self.factory.maxMessageBytes
+        self.pressure = TransportPressure()
+        self.transport.registerProducer(self.pressure, True)
+        self.sendMessage(self.factory.sender.hello())
+
+    def messageReceived(self, message: wire.Message) -> None:
+        sender = self.factory.sender
+        if isinstance(message, wire.Ack) and self.welcomed:
+            sender.acked(message.seq)
+        elif isinstance(message, wire.Result) and self.welcomed:
+            sender.resultReceived(message)
+        elif isinstance(message, wire.Reject) and self.welcomed:
+            sender.rejected(message.seq, message.reason)
+        elif isinstance(message, wire.Ping):
+            self.sendMessage(wire.Pong(message.token))
+        elif isinstance(message, wire.Pong):
+            pass
+        elif isinstance(message, wire.Welcome) and not self.welcomed:
+            self.welcomed = message
+            self.factory.resetDelay()
+            sender.connected(self, message)
+        elif isinstance(message, wire.Error):
+            self.log.error(
+                "server {peer} says: {reason} (code {code})",
+                peer=self.peer,
+                reason=message.reason,
+                code=message.code,
+            )
+            if self.welcomed:
+                sender.failed(message)
+            else:
+                sender.refused(message)
+            self.close()
+        else:
+            self.unexpected(
+                message, "after the handshake" if self.welcomed else "before WELCOME"
+            )
+
+    def sendFrame(self, frame: wire.Frame) -> None:
+        self.sendMessage(frame)
+
+    def sayGoodbye(self, reason: str = "") -> None:
+        """
+        Send BYE; the server closes the connection in answer.
+        """
+        self.sendMessage(wire.Bye(reason))
+
+    def connectionLost(self, reason) -> None:
+        self.pressure.stopProducing()
+        self.factory.sender.disconnected(self, reason)

@@ -1,0 +1,1 @@
+"""twistd entry points: one module per plugin."""

@@ -1,0 +1,5 @@
+from twisted.python import usage
+class Options(usage.Options):
+    pass
+def makeService(options):
+    raise NotImplementedError

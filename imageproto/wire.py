@@ -1,0 +1,488 @@
+# -*- test-case-name: tests.test_wire -*-
+"""
+The imageproto wire format: message classes and pure encode/decode.
+
+Bytes in, objects out; no Twisted and no OpenCV here.  C{PROTOCOL.md} is the
+normative description; this docstring is the summary.
+
+Every message travels inside a 4-byte big-endian length prefix (Twisted's
+C{Int32StringReceiver}).  Inside, every message starts with two bytes::
+
+    u8 version   (PROTOCOL_VERSION, currently 1)
+    u8 type      (one of the MSG_* constants)
+
+followed by the body for that type.  All integers are big-endian and unsigned;
+C{f64} is an IEEE-754 double, big-endian; strings are UTF-8 preceded by their
+length in bytes.
+
+  - HELLO      0x01  u32 capabilities, u8 name length, name
+  - WELCOME    0x02  u32 capabilities, u32 max message bytes, u16 heartbeat s
+  - FRAME      0x03  u64 seq, u32 jpeg length, jpeg,
+                     trailer: f64 capture time, f64 send time, u32 dropped
+  - ACK        0x04  u64 seq
+  - REJECT     0x05  u64 seq, u16 reason length, reason
+  - RESULT     0x06  u64 seq, u32 processing microseconds,
+                     u32 json length, json, u32 jpeg length, jpeg
+  - ERROR      0x07  u16 code, u16 reason length, reason
+  - BYE        0x08  u16 reason length, reason
+  - PING       0x09  u64 token
+  - PONG       0x0A  u64 token
+  - CHALLENGE  0x0B  32-byte server nonce
+  - AUTH       0x0C  32-byte client nonce, 32-byte HMAC-SHA256 digest
+
+Times are seconds since the Unix epoch on the clock of the peer that wrote
+them.  A message whose length does not match its layout exactly, whose
+version or type is unknown, or whose strings are not UTF-8 makes
+L{decodeMessage} raise L{WireError}.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Union
+
+from attrs import field, frozen
+from attrs.validators import ge, instance_of, le
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "WireError",
+    "VersionError",
+    "Hello",
+    "Welcome",
+    "Frame",
+    "Ack",
+    "Reject",
+    "Result",
+    "Error",
+    "Bye",
+    "Ping",
+    "Pong",
+    "Challenge",
+    "Auth",
+    "Message",
+    "encodeMessage",
+    "decodeMessage",
+    "isJpeg",
+    "CAP_LIVE",
+    "CAP_RESULTS",
+    "CAP_AUTH",
+    "SCAP_DETECT",
+    "SCAP_ANNOTATED",
+    "SCAP_HEARTBEAT",
+    "ERR_VERSION",
+    "ERR_BAD_NAME",
+    "ERR_STREAM_LIMIT",
+    "ERR_PROTOCOL",
+    "ERR_TOO_LARGE",
+    "ERR_AUTH",
+    "ERR_TIMEOUT",
+    "ERR_SHUTDOWN",
+    "ERR_REPLACED",
+    "ERR_BUSY",
+]
+
+PROTOCOL_VERSION = 1
+
+MSG_HELLO = 0x01
+MSG_WELCOME = 0x02
+MSG_FRAME = 0x03
+MSG_ACK = 0x04
+MSG_REJECT = 0x05
+MSG_RESULT = 0x06
+MSG_ERROR = 0x07
+MSG_BYE = 0x08
+MSG_PING = 0x09
+MSG_PONG = 0x0A
+MSG_CHALLENGE = 0x0B
+MSG_AUTH = 0x0C
+
+# Sender capabilities (HELLO).
+CAP_LIVE = 0x1  # a live source: the server may skip stale frames
+CAP_RESULTS = 0x2  # the sender understands RESULT messages
+CAP_AUTH = 0x4  # the sender holds a token and can answer a CHALLENGE
+
+# Server capabilities (WELCOME).
+SCAP_DETECT = 0x1  # a detector runs; RESULT messages follow ACKs
+SCAP_ANNOTATED = 0x2  # RESULT messages carry the marked-up JPEG
+SCAP_HEARTBEAT = 0x4  # the server sends PING and expects PONG
+
+# ERROR codes.
+ERR_VERSION = 1
+ERR_BAD_NAME = 2
+ERR_STREAM_LIMIT = 3
+ERR_PROTOCOL = 4
+ERR_TOO_LARGE = 5
+ERR_AUTH = 6
+ERR_TIMEOUT = 7
+ERR_SHUTDOWN = 8
+ERR_REPLACED = 9
+ERR_BUSY = 10
+
+_U16 = 0xFFFF
+_U32 = 0xFFFFFFFF
+_U64 = 0xFFFFFFFFFFFFFFFF
+NONCE_BYTES = 32
+DIGEST_BYTES = 32
+
+
+class WireError(ValueError):
+    """
+    Raised by L{decodeMessage} (and by encoding) for bytes or values that do
+    not form a valid message.
+    """
+
+
+class VersionError(WireError):
+    """
+    The message carries a protocol version this end does not speak.
+
+    @ivar version: the version byte received.
+    """
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"unsupported protocol version {version} (this end speaks "
+            f"{PROTOCOL_VERSION})"
+        )
+        self.version = version
+
+
+_uint16 = [instance_of(int), ge(0), le(_U16)]
+_uint32 = [instance_of(int), ge(0), le(_U32)]
+_uint64 = [instance_of(int), ge(0), le(_U64)]
+
+
+def _short(limit: int):
+    def check(instance, attribute, value):
+        if not isinstance(value, str):
+            raise TypeError(f"{attribute.name} must be str")
+        if len(value.encode("utf-8")) > limit:
+            raise ValueError(f"{attribute.name} is longer than {limit} bytes")
+
+    return check
+
+
+def _exact(size: int):
+    def check(instance, attribute, value):
+        if not isinstance(value, bytes) or len(value) != size:
+            raise ValueError(f"{attribute.name} must be {size} bytes")
+
+    return check
+
+
+@frozen
+class Hello:
+    """
+    The sender's first message.
+
+    @ivar name: the stream name, at most 255 bytes of UTF-8 (the server
+        applies its own, stricter, naming rule).
+    @ivar capabilities: an OR of the C{CAP_*} flags.
+    """
+
+    name: str = field(validator=_short(0xFF))
+    capabilities: int = field(default=0, validator=_uint32)
+
+
+@frozen
+class Welcome:
+    """
+    The server's acceptance of a HELLO.
+
+    @ivar maxMessageBytes: the largest message the server will read.
+    @ivar heartbeat: seconds between the server's PINGs, 0 for none.
+    """
+
+    capabilities: int = field(default=0, validator=_uint32)
+    maxMessageBytes: int = field(default=16 * 1024 * 1024, validator=_uint32)
+    heartbeat: int = field(default=0, validator=_uint16)
+
+
+@frozen
+class Frame:
+    """
+    One encoded frame.
+
+    @ivar seq: the sender's sequence number; frames it drops consume none.
+    @ivar jpeg: the JPEG bytes, passed through untouched.
+    @ivar captureTime: when the frame was captured (sender's clock).
+    @ivar sendTime: when it was handed to the transport (sender's clock).
+    @ivar dropped: frames the sender has dropped on this stream so far.
+    """
+
+    seq: int = field(validator=_uint64)
+    jpeg: bytes = field(repr=False, validator=instance_of(bytes))
+    captureTime: float = field(default=0.0, converter=float)
+    sendTime: float = field(default=0.0, converter=float)
+    dropped: int = field(default=0, validator=_uint32)
+
+
+@frozen
+class Ack:
+    """
+    The server has accepted (and, with C{--save-dir}, stored) frame C{seq}.
+    """
+
+    seq: int = field(validator=_uint64)
+
+
+@frozen
+class Reject:
+    """
+    The server refused frame C{seq} (for example: not a JPEG).  The
+    connection stays up; the sender counts the frame as settled.
+    """
+
+    seq: int = field(validator=_uint64)
+    reason: str = field(default="", validator=_short(_U16))
+
+
+@frozen
+class Result:
+    """
+    A detector's answer to frame C{seq}.
+
+    @ivar detections: a list of C{{"label", "confidence", "box": [x, y, w, h]}}
+        dicts (any JSON array travels; L{decodeMessage} checks only that it is
+        a JSON array).
+    @ivar processingMicros: how long the detector took.
+    @ivar jpeg: the marked-up frame, or C{b""} when not asked for.
+    """
+
+    seq: int = field(validator=_uint64)
+    detections: list = field(factory=list, validator=instance_of(list))
+    processingMicros: int = field(default=0, validator=_uint32)
+    jpeg: bytes = field(default=b"", repr=False, validator=instance_of(bytes))
+
+
+@frozen
+class Error:
+    """
+    A fatal error: the peer that sends it closes the connection next.
+    """
+
+    code: int = field(validator=_uint16)
+    reason: str = field(default="", validator=_short(_U16))
+
+
+@frozen
+class Bye:
+    """
+    An orderly goodbye: the sender has nothing more to send.
+    """
+
+    reason: str = field(default="", validator=_short(_U16))
+
+
+@frozen
+class Ping:
+    token: int = field(validator=_uint64)
+
+
+@frozen
+class Pong:
+    token: int = field(validator=_uint64)
+
+
+@frozen
+class Challenge:
+    """
+    The server's nonce; the sender must answer with L{Auth}.
+    """
+
+    nonce: bytes = field(repr=False, validator=_exact(NONCE_BYTES))
+
+
+@frozen
+class Auth:
+    """
+    The sender's proof that it holds a token: a nonce of its own and
+    HMAC-SHA256 over both nonces and the stream name (see PROTOCOL.md).
+    """
+
+    nonce: bytes = field(repr=False, validator=_exact(NONCE_BYTES))
+    digest: bytes = field(repr=False, validator=_exact(DIGEST_BYTES))
+
+
+Message = Union[
+    Hello, Welcome, Frame, Ack, Reject, Result, Error, Bye, Ping, Pong, Challenge, Auth
+]
+
+_HEADER = struct.Struct("!BB")
+_FRAME_HEAD = struct.Struct("!QI")
+_FRAME_TRAILER = struct.Struct("!ddI")
+
+
+def _string(text: str, width: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack("!" + width, len(raw)) + raw
+
+
+def encodeMessage(message: Message) -> bytes:
+    """
+    Encode C{message} as the bytes that go inside the length prefix.
+    """
+    head = lambda kind: _HEADER.pack(PROTOCOL_VERSION, kind)  # noqa: E731
+    if isinstance(message, Frame):
+        return b"".join(
+            [
+                head(MSG_FRAME),
+                _FRAME_HEAD.pack(message.seq, len(message.jpeg)),
+                message.jpeg,
+                _FRAME_TRAILER.pack(
+                    message.captureTime, message.sendTime, message.dropped
+                ),
+            ]
+        )
+    if isinstance(message, Ack):
+        return head(MSG_ACK) + struct.pack("!Q", message.seq)
+    if isinstance(message, Hello):
+        return (
+            head(MSG_HELLO)
+            + struct.pack("!I", message.capabilities)
+            + _string(message.name, "B")
+        )
+    if isinstance(message, Welcome):
+        return head(MSG_WELCOME) + struct.pack(
+            "!IIH", message.capabilities, message.maxMessageBytes, message.heartbeat
+        )
+    if isinstance(message, Reject):
+        return (
+            head(MSG_REJECT)
+            + struct.pack("!Q", message.seq)
+            + _string(message.reason, "H")
+        )
+    if isinstance(message, Result):
+        body = json.dumps(message.detections, separators=(",", ":")).encode("utf-8")
+        if len(body) > _U32:
+            raise WireError("detections too large")
+        return b"".join(
+            [
+                head(MSG_RESULT),
+                struct.pack("!QII", message.seq, message.processingMicros, len(body)),
+                body,
+                struct.pack("!I", len(message.jpeg)),
+                message.jpeg,
+            ]
+        )
+    if isinstance(message, Error):
+        return (
+            head(MSG_ERROR)
+            + struct.pack("!H", message.code)
+            + _string(message.reason, "H")
+        )
+    if isinstance(message, Bye):
+        return head(MSG_BYE) + _string(message.reason, "H")
+    if isinstance(message, Ping):
+        return head(MSG_PING) + struct.pack("!Q", message.token)
+    if isinstance(message, Pong):
+        return head(MSG_PONG) + struct.pack("!Q", message.token)
+    if isinstance(message, Challenge):
+        return head(MSG_CHALLENGE) + message.nonce
+    if isinstance(message, Auth):
+        return head(MSG_AUTH) + message.nonce + message.digest
+    raise WireError(f"not a message: {type(message).__name__}")
+
+
+class _Reader:
+    """
+    Consume a message body field by field, raising L{WireError} on overrun.
+    """
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self._data = data
+        self._offset = offset
+
+    def take(self, size: int) -> bytes:
+        end = self._offset + size
+        if end > len(self._data):
+            raise WireError(
+                f"truncated message: wanted {size} bytes at offset "
+                f"{self._offset}, have {len(self._data) - self._offset}"
+            )
+        chunk = self._data[self._offset : end]
+        self._offset = end
+        return bytes(chunk)
+
+    def unpack(self, fmt: str):
+        s = struct.Struct("!" + fmt)
+        return s.unpack(self.take(s.size))
+
+    def text(self, width: str) -> str:
+        (size,) = self.unpack(width)
+        try:
+            return self.take(size).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WireError(f"string is not UTF-8: {e}") from None
+
+    def finish(self) -> None:
+        extra = len(self._data) - self._offset
+        if extra:
+            raise WireError(f"{extra} unexpected trailing bytes")
+
+
+def _decodeFrame(r: _Reader) -> Frame:
+    seq, size = r.unpack("QI")
+    jpeg = r.take(size)
+    captureTime, sendTime, dropped = r.unpack("ddI")
+    return Frame(seq, jpeg, captureTime, sendTime, dropped)
+
+
+def _decodeResult(r: _Reader) -> Result:
+    seq, micros, size = r.unpack("QII")
+    try:
+        detections = json.loads(r.take(size).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise WireError(f"RESULT detections are not JSON: {e}") from None
+    if not isinstance(detections, list):
+        raise WireError("RESULT detections are not a JSON array")
+    (jpegSize,) = r.unpack("I")
+    return Result(seq, detections, micros, r.take(jpegSize))
+
+
+_DECODERS = {
+    MSG_HELLO: lambda r: Hello(capabilities=r.unpack("I")[0], name=r.text("B")),
+    MSG_WELCOME: lambda r: Welcome(*r.unpack("IIH")),
+    MSG_FRAME: _decodeFrame,
+    MSG_ACK: lambda r: Ack(*r.unpack("Q")),
+    MSG_REJECT: lambda r: Reject(r.unpack("Q")[0], r.text("H")),
+    MSG_RESULT: _decodeResult,
+    MSG_ERROR: lambda r: Error(r.unpack("H")[0], r.text("H")),
+    MSG_BYE: lambda r: Bye(r.text("H")),
+    MSG_PING: lambda r: Ping(*r.unpack("Q")),
+    MSG_PONG: lambda r: Pong(*r.unpack("Q")),
+    MSG_CHALLENGE: lambda r: Challenge(r.take(NONCE_BYTES)),
+    MSG_AUTH: lambda r: Auth(r.take(NONCE_BYTES), r.take(DIGEST_BYTES)),
+}
+
+
+def decodeMessage(data: bytes) -> Message:
+    """
+    Decode the bytes inside one length prefix.
+
+    @raise WireError: if C{data} is not exactly one valid message.
+    """
+    if len(data) < _HEADER.size:
+        raise WireError(f"message of {len(data)} bytes is shorter than its header")
+    version, kind = _HEADER.unpack_from(data)
+    if version != PROTOCOL_VERSION:
+        raise VersionError(version)
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise WireError(f"unknown message type 0x{kind:02x}")
+    reader = _Reader(data, _HEADER.size)
+    message = decoder(reader)
+    reader.finish()
+    return message
+
+
+def isJpeg(data: bytes) -> bool:
+    """
+    A cheap plausibility check: JPEG data starts with the SOI marker and,
+    allowing for trailing padding some encoders add, ends with EOI.
+    """
+    if len(data) < 4 or data[:3] != b"\xff\xd8\xff":
+        return False
+    return b"\xff\xd9" in data[-32:]
