@@ -15,7 +15,7 @@ followed by the body for that type.  All integers are big-endian and unsigned;
 C{f64} is an IEEE-754 double, big-endian; strings are UTF-8 preceded by their
 length in bytes.
 
-  - HELLO      0x01  u32 capabilities, u8 name length, name
+  - HELLO      0x01  u32 capabilities, u64 session, u8 name length, name
   - WELCOME    0x02  u32 capabilities, u32 max message bytes, u16 heartbeat s
   - FRAME      0x03  u64 seq, u32 jpeg length, jpeg,
                      trailer: f64 capture time, f64 send time, u32 dropped
@@ -180,10 +180,14 @@ class Hello:
     @ivar name: the stream name, at most 255 bytes of UTF-8 (the server
         applies its own, stricter, naming rule).
     @ivar capabilities: an OR of the C{CAP_*} flags.
+    @ivar session: a random number the sender picks once per run and repeats
+        on every reconnect, so the server can tell a resent frame (same
+        session) from a restarted sender whose numbering begins again.
     """
 
     name: str = field(validator=_short(0xFF))
     capabilities: int = field(default=0, validator=_uint32)
+    session: int = field(default=0, validator=_uint64)
 
 
 @frozen
@@ -341,7 +345,7 @@ def encodeMessage(message: Message) -> bytes:
     if isinstance(message, Hello):
         return (
             head(MSG_HELLO)
-            + struct.pack("!I", message.capabilities)
+            + struct.pack("!IQ", message.capabilities, message.session)
             + _string(message.name, "B")
         )
     if isinstance(message, Welcome):
@@ -423,6 +427,11 @@ class _Reader:
             raise WireError(f"{extra} unexpected trailing bytes")
 
 
+def _decodeHello(r: _Reader) -> Hello:
+    capabilities, session = r.unpack("IQ")
+    return Hello(r.text("B"), capabilities, session)
+
+
 def _decodeFrame(r: _Reader) -> Frame:
     seq, size = r.unpack("QI")
     jpeg = r.take(size)
@@ -443,7 +452,7 @@ def _decodeResult(r: _Reader) -> Result:
 
 
 _DECODERS = {
-    MSG_HELLO: lambda r: Hello(capabilities=r.unpack("I")[0], name=r.text("B")),
+    MSG_HELLO: _decodeHello,
     MSG_WELCOME: lambda r: Welcome(*r.unpack("IIH")),
     MSG_FRAME: _decodeFrame,
     MSG_ACK: lambda r: Ack(*r.unpack("Q")),
