@@ -39,6 +39,7 @@ L{decodeMessage} raise L{WireError}.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Union
 
@@ -164,6 +165,13 @@ def _short(limit: int):
     return check
 
 
+def _finite(instance, attribute, value):
+    # NaN and infinities would poison every latency and rate computed from
+    # a time, and JSON cannot carry them.
+    if not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be finite, not {value!r}")
+
+
 def _exact(size: int):
     def check(instance, attribute, value):
         if not isinstance(value, bytes) or len(value) != size:
@@ -218,8 +226,8 @@ class Frame:
 
     seq: int = field(validator=_uint64)
     jpeg: bytes = field(repr=False, validator=instance_of(bytes))
-    captureTime: float = field(default=0.0, converter=float)
-    sendTime: float = field(default=0.0, converter=float)
+    captureTime: float = field(default=0.0, converter=float, validator=_finite)
+    sendTime: float = field(default=0.0, converter=float, validator=_finite)
     dropped: int = field(default=0, validator=_uint32)
 
 
@@ -359,7 +367,12 @@ def encodeMessage(message: Message) -> bytes:
             + _string(message.reason, "H")
         )
     if isinstance(message, Result):
-        body = json.dumps(message.detections, separators=(",", ":")).encode("utf-8")
+        try:
+            body = json.dumps(
+                message.detections, separators=(",", ":"), allow_nan=False
+            ).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as e:
+            raise WireError(f"detections are not JSON-serialisable: {e}") from None
         if len(body) > _U32:
             raise WireError("detections too large")
         return b"".join(
@@ -436,14 +449,31 @@ def _decodeFrame(r: _Reader) -> Frame:
     seq, size = r.unpack("QI")
     jpeg = r.take(size)
     captureTime, sendTime, dropped = r.unpack("ddI")
+    if not (math.isfinite(captureTime) and math.isfinite(sendTime)):
+        raise WireError("FRAME times must be finite")
     return Frame(seq, jpeg, captureTime, sendTime, dropped)
+
+
+def _nonFinite(token: str):
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finiteFloat(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ValueError(f"number {token[:20]} is out of range")
+    return value
 
 
 def _decodeResult(r: _Reader) -> Result:
     seq, micros, size = r.unpack("QII")
     try:
-        detections = json.loads(r.take(size).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        detections = json.loads(
+            r.take(size).decode("utf-8"),
+            parse_constant=_nonFinite,
+            parse_float=_finiteFloat,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise WireError(f"RESULT detections are not JSON: {e}") from None
     if not isinstance(detections, list):
         raise WireError("RESULT detections are not a JSON array")
@@ -489,9 +519,11 @@ def decodeMessage(data: bytes) -> Message:
 
 def isJpeg(data: bytes) -> bool:
     """
-    A cheap plausibility check: JPEG data starts with the SOI marker and,
-    allowing for trailing padding some encoders add, ends with EOI.
+    A cheap plausibility check: JPEG data starts with the SOI marker and the
+    first byte of a segment marker (C{FF D8 FF}) and, allowing for trailing
+    padding some encoders add, has the EOI marker (C{FF D9}) within its last
+    32 bytes, after those first three.
     """
-    if len(data) < 4 or data[:3] != b"\xff\xd8\xff":
+    if data[:3] != b"\xff\xd8\xff":
         return False
-    return b"\xff\xd9" in data[-32:]
+    return data.find(b"\xff\xd9", max(3, len(data) - 32)) != -1
