@@ -1,0 +1,251 @@
+"""
+Tests for L{imageproto.sinks}.
+"""
+
+import os
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from imageproto.sinks import (
+    CallbackSink,
+    IFrameSink,
+    LatestFrameHub,
+    ReceivedFrame,
+    SaveDirSink,
+    framePath,
+)
+
+try:
+    import cv2
+    import numpy
+except ImportError:  # pragma: no cover
+    cv2 = None
+
+
+def makeJpeg(width=16, height=12, value=(0, 128, 255)):
+    """
+    Encode a small solid-colour BGR image as JPEG bytes.
+    """
+    image = numpy.zeros((height, width, 3), numpy.uint8)
+    image[:] = value
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    return data.tobytes()
+
+
+def receivedFrame(stream="cam", seq=0, jpeg=b"\xff\xd8\xff jpeg \xff\xd9", **kw):
+    values = dict(captureTime=10.0, sendTime=10.01, receiveTime=10.05, senderDropped=0)
+    values.update(kw)
+    return ReceivedFrame(stream=stream, seq=seq, jpeg=jpeg, **values)
+
+
+class FakeThreads:
+    """
+    A C{runInThread} that records calls and runs them only when the test
+    says so.
+    """
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, f, *args):
+        d = Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def runAll(self):
+        calls, self.calls = self.calls, []
+        for f, args, d in calls:
+            try:
+                result = f(*args)
+            except BaseException as e:
+                d.errback(e)
+            else:
+                d.callback(result)
+
+
+class ReceivedFrameTests(SynchronousTestCase):
+    def test_latency(self):
+        """
+        C{latency} is receive time minus capture time.
+        """
+        self.assertAlmostEqual(receivedFrame().latency, 0.05)
+
+    def test_reprHidesJpeg(self):
+        """
+        The JPEG bytes stay out of the repr.
+        """
+        self.assertNotIn("jpeg", repr(receivedFrame(jpeg=b"x" * 1000)))
+
+    def test_decode(self):
+        """
+        C{decode} returns the BGR pixels of the JPEG.
+        """
+        if cv2 is None:
+            raise self.skipTest("OpenCV is not installed")
+        image = receivedFrame(jpeg=makeJpeg(value=(0, 0, 255))).decode()
+        self.assertEqual(image.shape, (12, 16, 3))
+        blue, green, red = (int(c) for c in image[6, 8])
+        self.assertLess(blue, 10)
+        self.assertGreater(red, 245)
+
+    def test_decodeGarbage(self):
+        """
+        C{decode} of bytes OpenCV cannot read raises L{ValueError}.
+        """
+        if cv2 is None:
+            raise self.skipTest("OpenCV is not installed")
+        self.assertRaises(ValueError, receivedFrame(jpeg=b"not a jpeg").decode)
+
+
+class LatestFrameHubTests(SynchronousTestCase):
+    def test_interface(self):
+        """
+        L{LatestFrameHub} provides L{IFrameSink}.
+        """
+        self.assertTrue(verifyObject(IFrameSink, LatestFrameHub()))
+
+    def test_latest(self):
+        """
+        The hub keeps each stream's newest frame, and it outlives the stream.
+        """
+        hub = LatestFrameHub()
+        self.assertIsNone(hub.latest("a"))
+        first, second = receivedFrame("a", 0), receivedFrame("a", 1)
+        other = receivedFrame("b", 5)
+        for frame in (first, other, second):
+            self.assertIsNone(hub.frameReceived(frame))
+        hub.streamStopped("a")
+        self.assertIs(hub.latest("a"), second)
+        self.assertIs(hub.latest("b"), other)
+        self.assertEqual(hub.names(), ["a", "b"])
+
+    def test_subscribe(self):
+        """
+        A subscriber gets each new frame of its stream only, until it
+        unsubscribes.
+        """
+        hub = LatestFrameHub()
+        seen = []
+        subscription = hub.subscribe("a", seen.append)
+        frames = [receivedFrame("a", 0), receivedFrame("b", 0), receivedFrame("a", 1)]
+        for frame in frames:
+            hub.frameReceived(frame)
+        self.assertEqual(seen, [frames[0], frames[2]])
+        hub.unsubscribe(subscription)
+        hub.unsubscribe(subscription)
+        hub.frameReceived(receivedFrame("a", 2))
+        self.assertEqual(len(seen), 2)
+
+    def test_unsubscribeDuringCallback(self):
+        """
+        A subscriber may unsubscribe itself from its callback without
+        disturbing the others.
+        """
+        hub = LatestFrameHub()
+        seen = []
+        subscriptions = []
+
+        def once(frame):
+            seen.append(("once", frame.seq))
+            hub.unsubscribe(subscriptions[0])
+
+        subscriptions.append(hub.subscribe("a", once))
+        hub.subscribe("a", lambda frame: seen.append(("always", frame.seq)))
+        hub.frameReceived(receivedFrame("a", 0))
+        hub.frameReceived(receivedFrame("a", 1))
+        self.assertEqual(
+            sorted(seen), [("always", 0), ("always", 1), ("once", 0)]
+        )
+
+    def test_failingSubscriberDropped(self):
+        """
+        A subscriber whose callback raises is logged and unsubscribed; the
+        others still get frames.
+        """
+        hub = LatestFrameHub()
+        seen = []
+
+        def broken(frame):
+            raise RuntimeError("viewer went away")
+
+        hub.subscribe("a", broken)
+        hub.subscribe("a", seen.append)
+        hub.frameReceived(receivedFrame("a", 0))
+        hub.frameReceived(receivedFrame("a", 1))
+        self.assertEqual([f.seq for f in seen], [0, 1])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class SaveDirSinkTests(SynchronousTestCase):
+    def setUp(self):
+        self.directory = self.mktemp()
+        self.threads = FakeThreads()
+        self.sink = SaveDirSink(self.directory, self.threads)
+
+    def test_interface(self):
+        """
+        L{SaveDirSink} provides L{IFrameSink}.
+        """
+        self.assertTrue(verifyObject(IFrameSink, self.sink))
+
+    def test_framePath(self):
+        """
+        Frames go to C{DIR/<stream>/<seq, 8 digits>.jpg}.
+        """
+        self.assertEqual(
+            framePath("/d", "cam-1", 42), os.path.join("/d", "cam-1", "00000042.jpg")
+        )
+
+    def test_writesExactBytesInThread(self):
+        """
+        The frame's bytes are written, unchanged, by the worker thread; the
+        returned L{Deferred} (the ACK) waits for the write.
+        """
+        data = bytes(range(256)) * 10
+        d = self.sink.frameReceived(receivedFrame("cam", 7, jpeg=data))
+        path = framePath(self.directory, "cam", 7)
+        self.assertNoResult(d)
+        self.assertFalse(os.path.exists(path))
+        self.threads.runAll()
+        self.successResultOf(d)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertEqual(os.listdir(os.path.dirname(path)), ["00000007.jpg"])
+
+    def test_writeFailureFails(self):
+        """
+        A write that fails fails the L{Deferred}, leaving no temporary file.
+        """
+        os.makedirs(self.directory)
+        # A file where the stream's directory should be.
+        with open(os.path.join(self.directory, "cam"), "wb"):
+            pass
+        d = self.sink.frameReceived(receivedFrame("cam", 1))
+        self.threads.runAll()
+        self.failureResultOf(d, OSError)
+        self.assertEqual(os.listdir(self.directory), ["cam"])
+
+
+class CallbackSinkTests(SynchronousTestCase):
+    def test_callback(self):
+        """
+        The callback gets each frame; a plain return value does not delay
+        the ACK.
+        """
+        seen = []
+        sink = CallbackSink(lambda frame: seen.append(frame) or 42)
+        self.assertTrue(verifyObject(IFrameSink, sink))
+        frame = receivedFrame()
+        self.assertIsNone(sink.frameReceived(frame))
+        self.assertEqual(seen, [frame])
+
+    def test_deferredDelays(self):
+        """
+        A L{Deferred} returned by the callback is passed on, delaying the ACK.
+        """
+        d = succeed(None)
+        sink = CallbackSink(lambda frame: d)
+        self.assertIs(sink.frameReceived(receivedFrame()), d)
