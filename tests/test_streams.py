@@ -1,0 +1,354 @@
+"""
+Tests for L{imageproto.streams}.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from imageproto import wire
+from imageproto.protocol import Refused
+from imageproto.sinks import IFrameSink
+from imageproto.streams import StreamRegistry, checkStreamName
+
+
+class FakeProtocol:
+    def __init__(self):
+        self.replacedCalls = 0
+        self.failures = []
+
+    def replaced(self):
+        self.replacedCalls += 1
+
+    def fail(self, code, reason):
+        self.failures.append((code, reason))
+
+
+@implementer(IFrameSink)
+class RecordingSink:
+    """
+    Records what it is told; C{hold} makes C{frameReceived} return a
+    L{Deferred} the test fires.
+    """
+
+    def __init__(self, hold=False):
+        self.hold = hold
+        self.frames = []
+        self.pending = []
+        self.events = []
+        self.closed = 0
+
+    def frameReceived(self, frame):
+        self.frames.append(frame)
+        if self.hold:
+            d = Deferred()
+            self.pending.append(d)
+            return d
+        return None
+
+    def streamStarted(self, name):
+        self.events.append(("started", name))
+
+    def streamStopped(self, name):
+        self.events.append(("stopped", name))
+
+    def close(self):
+        self.closed += 1
+
+
+def frame(seq, jpeg=b"jpeg", captureTime=100.0, dropped=0):
+    return wire.Frame(seq, jpeg, captureTime, captureTime + 0.001, dropped)
+
+
+class NameTests(SynchronousTestCase):
+    def test_goodNames(self):
+        """
+        Names of 1-64 letters, digits, dots, underscores and dashes pass.
+        """
+        for name in ("a", "cam-1", "front_door.left", "A" * 64, "0"):
+            checkStreamName(name)
+
+    def test_badNames(self):
+        """
+        Empty, too long, leading-dot, path-like and non-ASCII names are
+        refused with ERR_BAD_NAME.
+        """
+        for name in ("", "a" * 65, ".", "..", ".hidden", "a/b", "..\\x", "a b",
+                     "caf\u00e9", "x\n", "a:b"):
+            e = self.assertRaises(Refused, checkStreamName, name)
+            self.assertEqual(e.code, wire.ERR_BAD_NAME, name)
+            self.assertIn(repr(name), e.reason)
+
+
+class RegistryTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000.0)
+        self.sink = RecordingSink()
+        self.registry = StreamRegistry(self.clock, [self.sink], maxStreams=2)
+
+    def accept(self, stream, seq, **kw):
+        return self.successResultOf(
+            self.registry.frameReceived(stream, frame(seq, **kw), self.clock.seconds())
+        )
+
+    def test_attach(self):
+        """
+        C{attach} returns a connected stream and tells the sinks it started.
+        """
+        protocol = FakeProtocol()
+        stream = self.registry.attach("cam", wire.CAP_LIVE, 7, protocol)
+        self.assertEqual(
+            (stream.name, stream.capabilities, stream.session, stream.protocol),
+            ("cam", wire.CAP_LIVE, 7, protocol),
+        )
+        self.assertEqual(self.sink.events, [("started", "cam")])
+        self.assertTrue(self.registry.snapshot()["streams"]["cam"]["connected"])
+
+    def test_badName(self):
+        """
+        A bad name is refused and creates no stream.
+        """
+        e = self.assertRaises(
+            Refused, self.registry.attach, "../etc", 0, 1, FakeProtocol()
+        )
+        self.assertEqual(e.code, wire.ERR_BAD_NAME)
+        self.assertEqual(self.registry.snapshot(), {"streams": {}})
+
+    def test_streamLimit(self):
+        """
+        With C{maxStreams} live streams, a new name is refused with
+        ERR_STREAM_LIMIT, but a live name may still be replaced, and a slot
+        frees when a stream detaches.
+        """
+        a = self.registry.attach("a", 0, 1, FakeProtocol())
+        self.registry.attach("b", 0, 1, FakeProtocol())
+        e = self.assertRaises(Refused, self.registry.attach, "c", 0, 1, FakeProtocol())
+        self.assertEqual(e.code, wire.ERR_STREAM_LIMIT)
+        self.assertIn("2", e.reason)
+        self.registry.attach("b", 0, 1, FakeProtocol())
+        self.registry.detach(a, a.protocol)
+        self.registry.attach("c", 0, 1, FakeProtocol())
+
+    def test_replacement(self):
+        """
+        A second connection under a live name replaces the first: the old
+        protocol is told, the stream counts a reconnect, and the old
+        protocol's later detach is ignored.
+        """
+        old, new = FakeProtocol(), FakeProtocol()
+        stream = self.registry.attach("cam", 0, 1, old)
+        again = self.registry.attach("cam", 0, 1, new)
+        self.assertIs(again, stream)
+        self.assertEqual((old.replacedCalls, new.replacedCalls), (1, 0))
+        self.registry.detach(stream, old)
+        self.assertIs(stream.protocol, new)
+        stats = self.registry.snapshot()["streams"]["cam"]
+        self.assertEqual(
+            (stats["connections"], stats["reconnects"], stats["connected"]),
+            (2, 1, True),
+        )
+        self.assertEqual(self.sink.events, [("started", "cam")])
+
+    def test_detach(self):
+        """
+        Detaching the current protocol leaves the stream known but
+        disconnected and tells the sinks it stopped.
+        """
+        protocol = FakeProtocol()
+        stream = self.registry.attach("cam", 0, 1, protocol)
+        self.clock.advance(3)
+        self.registry.detach(stream, protocol)
+        self.assertFalse(stream.connected)
+        self.assertEqual(self.sink.events, [("started", "cam"), ("stopped", "cam")])
+        self.assertFalse(self.registry.snapshot()["streams"]["cam"]["connected"])
+
+    def test_frameReachesSinks(self):
+        """
+        An accepted frame reaches every sink as a L{ReceivedFrame} and is
+        counted.
+        """
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        self.accept(stream, 3, jpeg=b"abcde", captureTime=999.5, dropped=2)
+        [received] = self.sink.frames
+        self.assertEqual(
+            (received.stream, received.seq, received.jpeg, received.captureTime,
+             received.sendTime, received.receiveTime, received.senderDropped),
+            ("cam", 3, b"abcde", 999.5, 999.501, 1000.0, 2),
+        )
+        stats = self.registry.stats("cam")
+        self.assertEqual((stats.frames, stats.bytes, stats.dropped), (1, 5, 2))
+
+    def test_duplicateAfterReconnect(self):
+        """
+        A frame resent in the same session after a reconnect is
+        acknowledged without reaching the sinks again, and counted as a
+        duplicate.
+        """
+        stream = self.registry.attach("cam", 0, 9, FakeProtocol())
+        self.accept(stream, 0)
+        self.accept(stream, 1)
+        self.registry.detach(stream, stream.protocol)
+        self.registry.attach("cam", 0, 9, FakeProtocol())
+        self.accept(stream, 1)
+        self.accept(stream, 2)
+        self.assertEqual([f.seq for f in self.sink.frames], [0, 1, 2])
+        stats = self.registry.stats("cam")
+        self.assertEqual((stats.frames, stats.duplicates, stats.gaps), (3, 1, 0))
+
+    def test_newSessionStartsFresh(self):
+        """
+        A new session under the same name numbers from 0 again: its frames
+        reach the sinks and count neither as duplicates nor as gaps.
+        """
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        for seq in range(5):
+            self.accept(stream, seq)
+        self.registry.attach("cam", 0, 2, FakeProtocol())
+        for seq in range(3):
+            self.accept(stream, seq)
+        self.assertEqual(len(self.sink.frames), 8)
+        stats = self.registry.snapshot()["streams"]["cam"]
+        self.assertEqual(
+            (stats["duplicates"], stats["gaps"], stats["connections"]), (0, 0, 2)
+        )
+
+    def test_duplicateMemoryBounded(self):
+        """
+        Only the latest C{rememberSeqs} accepted numbers are remembered.
+        """
+        registry = StreamRegistry(self.clock, [self.sink], rememberSeqs=4)
+        stream = registry.attach("cam", 0, 1, FakeProtocol())
+        for seq in range(10):
+            registry.frameReceived(stream, frame(seq), 0.0)
+        self.assertEqual(sorted(stream._accepted), [6, 7, 8, 9])
+        self.assertEqual(len(stream._acceptedOrder), 4)
+        registry.frameReceived(stream, frame(9), 0.0)
+        registry.frameReceived(stream, frame(2), 0.0)
+        self.assertEqual([f.seq for f in self.sink.frames][-1], 2)
+        self.assertEqual(registry.stats("cam").duplicates, 1)
+
+    def test_ackWaitsForSinks(self):
+        """
+        The L{Deferred} fires only when every sink's L{Deferred} has; the
+        frame is counted then.
+        """
+        slow = RecordingSink(hold=True)
+        self.registry.addSink(slow)
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        d = self.registry.frameReceived(stream, frame(0), 5.0)
+        self.assertNoResult(d)
+        self.assertEqual(self.registry.stats("cam").frames, 0)
+        slow.pending[0].callback(None)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.registry.stats("cam").frames, 1)
+
+    def test_duplicateWhilePending(self):
+        """
+        A copy of a frame still being accepted does not reach the sinks
+        again; it shares the first copy's outcome.
+        """
+        slow = RecordingSink(hold=True)
+        registry = StreamRegistry(self.clock, [slow])
+        stream = registry.attach("cam", 0, 1, FakeProtocol())
+        first = registry.frameReceived(stream, frame(0), 5.0)
+        second = registry.frameReceived(stream, frame(0), 5.1)
+        self.assertEqual(len(slow.frames), 1)
+        self.assertNoResult(second)
+        slow.pending[0].callback(None)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(registry.stats("cam").duplicates, 1)
+
+    def test_sinkFailure(self):
+        """
+        When a sink fails, the L{Deferred} fails with the sink's own error,
+        the frame is not counted, and a resend is tried again.
+        """
+        slow = RecordingSink(hold=True)
+        registry = StreamRegistry(self.clock, [slow])
+        stream = registry.attach("cam", 0, 1, FakeProtocol())
+        d = registry.frameReceived(stream, frame(0), 5.0)
+        slow.pending[0].errback(OSError("disk full"))
+        self.failureResultOf(d, OSError)
+        self.assertEqual(registry.stats("cam").frames, 0)
+        registry.frameReceived(stream, frame(0), 5.0)
+        self.assertEqual(len(slow.frames), 2)
+
+    def test_sinkRaises(self):
+        """
+        A sink raising synchronously fails the frame rather than the caller.
+        """
+
+        class Broken(RecordingSink):
+            def frameReceived(self, frame):
+                raise RuntimeError("broken")
+
+        registry = StreamRegistry(self.clock, [Broken()])
+        stream = registry.attach("cam", 0, 1, FakeProtocol())
+        self.failureResultOf(registry.frameReceived(stream, frame(0), 5.0), RuntimeError)
+
+    def test_frameRejected(self):
+        """
+        C{frameRejected} counts the frame as rejected; sinks never see it.
+        """
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        self.registry.frameRejected(stream, frame(0, jpeg=b"GIF89a"))
+        self.assertEqual(self.registry.stats("cam").rejected, 1)
+        self.assertEqual(self.sink.frames, [])
+
+    def test_idleStreamsForgotten(self):
+        """
+        Beyond C{maxIdle} disconnected streams, the one seen least recently
+        is forgotten when a new name arrives.
+        """
+        registry = StreamRegistry(self.clock, maxIdle=2)
+        for name in ("a", "b", "c"):
+            protocol = FakeProtocol()
+            stream = registry.attach(name, 0, 1, protocol)
+            self.clock.advance(1)
+            registry.detach(stream, protocol)
+        self.assertEqual(sorted(registry.snapshot()["streams"]), ["b", "c"])
+
+    def test_statsUnknown(self):
+        """
+        C{stats} of an unknown name raises L{KeyError}.
+        """
+        self.assertRaises(KeyError, self.registry.stats, "nobody")
+
+    def test_snapshot(self):
+        """
+        The snapshot holds every stream under its name, with the documented
+        keys.
+        """
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        self.accept(stream, 0, captureTime=999.99)
+        self.clock.advance(1)
+        snapshot = self.registry.snapshot()
+        self.assertEqual(list(snapshot), ["streams"])
+        cam = snapshot["streams"]["cam"]
+        self.assertEqual(
+            sorted(cam),
+            sorted(["frames", "bytes", "fps", "latency_ms", "gaps", "dropped",
+                    "connections", "reconnects", "rejected", "duplicates",
+                    "connected", "last_seen"]),
+        )
+        self.assertEqual(cam["last_seen"], 1000.0)
+        self.assertAlmostEqual(cam["latency_ms"]["p50"], 10.0, places=3)
+
+    def test_disconnectAllAndClose(self):
+        """
+        At shutdown every live protocol gets ERR_SHUTDOWN and every sink is
+        closed.
+        """
+        live = FakeProtocol()
+        gone = FakeProtocol()
+        self.registry.attach("a", 0, 1, live)
+        stream = self.registry.attach("b", 0, 1, gone)
+        self.registry.detach(stream, gone)
+        self.registry.disconnectAll()
+        self.assertEqual([code for code, _ in live.failures], [wire.ERR_SHUTDOWN])
+        self.assertEqual(gone.failures, [])
+        self.successResultOf(self.registry.close())
+        self.assertEqual(self.sink.closed, 1)
