@@ -233,7 +233,7 @@ class FrameReceiverProtocol(MessageProtocol):
     def _helloReceived(self, hello: wire.Hello) -> None:
         try:
             self.stream = self.factory.streams.attach(
-                hello.name, hello.capabilities, self
+                hello.name, hello.capabilities, hello.session, self
             )
         except Refused as e:
             self.log.warn(
