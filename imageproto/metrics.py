@@ -1,0 +1,173 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Prometheus metrics for one receiver, served as text at C{/metrics}.
+
+Each receiver owns a private L{CollectorRegistry} (never the process-wide
+default one), so several receivers in one process, and the tests, do not
+collide.  Counters that the L{imageproto.streams.StreamRegistry} already
+keeps are read from its C{snapshot()} at scrape time; the latency histogram
+needs every observation, so L{ReceiverMetrics} is also an
+L{imageproto.sinks.IFrameSink} that the registry hands each frame to.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from zope.interface import implementer
+
+from imageproto.sinks import IFrameSink
+
+__all__ = ["ReceiverMetrics", "LATENCY_BUCKETS", "CONTENT_TYPE"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+# (metric name, snapshot key, help text) for the registry's running counts.
+_STREAM_COUNTERS = (
+    ("imageproto_frames", "frames", "Frames accepted."),
+    ("imageproto_bytes", "bytes", "JPEG bytes accepted."),
+    (
+        "imageproto_sender_dropped_frames",
+        "dropped",
+        "Frames the sender reports it dropped before sending.",
+    ),
+    ("imageproto_gaps", "gaps", "Sequence numbers skipped within a session."),
+    ("imageproto_connections", "connections", "Accepted sender handshakes."),
+    ("imageproto_reconnects", "reconnects", "Handshakes after the first."),
+    ("imageproto_rejected_frames", "rejected", "Frames refused (not JPEG)."),
+    ("imageproto_duplicate_frames", "duplicates", "Resent frames ignored."),
+)
+
+# (metric name, recorder stats key, help text).
+_RECORDER_COUNTERS = (
+    ("imageproto_recorded_frames", "written", "Frames written to recordings."),
+    (
+        "imageproto_recorder_dropped_frames",
+        "dropped",
+        "Frames not recorded because the recorder's queue was full.",
+    ),
+)
+
+
+def _noStats() -> dict:
+    return {}
+
+
+@implementer(IFrameSink)
+class ReceiverMetrics:
+    """
+    The metrics of one receiver and their text exposition.
+
+    @param snapshot: a callable returning the C{StreamRegistry.snapshot()}
+        dictionary, C{{"streams": {name: {...}}}}.
+    @param viewerCounts: a callable returning C{{stream name: live MJPEG
+        viewers}}.
+    @param recorderStats: a callable returning C{{stream name: {"written",
+        "dropped", ...}}} from the recorder, when one runs.
+
+    @ivar registry: the private L{CollectorRegistry} holding every metric.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], dict],
+        viewerCounts: Callable[[], dict] = _noStats,
+        recorderStats: Callable[[], dict] = _noStats,
+    ) -> None:
+        self._snapshot = snapshot
+        self._viewerCounts = viewerCounts
+        self._recorderStats = recorderStats
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._latency = Histogram(
+            "imageproto_frame_latency_seconds",
+            "Seconds from capture (sender clock) to receipt (receiver clock).",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(self)
+
+    # IFrameSink
+
+    def frameReceived(self, frame) -> None:
+        self._latency.labels(frame.stream).observe(frame.latency)
+
+    def streamStarted(self, name: str) -> None:
+        pass
+
+    def streamStopped(self, name: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    # prometheus_client collector protocol
+
+    def describe(self) -> list:
+        # Describing nothing keeps registration from calling collect(), and
+        # therefore the snapshot, before the receiver is wired up.
+        return []
+
+    def collect(self):
+        """
+        Build the per-stream metric families from the current snapshot.
+        """
+        streams = self._snapshot().get("streams", {})
+        for metric, key, text in _STREAM_COUNTERS:
+            family = CounterMetricFamily(metric, text, labels=["stream"])
+            for name, stats in streams.items():
+                family.add_metric([name], stats.get(key, 0))
+            yield family
+        connected = GaugeMetricFamily(
+            "imageproto_connected_senders",
+            "Senders connected now (0 or 1 per stream).",
+            labels=["stream"],
+        )
+        fps = GaugeMetricFamily(
+            "imageproto_fps", "Frames per second received recently.", labels=["stream"]
+        )
+        for name, stats in streams.items():
+            connected.add_metric([name], 1 if stats.get("connected") else 0)
+            fps.add_metric([name], stats.get("fps") or 0.0)
+        yield connected
+        yield fps
+
+        viewers = GaugeMetricFamily(
+            "imageproto_viewers", "Live MJPEG viewers.", labels=["stream"]
+        )
+        counts = self._viewerCounts()
+        for name in sorted(set(streams) | set(counts)):
+            viewers.add_metric([name], counts.get(name, 0))
+        yield viewers
+
+        recorded = self._recorderStats()
+        for metric, key, text in _RECORDER_COUNTERS:
+            family = CounterMetricFamily(metric, text, labels=["stream"])
+            for name, stats in sorted(recorded.items()):
+                family.add_metric([name], stats.get(key, 0))
+            yield family
+
+    def render(self) -> bytes:
+        """
+        The Prometheus text exposition of every metric.
+        """
+        return generate_latest(self.registry)
