@@ -1,0 +1,453 @@
+"""
+Tests for L{imageproto.detectors}: the built-in detectors on real
+photographs (tests/data, see SOURCES.md), YOLO output parsing, ONNX models
+built by the tests themselves, and the errors C{--detect} reports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import textwrap
+
+from twisted.trial.unittest import SynchronousTestCase
+
+try:
+    import cv2
+    import numpy
+except ImportError:  # pragma: no cover
+    cv2 = None
+
+try:
+    import onnx
+except ImportError:  # pragma: no cover
+    onnx = None
+
+from imageproto import detectors
+from imageproto.detectors import DetectorError, OnnxOptions, loadDetector
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def readImage(name: str):
+    image = cv2.imread(os.path.join(DATA, name))
+    assert image is not None, name
+    return image
+
+
+def centre(box):
+    x, y, w, h = box
+    return (x + w / 2, y + h / 2)
+
+
+def inside(point, region):
+    (px, py), (x0, y0, x1, y1) = point, region
+    return x0 <= px <= x1 and y0 <= py <= y1
+
+
+def buildYoloModel(path: str, layout: str = "yolov8", inputSize: int = 32) -> None:
+    """
+    Write a tiny but real ONNX network with a YOLO-shaped output.
+
+    The network averages each input channel (GlobalAveragePool), and a Gemm
+    maps those three means onto a C{[1, 6, 8]} (yolov8: 4 box rows + 2 class
+    rows, 8 candidates) or C{[1, 8, 7]} (yolov5) tensor.  Candidate 0's class
+    0 score is the mean red level, candidate 1's is 0.95 times it (an
+    overlapping box NMS must drop) and candidate 2 is class 1 at a constant
+    0.9.  Boxes are in input pixels: (16, 16, 16, 16), (17, 17, 16, 16) and
+    (48, 40, 8, 24) as centre x, centre y, width, height.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    candidates = [
+        ([16, 16, 16, 16], (0, 1.0)),
+        ([17, 17, 16, 16], (0, 0.95)),
+        ([48, 40, 8, 24], None),
+    ]
+    # Eight candidates, five of them empty: like a real export, there are
+    # more candidates than attributes, which is how the layout is told.
+    if layout == "yolov8":
+        rows, cols = 6, 8
+    else:
+        rows, cols = 8, 7
+    bias = numpy.zeros((rows, cols), numpy.float32)
+    weights = numpy.zeros((3, rows, cols), numpy.float32)
+    for n, (box, redWeight) in enumerate(candidates):
+        if layout == "yolov8":
+            bias[:4, n] = box
+            if redWeight is None:
+                bias[5, n] = 0.9
+            else:
+                weights[0, 4 + redWeight[0], n] = redWeight[1]
+        else:
+            bias[n, :4] = box
+            bias[n, 4] = 1.0  # objectness
+            if redWeight is None:
+                bias[n, 6] = 0.9
+            else:
+                weights[0, n, 5 + redWeight[0]] = redWeight[1]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["dense"]),
+        helper.make_node("Reshape", ["dense", "shape"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-yolo",
+        [
+            helper.make_tensor_value_info(
+                "images", TensorProto.FLOAT, [1, 3, inputSize, inputSize]
+            )
+        ],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, rows, cols])],
+        [
+            numpy_helper.from_array(weights.reshape(3, rows * cols), "W"),
+            numpy_helper.from_array(bias.reshape(-1), "B"),
+            numpy_helper.from_array(numpy.array([1, rows, cols], numpy.int64), "shape"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+class PhotographTests(SynchronousTestCase):
+    """
+    The built-in detectors on real public-domain photographs.
+    """
+
+    def setUp(self):
+        if cv2 is None:
+            raise self.skipTest("cv2 is not installed")
+
+    def test_facesFindsTheAstronautsFace(self):
+        """
+        C{faces} finds exactly one face in the NASA portrait of Eileen
+        Collins, centred on her face (x 90-140, y 30-95 of the 256x256
+        image).
+        """
+        found = loadDetector("faces").factory().detect(
+            readImage("astronaut.jpg"), "s"
+        )
+        self.assertEqual([d["label"] for d in found], ["face"])
+        self.assertTrue(inside(centre(found[0]["box"]), (90, 30, 140, 95)), found)
+        self.assertTrue(0 < found[0]["confidence"] < 1)
+
+    def test_facesFindsNoFaceOnACat(self):
+        """
+        C{faces} finds no human face in the photograph of Chelsea the cat.
+        """
+        found = loadDetector("faces").factory().detect(readImage("chelsea.jpg"), "s")
+        self.assertEqual(found, [])
+
+    def test_catsFindsTheCat(self):
+        """
+        C{cats} finds Chelsea's face: one box of at least 60 px whose centre
+        lies within the photograph's cat face (x 40-120, y 40-110 of the
+        161x126 image; the top 27 rows are replicated border).
+        """
+        found = loadDetector("cats").factory().detect(readImage("chelsea.jpg"), "s")
+        self.assertEqual([d["label"] for d in found], ["cat"])
+        box = found[0]["box"]
+        self.assertTrue(inside(centre(box), (40, 40, 120, 110)), found)
+        self.assertGreaterEqual(box[2], 60)
+
+    def test_catsFindsNoCatInTheAstronautPortrait(self):
+        """
+        C{cats} finds nothing in the astronaut portrait.
+        """
+        found = loadDetector("cats").factory().detect(
+            readImage("astronaut.jpg"), "s"
+        )
+        self.assertEqual(found, [])
+
+    def test_peopleOnBlankFrameFindsNothing(self):
+        """
+        C{people} (HOG) runs on a 640x480 frame and reports nothing on an
+        empty grey one.  (No public-domain full-body photograph was at hand
+        to test a positive; see tests/data/SOURCES.md.)
+        """
+        image = numpy.full((480, 640, 3), 128, numpy.uint8)
+        self.assertEqual(loadDetector("people").factory().detect(image, "s"), [])
+
+    def test_motionReportsTheMovingSquare(self):
+        """
+        C{motion} reports nothing while a scene is still, then one region
+        where a bright square appears, per stream: another stream's model is
+        untouched.
+        """
+        detector = loadDetector("motion").factory()
+        still = readImage("astronaut.jpg")
+        for _ in range(30):
+            self.assertEqual(detector.detect(still, "a"), [])
+        moved = still.copy()
+        moved[150:200, 20:70] = 255
+        found = detector.detect(moved, "a")
+        self.assertEqual(len(found), 1, found)
+        self.assertTrue(inside(centre(found[0]["box"]), (35, 165, 55, 185)), found)
+        self.assertEqual(detector.detect(moved, "b"), [])
+
+    def test_motionIsSerial(self):
+        """
+        C{motion} asks for per-stream ordering; the stateless ones do not.
+        """
+        self.assertTrue(loadDetector("motion").serial)
+        self.assertFalse(loadDetector("faces").serial)
+
+    def test_echoFindsNothing(self):
+        """
+        C{echo} reports no detections and is marked as an echo.
+        """
+        spec = loadDetector("echo")
+        self.assertTrue(spec.echo)
+        self.assertEqual(spec.factory().detect(readImage("chelsea.jpg"), "s"), [])
+
+    def test_annotateDrawsBoxes(self):
+        """
+        L{detectors.annotate} draws on a copy: the pixels on the box's edge
+        change and the original is untouched.
+        """
+        image = numpy.zeros((100, 100, 3), numpy.uint8)
+        out = detectors.annotate(image, [detectors.detection("x", 0.5, (10, 40, 50, 30))])
+        self.assertTrue(out[69, 30].any())
+        self.assertFalse(image.any())
+
+
+class YoloParsingTests(SynchronousTestCase):
+    """
+    L{detectors.parseYoloOutput} on hand-made tensors.
+    """
+
+    def setUp(self):
+        if cv2 is None:
+            raise self.skipTest("cv2 is not installed")
+
+    def test_yolov8Layout(self):
+        """
+        A C{[1, 4+C, N]} tensor: boxes converted from centre form and scaled
+        to frame pixels, low scores dropped, labels from the class names.
+        """
+        out = numpy.zeros((1, 6, 4), numpy.float32)
+        out[0, :4, 0] = [50, 50, 20, 40]
+        out[0, 5, 0] = 0.8
+        out[0, :4, 1] = [10, 10, 4, 4]
+        out[0, 4, 1] = 0.1
+        found = detectors.parseYoloOutput(
+            out, (2.0, 0.5), OnnxOptions(classes=("a", "b"))
+        )
+        self.assertEqual(
+            found, [{"label": "b", "confidence": 0.8, "box": [80, 15, 40, 20]}]
+        )
+
+    def test_yolov5Layout(self):
+        """
+        A C{[1, N, 5+C]} tensor: class scores are multiplied by objectness;
+        unnamed class ids are reported as C{classN}.
+        """
+        out = numpy.zeros((1, 10, 7), numpy.float32)
+        out[0, 0] = [30, 30, 10, 10, 0.5, 0.0, 0.9]
+        found = detectors.parseYoloOutput(out, (1.0, 1.0), OnnxOptions())
+        self.assertEqual(
+            found, [{"label": "class1", "confidence": 0.45, "box": [25, 25, 10, 10]}]
+        )
+
+    def test_nmsDropsOverlaps(self):
+        """
+        Two nearly identical boxes of one class come out as one.
+        """
+        out = numpy.zeros((1, 5, 8), numpy.float32)
+        out[0, :, 0] = [50, 50, 20, 20, 0.9]
+        out[0, :, 1] = [51, 51, 20, 20, 0.8]
+        self.assertEqual(
+            len(detectors.parseYoloOutput(out, (1, 1), OnnxOptions())), 1
+        )
+
+    def test_badShape(self):
+        """
+        An output that is not a 2-D table raises ValueError.
+        """
+        self.assertRaises(
+            ValueError,
+            detectors.parseYoloOutput,
+            numpy.zeros((2, 3, 4, 5)),
+            (1, 1),
+            OnnxOptions(),
+        )
+
+
+class OnnxModelTests(SynchronousTestCase):
+    """
+    C{onnx:PATH} with networks the tests write themselves.
+    """
+
+    def setUp(self):
+        if cv2 is None or onnx is None:
+            raise self.skipTest("cv2 and onnx are needed")
+        self.dir = tempfile.mkdtemp()
+
+    def red(self):
+        image = numpy.zeros((128, 256, 3), numpy.uint8)
+        image[:, :, 2] = 255
+        return image
+
+    def test_yolov8Model(self):
+        """
+        A YOLOv8-shaped model runs through cv2.dnn: on a red 256x128 frame
+        (input 32x32, so x scales by 8 and y by 4) it reports the class-0
+        box once (NMS removed its neighbour) and the class-1 box, labelled
+        from the classes file.
+        """
+        path = os.path.join(self.dir, "v8.onnx")
+        buildYoloModel(path, "yolov8")
+        names = os.path.join(self.dir, "names.txt")
+        with open(names, "w") as f:
+            f.write("red\n\nother\n")
+        options = OnnxOptions(size=(32, 32), classes=detectors.readClassNames(names))
+        found = loadDetector("onnx:" + path, options).factory().detect(self.red(), "s")
+        self.assertEqual(
+            sorted(found, key=lambda d: d["label"]),
+            [
+                {"label": "other", "confidence": 0.9, "box": [352, 112, 64, 96]},
+                {"label": "red", "confidence": 1.0, "box": [64, 32, 128, 64]},
+            ],
+        )
+
+    def test_yolov8ModelSeesTheInput(self):
+        """
+        The model's class-0 score is the mean red level: on a black frame
+        only the constant class-1 box passes the confidence threshold.
+        """
+        path = os.path.join(self.dir, "v8.onnx")
+        buildYoloModel(path, "yolov8")
+        options = OnnxOptions(size=(32, 32))
+        detector = loadDetector("onnx:" + path, options).factory()
+        found = detector.detect(numpy.zeros((64, 64, 3), numpy.uint8), "s")
+        self.assertEqual([d["label"] for d in found], ["class1"])
+
+    def test_yolov5Model(self):
+        """
+        A YOLOv5-shaped model ([1, N, 5+C]) is recognised by its shape.
+        """
+        path = os.path.join(self.dir, "v5.onnx")
+        buildYoloModel(path, "yolov5")
+        found = loadDetector("onnx:" + path, OnnxOptions(size=(32, 32))).factory().detect(
+            self.red(), "s"
+        )
+        self.assertEqual(sorted(d["label"] for d in found), ["class0", "class1"])
+
+    def test_missingModel(self):
+        """
+        A model path that does not exist is named in the error.
+        """
+        path = os.path.join(self.dir, "nope.onnx")
+        e = self.assertRaises(DetectorError, loadDetector, "onnx:" + path)
+        self.assertIn(path, str(e))
+        self.assertIn("does not exist", str(e))
+
+    def test_unreadableModel(self):
+        """
+        A file that is not an ONNX model is named, and OpenCV's complaint
+        is passed on.
+        """
+        path = os.path.join(self.dir, "junk.onnx")
+        with open(path, "wb") as f:
+            f.write(b"this is not a model")
+        e = self.assertRaises(DetectorError, loadDetector, "onnx:" + path)
+        self.assertIn(path, str(e))
+        self.assertIn("could not be loaded", str(e))
+
+    def test_missingClassesFile(self):
+        """
+        An unreadable classes file raises DetectorError naming it.
+        """
+        path = os.path.join(self.dir, "none.txt")
+        e = self.assertRaises(DetectorError, detectors.readClassNames, path)
+        self.assertIn(path, str(e))
+
+
+class LoadDetectorTests(SynchronousTestCase):
+    """
+    L{loadDetector} resolves names and user classes.
+    """
+
+    def setUp(self):
+        if cv2 is None:
+            raise self.skipTest("cv2 is not installed")
+
+    def userModule(self, source: str) -> str:
+        directory = tempfile.mkdtemp()
+        name = "userdetector_" + os.path.basename(directory).replace("-", "_")
+        with open(os.path.join(directory, name + ".py"), "w") as f:
+            f.write(textwrap.dedent(source))
+        sys.path.insert(0, directory)
+        self.addCleanup(sys.path.remove, directory)
+        self.addCleanup(sys.modules.pop, name, None)
+        return name
+
+    def test_builtins(self):
+        """
+        Every built-in name loads.
+        """
+        for name in detectors.BUILTIN:
+            self.assertEqual(loadDetector(name).name, name)
+
+    def test_unknownName(self):
+        """
+        An unknown plain name lists the choices.
+        """
+        e = self.assertRaises(DetectorError, loadDetector, "dogs")
+        self.assertIn("people", str(e))
+
+    def test_userClass(self):
+        """
+        C{module:Class} loads a user's detector, one instance per call of
+        the factory, and honours its C{serial} flag.
+        """
+        module = self.userModule(
+            """
+            class Mine:
+                serial = True
+                def detect(self, image, stream):
+                    return [{"label": stream, "confidence": 1.0, "box": [0, 0, 1, 1]}]
+            """
+        )
+        spec = loadDetector(module + ":Mine")
+        self.assertTrue(spec.serial)
+        self.assertIsNot(spec.factory(), spec.factory())
+        self.assertEqual(spec.factory().detect(None, "s")[0]["label"], "s")
+
+    def test_userModuleMissing(self):
+        """
+        A module that cannot be imported is named.
+        """
+        e = self.assertRaises(DetectorError, loadDetector, "no_such_mod_xyz:Thing")
+        self.assertIn("no_such_mod_xyz", str(e))
+
+    def test_userAttributeMissing(self):
+        """
+        A missing class in an existing module is named.
+        """
+        module = self.userModule("x = 1\n")
+        e = self.assertRaises(DetectorError, loadDetector, module + ":Thing")
+        self.assertIn("Thing", str(e))
+
+    def test_userClassWithoutDetect(self):
+        """
+        A class without a C{detect} method is refused.
+        """
+        module = self.userModule("class Thing:\n    pass\n")
+        e = self.assertRaises(DetectorError, loadDetector, module + ":Thing")
+        self.assertIn("detect", str(e))
+
+    def test_userClassFailsToStart(self):
+        """
+        A constructor that raises is reported with its exception.
+        """
+        module = self.userModule(
+            "class Thing:\n    def __init__(self):\n        raise IOError('no weights')\n"
+        )
+        e = self.assertRaises(DetectorError, loadDetector, module + ":Thing")
+        self.assertIn("no weights", str(e))
