@@ -51,11 +51,14 @@ class SenderFactory(ReconnectingClientFactory):
     Connects (and reconnects, with backoff) one sender to a receiver.
 
     @ivar sender: the L{imageproto.sender.FrameSender} that decides what to
-        send; it outlives each connection.
+        send; it outlives each connection.  Told through C{fail()} when
+        C{maxRetries} consecutive attempts have failed.
     """
 
     protocol = FrameSenderProtocol
     log = Logger()
+    noisy = False
+    _lastReason = None
 
     def __init__(
         self,
@@ -72,5 +75,41 @@ class SenderFactory(ReconnectingClientFactory):
         self.maxMessageBytes = maxMessageBytes
         self.maxDelay = maxDelay
         self.maxRetries = maxRetries
-        self.initialDelay = initialDelay
-        self.delay = initialDelay
+        self.initialDelay = self.delay = min(initialDelay, maxDelay)
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        self._lastReason = reason
+        super().clientConnectionFailed(connector, reason)
+
+    def clientConnectionLost(self, connector, reason) -> None:
+        self._lastReason = reason
+        super().clientConnectionLost(connector, reason)
+
+    def retry(self, connector=None) -> None:
+        """
+        Schedule the next attempt as C{ReconnectingClientFactory} does, but
+        never more than C{maxDelay} away; log it; and tell the sender when
+        C{maxRetries} is used up (the base class only stops trying,
+        silently).
+        """
+        super().retry(connector)
+        if not self.continueTrying:
+            return
+        reason = self._lastReason.getErrorMessage() if self._lastReason else "?"
+        if self.maxRetries is not None and self.retries > self.maxRetries:
+            self.stopTrying()
+            self.sender.fail(
+                f"gave up after {self.maxRetries} retries; last error: {reason}"
+            )
+            return
+        delay = self._callID.getTime() - self.clock.seconds()
+        if delay > self.maxDelay:
+            # The base class applies its jitter after the cap.
+            delay = self.maxDelay
+            self._callID.reset(delay)
+        self.log.info(
+            "{reason}; retry {n} in {delay:.1f} s",
+            reason=reason,
+            n=self.retries,
+            delay=delay,
+        )

@@ -1,5 +1,232 @@
+# -*- test-case-name: tests.test_tap_sender -*-
+"""
+C{twistd imageproto-sender}: capture frames and stream them to a receiver.
+
+Exit status
+-----------
+
+C{twistd} exits 0 whenever its reactor stops, whatever stopped it.  The
+sender needs a non-zero status when it fails for good (the server refused
+the stream, reconnecting gave up, the source cannot be opened), so
+L{exitProcess} stops the reactor and, for a non-zero status only, registers
+an C{atexit} handler that flushes stdout and stderr and calls
+C{os._exit(status)}.  C{atexit} handlers run after C{twistd} has finished its
+own cleanup (the reactor's shutdown triggers, the services' C{stopService},
+removing the pid file, closing the log), so nothing is skipped but the
+interpreter's final teardown.  An exception raised from a shutdown trigger
+would not do: the reactor catches and logs it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+from functools import partial
+
+from twisted.internet import error
+from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
+
+from imageproto.config import (
+    CameraSpec,
+    ImagesSpec,
+    PatternSpec,
+    SenderConfig,
+    VideoSpec,
+)
+
+__all__ = ["Options", "makeService", "exitProcess"]
+
+DEFAULT_CONNECT = "tcp:localhost:8080"
+
+
+def _atLeast(minimum, kind=int):
+    def coerce(value):
+        number = kind(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    coerce.coerceDoc = f"At least {minimum}."
+    return coerce
+
+
+def _quality(value):
+    number = int(value)
+    if not 1 <= number <= 100:
+        raise ValueError("must be 1..100")
+    return number
+
+
 class Options(usage.Options):
-    pass
-def makeService(options):
-    raise NotImplementedError
+    synopsis = (
+        "[--video PATH [--loop] | --camera INDEX|URL | --images DIR] "
+        "[--connect ENDPOINT | --host HOST --port PORT] [options]"
+    )
+    longdesc = (
+        "Capture frames from a video file, a camera, a folder of images or "
+        "(with none of those) a built-in moving test pattern, JPEG-encode "
+        "them and stream them to an imageproto receiver, reconnecting with "
+        "backoff.  A live source (camera, pattern) drops frames the network "
+        "cannot take; a file source waits, and is delivered whole even "
+        "across receiver restarts.  A finite source (or --count) ends the "
+        "run: exit status 0 once every frame is acknowledged, non-zero if "
+        "the receiver refuses the stream or retries run out."
+    )
+
+    optFlags = [
+        ["loop", None, "With --video: start again at the end."],
+    ]
+
+    optParameters = [
+        ["connect", "c", None, f"Client endpoint of the receiver [default: {DEFAULT_CONNECT}]."],
+        ["host", None, None, "Receiver host (shorthand for --connect tcp:HOST:PORT)."],
+        ["port", "p", None, "Receiver port (shorthand, with --host).", usage.portCoerce],
+        ["video", None, None, "Send this video file."],
+        ["camera", None, None, "Send this camera: a device index or a URL (rtsp://...)."],
+        ["images", None, None, "Send each image in this folder once, sorted by name."],
+        ["name", "n", None, "Stream name [default: this host's name]."],
+        ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate].", _atLeast(0, float)],
+        ["width", None, 0, "Resize frames to this width (0: keep).", _atLeast(0)],
+        ["height", None, 0, "Resize frames to this height (0: keep).", _atLeast(0)],
+        ["quality", "q", 90, "JPEG quality, 1..100.", _quality],
+        ["count", None, 0, "Stop after sending this many frames (0: no limit).", _atLeast(0)],
+        ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
+        ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
+        ["max-retries", None, None, "Give up after this many failed reconnections [default: never].", _atLeast(0)],
+    ]
+
+    def postOptions(self) -> None:
+        sources = [k for k in ("video", "camera", "images") if self[k] is not None]
+        if len(sources) > 1:
+            raise usage.UsageError(
+                "choose one source, not " + " and ".join("--" + s for s in sources)
+            )
+        if self["loop"] and self["video"] is None:
+            raise usage.UsageError("--loop applies to --video only")
+        if self["video"] is not None:
+            self["video"] = os.path.abspath(self["video"])
+            if not os.path.isfile(self["video"]):
+                raise usage.UsageError(f"no such video file: {self['video']}")
+        if self["images"] is not None:
+            self["images"] = self._imageFolder(self["images"])
+        if self["camera"] is not None:
+            camera = self["camera"].strip()
+            if not camera:
+                raise usage.UsageError("--camera needs a device index or a URL")
+            self["camera"] = int(camera) if camera.isdigit() else camera
+        self["connect"] = self._endpoint()
+        if self["name"] is None:
+            self["name"] = socket.gethostname() or "imageproto"
+        if not self["name"] or len(self["name"].encode("utf-8")) > 255:
+            raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
+
+    def _imageFolder(self, directory: str) -> str:
+        from imageproto.capture import listImages
+
+        directory = os.path.abspath(directory)
+        if not os.path.isdir(directory):
+            raise usage.UsageError(f"no such folder: {directory}")
+        if not listImages(directory):
+            raise usage.UsageError(f"no image files in {directory}")
+        return directory
+
+    def _endpoint(self) -> str:
+        host, port = self["host"], self["port"]
+        if self["connect"] is not None:
+            if host is not None or port is not None:
+                raise usage.UsageError("use --connect or --host/--port, not both")
+            description = self["connect"]
+        elif host is not None or port is not None:
+            description = f"tcp:{host or 'localhost'}:{port or 8080}"
+        else:
+            description = DEFAULT_CONNECT
+        from twisted.internet import reactor
+
+        try:
+            # Building an endpoint parses the description and opens nothing.
+            clientFromString(reactor, description)
+        except (ValueError, TypeError, KeyError) as e:
+            raise usage.UsageError(f"bad --connect {description!r}: {e}") from None
+        return description
+
+
+def exitProcess(reactor, status: int) -> None:
+    """
+    End the process with C{status} once twistd has shut down cleanly (see
+    the module docstring).
+    """
+    if status:
+        atexit.register(_hardExit, status)
+    try:
+        reactor.stop()
+    except error.ReactorNotRunning:
+        pass
+
+
+def _hardExit(status: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def buildSource(spec):
+    """
+    The L{imageproto.capture} source for a L{SenderConfig}'s C{source}.
+    """
+    from imageproto import capture
+
+    if isinstance(spec, VideoSpec):
+        return capture.VideoFileSource(spec.path, spec.loop)
+    if isinstance(spec, CameraSpec):
+        return capture.CameraSource(spec.device)
+    if isinstance(spec, ImagesSpec):
+        return capture.ImageFolderSource(spec.directory)
+    if isinstance(spec, PatternSpec):
+        return capture.PatternSource(spec.width, spec.height)
+    raise TypeError(f"not a source spec: {spec!r}")
+
+
+def makeService(options, reactor=None):
+    """
+    Build the sender's services; nothing is opened until they start.
+
+    @return: a L{imageproto.services.SenderService}.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from imageproto.capture import Encoder
+    from imageproto.factories import SenderFactory
+    from imageproto.sender import FrameSender
+    from imageproto.services import (
+        CaptureService,
+        SenderConnectionService,
+        SenderService,
+    )
+
+    config = SenderConfig.fromOptions(options)
+    source = buildSource(config.source)
+    sender = FrameSender(config.name, source.live, reactor, window=config.window)
+    factory = SenderFactory(
+        sender,
+        clock=reactor,
+        maxDelay=config.maxDelay,
+        maxRetries=config.maxRetries,
+    )
+    connection = SenderConnectionService(
+        clientFromString(reactor, config.connect), factory, config.connect, reactor
+    )
+    captureService = CaptureService(
+        source,
+        sender,
+        config.fps,
+        Encoder(config.width, config.height, config.quality),
+        clock=reactor,
+        count=config.count,
+    )
+    return SenderService(sender, connection, captureService, partial(exitProcess, reactor))

@@ -1,0 +1,461 @@
+# -*- test-case-name: tests.test_sender -*-
+"""
+The sender's decisions: which frames go out, which wait, which are dropped,
+what is resent after a reconnect, and when the run is over.
+
+L{FrameSender} is the C{factory.sender} collaborator of
+L{imageproto.protocol.FrameSenderProtocol}, and the sink of
+L{imageproto.services.CaptureService}.  It touches no socket and no thread: it
+is driven by plain method calls and reads time from an injected clock, so
+every rule below is tested without a network.
+
+Flow control is by ACK: at most C{window} frames are unacknowledged.
+
+  - A B{live} source (camera, test pattern) never waits.  A frame that
+    arrives while the window is full, the transport's buffer is full
+    (C{protocol.pressure.paused}) or no server is connected is dropped and
+    counted; the count travels in each FRAME's C{dropped} trailer.  Frames
+    unacknowledged when a connection is lost are stale by the time another
+    connects, so they are abandoned and counted as lost.
+  - A B{finite} source (video file, image folder) is delivered whole.  The
+    capture loop asks L{FrameSender.whenReady} before reading each frame,
+    so it stops reading while the window is full, the buffer is full or the
+    server is away; after a reconnect every unacknowledged frame is sent
+    again, oldest first, under its original sequence number (the receiver
+    de-duplicates by name, session and seq).
+
+Either way at most C{window} encoded frames are held, however slow or dead
+the network is.
+
+When the source is exhausted (or C{--count} frames went out) and every frame
+is settled (acknowledged or rejected), the sender says BYE, logs a
+L{Summary}, and fires L{FrameSender.whenDone}.  A permanent failure (the
+server refused the HELLO, reconnecting gave up, the source could not be
+opened) fails that Deferred with L{SenderFailed} instead.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Callable
+
+from attrs import asdict, define, frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from imageproto import wire
+
+__all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
+
+# ERROR codes that, even before WELCOME, say "not now" rather than "never".
+_TRANSIENT_REFUSALS = frozenset([wire.ERR_BUSY, wire.ERR_SHUTDOWN])
+
+# A FRAME's bytes besides its JPEG: header, seq, length, trailer.
+_FRAME_OVERHEAD = 2 + 8 + 4 + 8 + 8 + 4
+
+# Round-trip samples kept for the summary's percentiles (bounded memory).
+RTT_SAMPLES = 10_000
+
+
+def newSession() -> int:
+    """
+    A random u64 that names this run of the sender (see L{wire.Hello}).
+    """
+    return random.SystemRandom().getrandbits(64)
+
+
+def percentile(values, fraction: float) -> float | None:
+    """
+    The nearest-rank percentile of C{values}, or C{None} when empty.
+
+    @param fraction: 0.5 for the median, 0.95 for p95.
+    """
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * fraction // 1))
+    return ordered[int(rank) - 1]
+
+
+class SenderFailed(Exception):
+    """
+    The sender stopped for good before delivering everything.
+
+    @ivar reason: a sentence for the log and the process's output.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@frozen
+class Summary:
+    """
+    What one run of the sender did.
+
+    @ivar sent: distinct frames sent at least once.
+    @ivar resent: extra transmissions after reconnects.
+    @ivar acknowledged: frames the server ACKed.
+    @ivar rejected: frames the server REJECTed.
+    @ivar dropped: frames a live source captured that were never sent.
+    @ivar lost: frames of a live source sent but unacknowledged when their
+        connection was lost.
+    @ivar reconnects: handshakes after the first.
+    @ivar results: RESULT messages received.
+    @ivar rttP50: median send-to-ACK time in seconds (sender's clock), or
+        C{None} without ACKs.
+    @ivar rttP95: the 95th percentile, likewise.
+    """
+
+    sent: int
+    resent: int
+    acknowledged: int
+    rejected: int
+    dropped: int
+    lost: int
+    reconnects: int
+    results: int
+    rttP50: float | None
+    rttP95: float | None
+
+
+@define
+class _Counts:
+    sent: int = 0
+    resent: int = 0
+    acknowledged: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    lost: int = 0
+    results: int = 0
+
+
+@define
+class _Pending:
+    """
+    A frame sent (or waiting to be sent) and not yet settled.
+    """
+
+    jpeg: bytes
+    captureTime: float
+    sentAt: float | None = None
+    sends: int = 0
+
+
+class FrameSender:
+    """
+    Decides what one sender transmits; outlives every connection.
+
+    @param name: the stream name sent in HELLO.
+    @param live: C{True} for a source that drops frames rather than wait.
+    @param clock: an C{IReactorTime} for send times and round trips.
+    @param window: the most frames unacknowledged at once.
+    @param session: the HELLO session id; random by default.
+    @param onResult: called with each L{wire.Result} (see L{resultReceived}).
+    @param pollInterval: how often L{whenReady} re-checks a full transport
+        buffer, which (unlike an ACK) announces nothing when it drains.
+
+    @ivar protocol: the connected, welcomed protocol, or C{None}.
+    @ivar welcome: the server's last L{wire.Welcome}, or C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        live: bool,
+        clock,
+        window: int = 8,
+        session: int | None = None,
+        onResult: Callable[[wire.Result], object] | None = None,
+        pollInterval: float = 0.01,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
+        self.name = name
+        self.live = live
+        self.clock = clock
+        self.window = window
+        self.session = newSession() if session is None else session
+        self.onResult = onResult
+        self.pollInterval = pollInterval
+        self.protocol = None
+        self.welcome = None
+        self._nextSeq = 0
+        self._unacked: dict[int, _Pending] = {}
+        self._waiters: list[Deferred] = []
+        self._poll = None
+        self._exhausted = False
+        self._outcome = None
+        self._doneWaiters: list[Deferred] = []
+        self._handshakes = 0
+        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
+        self._counts = _Counts()
+
+    # -- what the protocol calls ------------------------------------------
+
+    def hello(self) -> wire.Hello:
+        capabilities = wire.CAP_RESULTS | (wire.CAP_LIVE if self.live else 0)
+        return wire.Hello(self.name, capabilities, self.session)
+
+    def connected(self, protocol, welcome: wire.Welcome) -> None:
+        self._handshakes += 1
+        self.protocol = protocol
+        self.welcome = welcome
+        self.log.info(
+            "streaming {name!r} to {peer} (connection {n}, {pending} frames "
+            "to resend)",
+            name=self.name,
+            peer=protocol.peer,
+            n=self._handshakes,
+            pending=len(self._unacked),
+        )
+        for seq, pending in self._unacked.items():
+            self._transmit(seq, pending)
+        self._settled()
+
+    def acked(self, seq: int) -> None:
+        pending = self._unacked.pop(seq, None)
+        if pending is None:
+            self.log.debug("ACK for frame {seq}, not outstanding", seq=seq)
+            return
+        self._counts.acknowledged += 1
+        self._rtts.append(self.clock.seconds() - pending.sentAt)
+        self._settled()
+
+    def rejected(self, seq: int, reason: str) -> None:
+        if self._unacked.pop(seq, None) is None:
+            return
+        self._counts.rejected += 1
+        self.log.warn(
+            "the server rejected frame {seq}: {reason}", seq=seq, reason=reason
+        )
+        self._settled()
+
+    def resultReceived(self, result: wire.Result) -> None:
+        """
+        A detector's answer arrived.  Counted, then handed to C{onResult}
+        (the hook for saving results and batch handling).
+        """
+        self._counts.results += 1
+        self.log.debug(
+            "result for frame {seq}: {n} detections",
+            seq=result.seq,
+            n=len(result.detections),
+        )
+        if self.onResult is not None:
+            self.onResult(result)
+
+    def refused(self, error: wire.Error) -> None:
+        if error.code in _TRANSIENT_REFUSALS:
+            self.log.warn(
+                "the server cannot take {name!r} now ({reason}); will retry",
+                name=self.name,
+                reason=error.reason,
+            )
+            return
+        self.fail(f"the server refused the stream: {error.reason} (code {error.code})")
+
+    def failed(self, error: wire.Error) -> None:
+        # The protocol has logged the ERROR and closes the connection; the
+        # factory reconnects and unacknowledged frames are resent.
+        pass
+
+    def disconnected(self, protocol, reason) -> None:
+        if protocol is not self.protocol:
+            return
+        self.protocol = None
+        self._stopPolling()
+        if self.live and self._unacked:
+            self._counts.lost += len(self._unacked)
+            self._unacked.clear()
+        self.log.info(
+            "connection lost: {reason}; {pending} frames await a reconnect",
+            reason=reason.getErrorMessage(),
+            pending=len(self._unacked),
+        )
+        self._settled()
+
+    # -- what the capture loop calls --------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """
+        Whether a frame offered now would be sent at once.
+        """
+        return (
+            self.protocol is not None
+            and len(self._unacked) < self.window
+            and not self.protocol.pressure.paused
+        )
+
+    def whenReady(self) -> Deferred:
+        """
+        @return: a Deferred that fires (with C{None}) once L{ready} is true;
+            a finite source's capture loop waits on it before each read.
+        """
+        if self.ready:
+            return succeed(None)
+        d = Deferred(self._waiters.remove)
+        self._waiters.append(d)
+        self._pollPressure()
+        return d
+
+    def frameCaptured(self, jpeg: bytes, captureTime: float) -> bool:
+        """
+        Offer one encoded frame.
+
+        @return: C{True} if it was taken (sent now, or held for a finite
+            source), C{False} if a live source's frame was dropped.
+        """
+        if self._outcome is not None:
+            return False
+        limit = self.welcome.maxMessageBytes if self.welcome else None
+        if limit is not None and len(jpeg) + _FRAME_OVERHEAD > limit:
+            self._counts.dropped += 1
+            self.log.warn(
+                "a {size}-byte frame exceeds the server's limit of {limit} "
+                "bytes and is not sent (lower --quality or --width)",
+                size=len(jpeg),
+                limit=limit,
+            )
+            return False
+        if self.live and not self.ready:
+            # Counted, not logged: twistd shows debug events, and a camera
+            # without a server would log one line per frame.
+            self._counts.dropped += 1
+            return False
+        seq = self._nextSeq
+        self._nextSeq += 1
+        pending = _Pending(jpeg, captureTime)
+        self._unacked[seq] = pending
+        if self.protocol is not None:
+            self._transmit(seq, pending)
+        return True
+
+    def sourceExhausted(self) -> None:
+        """
+        No more frames will be offered; finish once all are settled.
+        """
+        self._exhausted = True
+        self._settled()
+
+    def fail(self, reason: str) -> None:
+        """
+        Stop for good: log C{reason} and fail L{whenDone}.
+        """
+        if self._outcome is not None:
+            return
+        self.log.error("sender {name!r} stops: {reason}", name=self.name, reason=reason)
+        self._finish(SenderFailed(reason))
+
+    # -- results -----------------------------------------------------------
+
+    def summary(self) -> Summary:
+        return Summary(
+            reconnects=max(0, self._handshakes - 1),
+            **asdict(self._counts),
+            rttP50=percentile(self._rtts, 0.5),
+            rttP95=percentile(self._rtts, 0.95),
+        )
+
+    def whenDone(self) -> Deferred:
+        """
+        @return: a fresh Deferred that fires with the L{Summary} once every
+            frame is settled, or fails with L{SenderFailed}.
+        """
+        d = Deferred()
+        if self._outcome is None:
+            self._doneWaiters.append(d)
+        else:
+            _fire(d, self._outcome)
+        return d
+
+    @property
+    def finished(self) -> bool:
+        return self._outcome is not None
+
+    # -- internals ---------------------------------------------------------
+
+    def _transmit(self, seq: int, pending: _Pending) -> None:
+        now = self.clock.seconds()
+        if pending.sends:
+            self._counts.resent += 1
+        else:
+            self._counts.sent += 1
+        pending.sends += 1
+        pending.sentAt = now
+        self.protocol.sendFrame(
+            wire.Frame(seq, pending.jpeg, pending.captureTime, now, self._counts.dropped)
+        )
+
+    def _settled(self) -> None:
+        """
+        Something changed the window or the connection: wake a waiting
+        capture loop, and finish if everything is delivered.
+        """
+        if self._exhausted and not self._unacked and self._outcome is None:
+            if self.protocol is not None:
+                self.protocol.sayGoodbye("done")
+            summary = self.summary()
+            self.log.info(
+                "sender {name!r} done: {sent} sent, {acknowledged} acknowledged, "
+                "{rejected} rejected, {dropped} dropped, {lost} lost, "
+                "{resent} resent, {reconnects} reconnects, round trip "
+                "p50 {p50} s, p95 {p95} s",
+                name=self.name,
+                p50=_seconds(summary.rttP50),
+                p95=_seconds(summary.rttP95),
+                **{k: getattr(summary, k) for k in _COUNTS},
+            )
+            self._finish(summary)
+            return
+        if self._waiters and self.ready:
+            waiters, self._waiters = self._waiters, []
+            self._stopPolling()
+            for d in waiters:
+                d.callback(None)
+
+    def _pollPressure(self) -> None:
+        if (
+            self._poll is None
+            and self.protocol is not None
+            and len(self._unacked) < self.window
+        ):
+            self._poll = self.clock.callLater(self.pollInterval, self._polled)
+
+    def _polled(self) -> None:
+        self._poll = None
+        self._settled()
+        if self._waiters:
+            self._pollPressure()
+
+    def _stopPolling(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+
+    def _finish(self, outcome) -> None:
+        self._outcome = outcome
+        self._stopPolling()
+        waiters, self._doneWaiters = self._doneWaiters, []
+        for d in waiters:
+            _fire(d, outcome)
+
+
+def _fire(d: Deferred, outcome) -> None:
+    if isinstance(outcome, Exception):
+        d.errback(Failure(outcome))
+    else:
+        d.callback(outcome)
+
+
+_COUNTS = ("sent", "acknowledged", "rejected", "dropped", "lost", "resent", "reconnects")
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
