@@ -219,12 +219,15 @@ class FrameReceiverProtocol(MessageProtocol):
             self.sendMessage(wire.Pong(message.token))
         elif isinstance(message, wire.Pong):
             pass
-        elif isinstance(message, wire.Bye):
-            self.log.info(
-                "{peer} ({stream}) said goodbye: {reason}",
+        elif isinstance(message, (wire.Bye, wire.Error)):
+            # Either way the sender is done.  An ERROR is not answered with
+            # one of ours, which would only hide its reason.
+            emit = self.log.info if isinstance(message, wire.Bye) else self.log.warn
+            emit(
+                "{peer} ({stream}) closes: {message}",
                 peer=self.peer,
                 stream=self.stream.name if self.stream else None,
-                reason=message.reason,
+                message=message,
             )
             self.close()
         else:

@@ -1,0 +1,826 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+Tests for L{imageproto.protocol}: the linear-time framing of
+L{MessageProtocol}, and both ends' handling of every message, against stub
+collaborators (no sockets, no real time).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from imageproto import wire
+from imageproto.factories import ReceiverFactory, SenderFactory
+from imageproto.protocol import MessageProtocol, Refused
+from tests.test_wire import TINY_JPEG, protocolBlocks, wireBytes
+
+
+def framed(message: wire.Message) -> bytes:
+    body = wire.encodeMessage(message)
+    return struct.pack("!I", len(body)) + body
+
+
+def written(transport: StringTransport) -> list:
+    """
+    Decode everything written to C{transport} as framed messages.
+    """
+    data = transport.value()
+    messages = []
+    while data:
+        (length,) = struct.unpack("!I", data[:4])
+        messages.append(wire.decodeMessage(data[4 : 4 + length]))
+        data = data[4 + length :]
+    return messages
+
+
+class _Holder:
+    """
+    A factory stand-in for the bare L{MessageProtocol}: just a clock.
+    """
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+
+
+class RecordingProtocol(MessageProtocol):
+    """
+    A L{MessageProtocol} that keeps what it receives.
+    """
+
+    def __init__(self) -> None:
+        self.received: list = []
+
+    def messageReceived(self, message: wire.Message) -> None:
+        self.received.append(message)
+
+
+def recordingProtocol(maxLength: int | None = None):
+    proto = RecordingProtocol()
+    proto.factory = _Holder()
+    if maxLength is not None:
+        proto.MAX_LENGTH = maxLength
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+SAMPLE = [
+    wire.Hello("cam-1", wire.CAP_LIVE, 42),
+    wire.Frame(0, TINY_JPEG, 1.5, 2.5, 0),
+    wire.Ping(7),
+    wire.Frame(1, b"\xff\xd8\xff" + bytes(range(256)) + b"\xff\xd9", 3.0, 4.0, 1),
+    wire.Bye("done"),
+]
+SAMPLE_BYTES = b"".join(framed(m) for m in SAMPLE)
+
+
+class _CountingBuffer(bytearray):
+    """
+    A C{bytearray} that counts the bytes appended to it and copied out of it.
+    """
+
+    appended = 0
+    copied = 0
+    copies = 0
+
+    def __iadd__(self, data):
+        self.appended += len(data)
+        return super().__iadd__(data)
+
+    def __getitem__(self, index):
+        chunk = super().__getitem__(index)
+        if isinstance(index, slice):
+            self.copied += len(chunk)
+            self.copies += 1
+        return chunk
+
+    def __bytes__(self):
+        self.copied += len(self)
+        self.copies += 1
+        return super().__bytes__()
+
+
+class FramingTests(SynchronousTestCase):
+    """
+    L{MessageProtocol} turns a byte stream into messages however the bytes
+    are split into reads.
+    """
+
+    def test_wholeMessages(self):
+        """
+        Messages delivered one read each are received in order.
+        """
+        proto, _ = recordingProtocol()
+        for message in SAMPLE:
+            proto.dataReceived(framed(message))
+        self.assertEqual(proto.received, SAMPLE)
+
+    def test_manyMessagesInOneRead(self):
+        """
+        Several messages in one read are all received, in order.
+        """
+        proto, transport = recordingProtocol()
+        proto.dataReceived(SAMPLE_BYTES * 3)
+        self.assertEqual(proto.received, SAMPLE * 3)
+        self.assertFalse(transport.disconnecting)
+
+    def test_splitAtEveryOffset(self):
+        """
+        The stream split into two reads at any offset gives the same
+        messages.
+        """
+        for offset in range(len(SAMPLE_BYTES) + 1):
+            proto, _ = recordingProtocol()
+            proto.dataReceived(SAMPLE_BYTES[:offset])
+            proto.dataReceived(SAMPLE_BYTES[offset:])
+            self.assertEqual(proto.received, SAMPLE, offset)
+
+    def test_byteByByte(self):
+        """
+        The stream delivered one byte per read gives the same messages, each
+        as soon as its last byte arrives.
+        """
+        proto, _ = recordingProtocol()
+        ends = []
+        total = 0
+        for message in SAMPLE:
+            total += len(framed(message))
+            ends.append(total)
+        for i in range(len(SAMPLE_BYTES)):
+            proto.dataReceived(SAMPLE_BYTES[i : i + 1])
+            self.assertEqual(len(proto.received), sum(1 for e in ends if e <= i + 1))
+        self.assertEqual(proto.received, SAMPLE)
+
+    def test_emptyRead(self):
+        """
+        An empty read delivers nothing and breaks nothing.
+        """
+        proto, _ = recordingProtocol()
+        proto.dataReceived(b"")
+        proto.dataReceived(SAMPLE_BYTES[:3])
+        proto.dataReceived(b"")
+        proto.dataReceived(SAMPLE_BYTES[3:])
+        self.assertEqual(proto.received, SAMPLE)
+
+    def test_overLimitLength(self):
+        """
+        A length prefix over C{MAX_LENGTH} makes the protocol write ERROR 5
+        and disconnect without reading the message or anything after it.
+        """
+        proto, transport = recordingProtocol(maxLength=100)
+        proto.dataReceived(framed(wire.Ping(1)) + struct.pack("!I", 101) + b"x" * 10)
+        proto.dataReceived(b"x" * 91 + framed(wire.Ping(2)))
+        self.assertEqual(proto.received, [wire.Ping(1)])
+        [error] = written(transport)
+        self.assertIsInstance(error, wire.Error)
+        self.assertEqual(error.code, wire.ERR_TOO_LARGE)
+        self.assertIn("101", error.reason)
+        self.assertTrue(transport.disconnecting)
+
+    def test_lengthAtLimit(self):
+        """
+        A message exactly C{MAX_LENGTH} bytes long is received.
+        """
+        message = wire.Frame(3, b"j" * 50)
+        size = len(wire.encodeMessage(message))
+        proto, transport = recordingProtocol(maxLength=size)
+        proto.dataReceived(framed(message))
+        self.assertEqual(proto.received, [message])
+        self.assertFalse(transport.disconnecting)
+
+    def test_httpRequestIsOverLimit(self):
+        """
+        An HTTP client that connects by mistake is refused at once: its
+        first four bytes read as a length of about 1.2 GB.
+        """
+        proto, transport = recordingProtocol()
+        proto.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual([m.code for m in written(transport)], [wire.ERR_TOO_LARGE])
+        self.assertTrue(transport.disconnecting)
+
+    def test_malformedMessage(self):
+        """
+        A malformed message gets ERROR 4; a wrong version ERROR 1; both
+        disconnect, and later messages in the same read are not delivered.
+        """
+        for body, code in [
+            (b"\x01\xff", wire.ERR_PROTOCOL),
+            (b"\x01\x04\x00", wire.ERR_PROTOCOL),
+            (b"\x02\x04" + b"\x00" * 8, wire.ERR_VERSION),
+        ]:
+            proto, transport = recordingProtocol()
+            proto.dataReceived(
+                struct.pack("!I", len(body)) + body + framed(wire.Ping(1))
+            )
+            self.assertEqual(proto.received, [])
+            self.assertEqual([m.code for m in written(transport)], [code])
+            self.assertTrue(transport.disconnecting)
+
+    def test_pauseAndResume(self):
+        """
+        A paused protocol delivers nothing, even of messages already
+        buffered; resuming delivers them in order.
+        """
+        proto, transport = recordingProtocol()
+        proto.dataReceived(framed(SAMPLE[0]))
+        proto.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        proto.dataReceived(SAMPLE_BYTES)
+        self.assertEqual(proto.received, SAMPLE[:1])
+        proto.resumeProducing()
+        self.assertEqual(proto.received, SAMPLE[:1] + SAMPLE)
+
+    def test_pauseFromMessageReceived(self):
+        """
+        Pausing while handling a message stops delivery of the rest of the
+        same read.
+        """
+        proto, _ = recordingProtocol()
+        proto.messageReceived = lambda m: (proto.received.append(m), proto.pauseProducing())
+        proto.dataReceived(SAMPLE_BYTES)
+        self.assertEqual(proto.received, SAMPLE[:1])
+        proto.resumeProducing()
+        self.assertEqual(proto.received, SAMPLE[:2])
+
+    def test_linear(self):
+        """
+        A 4 MiB message in 64 KiB reads is received with each byte appended
+        to one reused buffer once and copied out once: the work per read does
+        not grow with what is already buffered.
+        """
+        proto, _ = recordingProtocol()
+        buffer = proto._buffer = _CountingBuffer()
+        message = wire.Frame(9, b"\xff\xd8\xff" + b"\x00" * (4 * 2**20) + b"\xff\xd9")
+        data = framed(message)
+        chunk = 64 * 1024
+        for start in range(0, len(data), chunk):
+            proto.dataReceived(data[start : start + chunk])
+        self.assertEqual(proto.received, [message])
+        self.assertIs(proto._buffer, buffer)
+        self.assertEqual(buffer.appended, len(data))
+        self.assertEqual(buffer.copies, 1)
+        self.assertEqual(buffer.copied, len(data) - 4)
+        self.assertEqual(len(buffer), 0)
+
+
+class StubStream:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class StubRegistry:
+    """
+    Enough of L{imageproto.streams.StreamRegistry} for the receiving
+    protocol: it refuses names in C{refusals} and answers each frame with
+    the Deferred in C{answers}, or an already-fired one.
+    """
+
+    def __init__(self) -> None:
+        self.refusals: dict = {}
+        self.answers: dict = {}
+        self.attached: list = []
+        self.frames: list = []
+        self.rejected: list = []
+        self.detached: list = []
+
+    def attach(self, name, *rest):
+        # rest: capabilities, (session,) protocol
+        if name in self.refusals:
+            raise self.refusals[name]
+        stream = StubStream(name)
+        self.attached.append((name, rest[-1]))
+        return stream
+
+    def frameReceived(self, stream, frame, receiveTime):
+        self.frames.append((stream.name, frame, receiveTime))
+        return self.answers.pop(frame.seq, None) or succeed(None)
+
+    def frameRejected(self, stream, frame):
+        self.rejected.append((stream.name, frame.seq))
+
+    def detach(self, stream, protocol):
+        self.detached.append((stream.name, protocol))
+
+
+def receiver(maxMessageBytes: int = wire.Welcome().maxMessageBytes, **kwargs):
+    registry = StubRegistry()
+    clock = Clock()
+    clock.advance(1000)
+    factory = ReceiverFactory(registry, clock, maxMessageBytes=maxMessageBytes, **kwargs)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport, registry
+
+
+HELLO = wire.Hello("cam-1", wire.CAP_LIVE, 77)
+
+
+class ReceiverProtocolTests(SynchronousTestCase):
+    """
+    L{FrameReceiverProtocol} answers a sender as PROTOCOL.md says.
+    """
+
+    def handshake(self, **kwargs):
+        proto, transport, registry = receiver(**kwargs)
+        proto.dataReceived(framed(HELLO))
+        self.assertIsInstance(written(transport)[0], wire.Welcome)
+        transport.clear()
+        return proto, transport, registry
+
+    def assertDroppedWith(self, transport, code):
+        messages = written(transport)
+        self.assertTrue(messages, "nothing written")
+        self.assertIsInstance(messages[-1], wire.Error)
+        self.assertEqual(messages[-1].code, code)
+        self.assertTrue(transport.disconnecting)
+
+    def test_helloWelcome(self):
+        """
+        HELLO attaches the stream and is answered by WELCOME carrying the
+        factory's capabilities, maximum message size and heartbeat.
+        """
+        proto, transport, registry = receiver(
+            maxMessageBytes=123456, capabilities=wire.SCAP_DETECT
+        )
+        proto.dataReceived(framed(HELLO))
+        self.assertEqual(written(transport), [wire.Welcome(wire.SCAP_DETECT, 123456, 0)])
+        self.assertEqual(registry.attached, [("cam-1", proto)])
+        self.assertFalse(transport.disconnecting)
+
+    def test_refused(self):
+        """
+        A HELLO the registry refuses is answered with ERROR carrying the
+        refusal's code and reason, then the connection closes.
+        """
+        proto, transport, registry = receiver()
+        registry.refusals["bad name"] = Refused(wire.ERR_BAD_NAME, "invalid stream name")
+        proto.dataReceived(framed(wire.Hello("bad name")) + framed(wire.Frame(0, TINY_JPEG)))
+        self.assertEqual(written(transport), [wire.Error(wire.ERR_BAD_NAME, "invalid stream name")])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(registry.frames, [])
+
+    def test_frameBeforeHello(self):
+        """
+        A FRAME before HELLO is a protocol error and never reaches the
+        registry.
+        """
+        proto, transport, registry = receiver()
+        proto.dataReceived(framed(wire.Frame(0, TINY_JPEG)))
+        self.assertDroppedWith(transport, wire.ERR_PROTOCOL)
+        self.assertEqual(registry.frames, [])
+
+    def test_secondHello(self):
+        """
+        A second HELLO is a protocol error.
+        """
+        proto, transport, registry = self.handshake()
+        proto.dataReceived(framed(wire.Hello("cam-2")))
+        self.assertDroppedWith(transport, wire.ERR_PROTOCOL)
+        self.assertEqual(len(registry.attached), 1)
+
+    def test_serverOnlyMessages(self):
+        """
+        Messages only a server sends (WELCOME, ACK, REJECT, RESULT,
+        CHALLENGE) are protocol errors from a sender.
+        """
+        for message in [
+            wire.Welcome(),
+            wire.Ack(0),
+            wire.Reject(0),
+            wire.Result(0),
+            wire.Challenge(b"n" * 32),
+        ]:
+            proto, transport, _ = self.handshake()
+            proto.dataReceived(framed(message))
+            self.assertDroppedWith(transport, wire.ERR_PROTOCOL)
+
+    def test_garbage(self):
+        """
+        Garbage inside a length prefix, before or after the handshake, is
+        answered with ERROR 4 and a disconnect.
+        """
+        for handshake in (False, True):
+            if handshake:
+                proto, transport, _ = self.handshake()
+            else:
+                proto, transport, _ = receiver()
+            proto.dataReceived(b"\x00\x00\x00\x05\x01\x03abc")
+            self.assertDroppedWith(transport, wire.ERR_PROTOCOL)
+
+    def test_badVersion(self):
+        """
+        A HELLO of another protocol version is answered with ERROR 1.
+        """
+        proto, transport, registry = receiver()
+        body = b"\x02" + wire.encodeMessage(HELLO)[1:]
+        proto.dataReceived(struct.pack("!I", len(body)) + body)
+        self.assertDroppedWith(transport, wire.ERR_VERSION)
+        self.assertEqual(registry.attached, [])
+
+    def test_frameAcked(self):
+        """
+        A JPEG FRAME goes to the registry with the clock's time and is
+        acknowledged once the registry's Deferred fires.
+        """
+        proto, transport, registry = self.handshake()
+        pending = Deferred()
+        registry.answers[5] = pending
+        frame = wire.Frame(5, TINY_JPEG, 999.0, 999.5, 2)
+        proto.dataReceived(framed(frame))
+        self.assertEqual(registry.frames, [("cam-1", frame, 1000.0)])
+        self.assertEqual(written(transport), [])
+        pending.callback(None)
+        self.assertEqual(written(transport), [wire.Ack(5)])
+
+    def test_acksInCompletionOrder(self):
+        """
+        ACKs go out in the order the registry finishes with frames.
+        """
+        proto, transport, registry = self.handshake()
+        first, second = Deferred(), Deferred()
+        registry.answers.update({0: first, 1: second})
+        proto.dataReceived(framed(wire.Frame(0, TINY_JPEG)) + framed(wire.Frame(1, TINY_JPEG)))
+        second.callback(None)
+        first.callback(None)
+        self.assertEqual(written(transport), [wire.Ack(1), wire.Ack(0)])
+
+    def test_nonJpegRejected(self):
+        """
+        A FRAME whose payload is not a JPEG is REJECTed without reaching the
+        registry's C{frameReceived}; the connection stays and the next
+        frame is acknowledged.
+        """
+        proto, transport, registry = self.handshake()
+        proto.dataReceived(framed(wire.Frame(3, b"PNG?")) + framed(wire.Frame(4, TINY_JPEG)))
+        self.assertEqual(
+            written(transport),
+            [wire.Reject(3, "payload is not a JPEG"), wire.Ack(4)],
+        )
+        self.assertEqual(registry.rejected, [("cam-1", 3)])
+        self.assertEqual([f.seq for _, f, _ in registry.frames], [4])
+        self.assertFalse(transport.disconnecting)
+
+    def test_registryFailureRejects(self):
+        """
+        A frame whose registry Deferred fails is REJECTed, the failure is
+        logged, and the connection stays.
+        """
+        proto, transport, registry = self.handshake()
+        registry.answers[8] = fail(Failure(OSError("disk full")))
+        proto.dataReceived(framed(wire.Frame(8, TINY_JPEG)))
+        [reject] = written(transport)
+        self.assertIsInstance(reject, wire.Reject)
+        self.assertEqual(reject.seq, 8)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_bye(self):
+        """
+        BYE closes the connection without an answer.
+        """
+        proto, transport, _ = self.handshake()
+        proto.dataReceived(framed(wire.Bye("done")))
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_nothingSentAfterBye(self):
+        """
+        A frame still being stored when BYE arrives is not acknowledged on
+        the closing connection.
+        """
+        proto, transport, registry = self.handshake()
+        pending = Deferred()
+        registry.answers[0] = pending
+        proto.dataReceived(framed(wire.Frame(0, TINY_JPEG)) + framed(wire.Bye()))
+        pending.callback(None)
+        self.assertEqual(transport.value(), b"")
+
+    def test_ping(self):
+        """
+        PING, before or after the handshake, is answered by PONG with the
+        same token.
+        """
+        proto, transport, _ = receiver()
+        proto.dataReceived(framed(wire.Ping(2**64 - 1)))
+        self.assertEqual(written(transport), [wire.Pong(2**64 - 1)])
+        transport.clear()
+        proto.dataReceived(framed(HELLO) + framed(wire.Ping(3)))
+        self.assertEqual(written(transport)[1:], [wire.Pong(3)])
+
+    def test_pongIgnored(self):
+        """
+        A PONG is accepted silently.
+        """
+        proto, transport, _ = self.handshake()
+        proto.dataReceived(framed(wire.Pong(12)))
+        self.assertEqual(transport.value(), b"")
+        self.assertFalse(transport.disconnecting)
+
+    def test_senderError(self):
+        """
+        An ERROR from the sender closes the connection without an ERROR in
+        answer.
+        """
+        proto, transport, _ = self.handshake()
+        proto.dataReceived(framed(wire.Error(wire.ERR_PROTOCOL, "what?")))
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_replaced(self):
+        """
+        L{FrameReceiverProtocol.replaced} sends ERROR 9 and disconnects.
+        """
+        proto, transport, _ = self.handshake()
+        proto.replaced()
+        self.assertDroppedWith(transport, wire.ERR_REPLACED)
+
+    def test_connectionLostDetaches(self):
+        """
+        Losing the connection after the handshake detaches the stream.
+        """
+        proto, _, registry = self.handshake()
+        proto.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(registry.detached, [("cam-1", proto)])
+
+    def test_workedExample(self):
+        """
+        Fed the sender's lines of PROTOCOL.md's worked example, the receiver
+        writes exactly the receiver's lines, and closes after the BYE.
+        """
+        proto, transport, _ = receiver()
+        [session] = protocolBlocks("session")
+        lines = [line.split(" ", 1) for line in session.splitlines() if line and line[0] in "CS"]
+        expected = b""
+        for direction, hexText in lines:
+            if direction == "C":
+                self.assertEqual(transport.value().hex(), expected.hex())
+                proto.dataReceived(wireBytes(hexText))
+            else:
+                expected += wireBytes(hexText)
+        self.assertEqual(transport.value().hex(), expected.hex())
+        self.assertTrue(transport.disconnecting)
+
+
+class StubSender:
+    """
+    Enough of L{imageproto.sender.FrameSender} for the sending protocol: it
+    records what the protocol tells it.
+    """
+
+    def __init__(self, hello=HELLO) -> None:
+        self._hello = hello
+        self.calls: list = []
+
+    def hello(self):
+        return self._hello
+
+    def connected(self, protocol, welcome):
+        self.calls.append(("connected", welcome))
+
+    def acked(self, seq):
+        self.calls.append(("acked", seq))
+
+    def rejected(self, seq, reason):
+        self.calls.append(("rejected", seq, reason))
+
+    def resultReceived(self, result):
+        self.calls.append(("result", result))
+
+    def refused(self, error):
+        self.calls.append(("refused", error))
+
+    def failed(self, error):
+        self.calls.append(("failed", error))
+
+    def disconnected(self, protocol, reason):
+        self.calls.append(("disconnected",))
+
+    def fail(self, reason):
+        self.calls.append(("fail", reason))
+
+
+def sender(maxMessageBytes: int = wire.Welcome().maxMessageBytes):
+    stub = StubSender()
+    factory = SenderFactory(stub, clock=Clock(), maxMessageBytes=maxMessageBytes)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return proto, transport, stub, factory
+
+
+class SenderProtocolTests(SynchronousTestCase):
+    """
+    L{FrameSenderProtocol} says HELLO and relays the receiver's answers to
+    its sender.
+    """
+
+    def welcomed(self):
+        proto, transport, stub, factory = sender()
+        proto.dataReceived(framed(wire.Welcome()))
+        transport.clear()
+        del stub.calls[:]
+        return proto, transport, stub
+
+    def test_helloOnConnect(self):
+        """
+        Connecting writes the sender's HELLO and registers a transport
+        producer whose C{paused} flag follows the transport.
+        """
+        proto, transport, _, _ = sender()
+        self.assertEqual(transport.value(), framed(HELLO))
+        self.assertIs(transport.producer, proto.pressure)
+        self.assertFalse(proto.pressure.paused)
+        transport.producer.pauseProducing()
+        self.assertTrue(proto.pressure.paused)
+        transport.producer.resumeProducing()
+        self.assertFalse(proto.pressure.paused)
+
+    def test_welcome(self):
+        """
+        WELCOME tells the sender it is connected and resets the factory's
+        reconnection backoff.
+        """
+        proto, transport, stub, factory = sender()
+        factory.retries = 4
+        factory.delay = 30.0
+        welcome = wire.Welcome(wire.SCAP_DETECT, 5000, 0)
+        proto.dataReceived(framed(welcome))
+        self.assertEqual(stub.calls, [("connected", welcome)])
+        self.assertEqual(factory.retries, 0)
+        self.assertEqual(factory.delay, factory.initialDelay)
+        self.assertEqual(proto.welcomed, welcome)
+
+    def test_answersRelayedAfterWelcome(self):
+        """
+        After WELCOME, ACK, REJECT and RESULT reach the sender.
+        """
+        proto, transport, stub = self.welcomed()
+        result = wire.Result(1, [{"label": "dog", "confidence": 0.5, "box": [1, 2, 3, 4]}], 10)
+        proto.dataReceived(
+            framed(wire.Ack(0)) + framed(wire.Reject(2, "nope")) + framed(result)
+        )
+        self.assertEqual(
+            stub.calls, [("acked", 0), ("rejected", 2, "nope"), ("result", result)]
+        )
+        self.assertEqual(transport.value(), b"")
+
+    def test_answersBeforeWelcome(self):
+        """
+        ACK, REJECT or RESULT before WELCOME is a protocol error, not
+        relayed.
+        """
+        for message in (wire.Ack(0), wire.Reject(0), wire.Result(0)):
+            proto, transport, stub, _ = sender()
+            transport.clear()
+            proto.dataReceived(framed(message))
+            self.assertEqual(stub.calls, [])
+            self.assertEqual([m.code for m in written(transport)], [wire.ERR_PROTOCOL])
+            self.assertTrue(transport.disconnecting)
+
+    def test_errorBeforeWelcome(self):
+        """
+        ERROR before WELCOME means the server refused: the sender is told
+        C{refused} and the connection closes without an answer.
+        """
+        proto, transport, stub, _ = sender()
+        transport.clear()
+        error = wire.Error(wire.ERR_BAD_NAME, "bad name")
+        proto.dataReceived(framed(error))
+        self.assertEqual(stub.calls, [("refused", error)])
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
+    def test_errorAfterWelcome(self):
+        """
+        ERROR after WELCOME tells the sender C{failed} and closes.
+        """
+        proto, transport, stub = self.welcomed()
+        error = wire.Error(wire.ERR_REPLACED, "replaced")
+        proto.dataReceived(framed(error) + framed(wire.Ack(3)))
+        self.assertEqual(stub.calls, [("failed", error)])
+        self.assertTrue(transport.disconnecting)
+
+    def test_ping(self):
+        """
+        PING is answered by PONG with the same token, before and after
+        WELCOME.
+        """
+        proto, transport, _, _ = sender()
+        transport.clear()
+        proto.dataReceived(framed(wire.Ping(5)))
+        proto.dataReceived(framed(wire.Welcome()) + framed(wire.Ping(6)))
+        self.assertEqual(written(transport), [wire.Pong(5), wire.Pong(6)])
+
+    def test_unexpected(self):
+        """
+        A second WELCOME, or a message only a sender sends, is answered with
+        ERROR 4 and a disconnect.
+        """
+        for message in (
+            wire.Welcome(),
+            wire.Hello("x"),
+            wire.Frame(0, TINY_JPEG),
+            wire.Bye(),
+            wire.Auth(b"n" * 32, b"d" * 32),
+        ):
+            proto, transport, stub = self.welcomed()
+            proto.dataReceived(framed(message))
+            self.assertEqual(stub.calls, [])
+            self.assertEqual([m.code for m in written(transport)], [wire.ERR_PROTOCOL])
+            self.assertTrue(transport.disconnecting)
+
+    def test_overLimitFromServer(self):
+        """
+        The sender applies its own maximum message size to the server.
+        """
+        proto, transport, stub, _ = sender(maxMessageBytes=64)
+        transport.clear()
+        proto.dataReceived(struct.pack("!I", 65))
+        self.assertEqual([m.code for m in written(transport)], [wire.ERR_TOO_LARGE])
+        self.assertTrue(transport.disconnecting)
+
+    def test_sendFrameAndGoodbye(self):
+        """
+        C{sendFrame} and C{sayGoodbye} write FRAME and BYE.
+        """
+        proto, transport, _ = self.welcomed()
+        frame = wire.Frame(0, TINY_JPEG, 1.0, 2.0)
+        proto.sendFrame(frame)
+        proto.sayGoodbye("end")
+        self.assertEqual(written(transport), [frame, wire.Bye("end")])
+
+    def test_connectionLost(self):
+        """
+        Losing the connection tells the sender and marks the pressure
+        producer paused.
+        """
+        proto, _, stub = self.welcomed()
+        proto.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(stub.calls, [("disconnected",)])
+        self.assertTrue(proto.pressure.paused)
+
+
+class StreamingSender(StubSender):
+    """
+    A stub sender that sends C{count} frames once welcomed and says goodbye
+    once all are acknowledged.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    def connected(self, protocol, welcome):
+        super().connected(protocol, welcome)
+        self.protocol = protocol
+        for seq in range(self.count):
+            protocol.sendFrame(wire.Frame(seq, TINY_JPEG, float(seq), float(seq)))
+
+    def acked(self, seq):
+        super().acked(seq)
+        if seq == self.count - 1:
+            self.protocol.sayGoodbye("finished")
+
+
+class BothEndsTests(SynchronousTestCase):
+    """
+    The two protocols talk to each other over an in-memory connection.
+    """
+
+    def test_handshakeFramesAcks(self):
+        """
+        A sender connects, is welcomed, sends frames that reach the
+        registry, receives an ACK for each, says BYE and both ends close.
+        """
+        registry = StubRegistry()
+        clock = Clock()
+        serverFactory = ReceiverFactory(registry, clock)
+        stub = StreamingSender(3)
+        clientFactory = SenderFactory(stub, clock=clock)
+        client, server, pump = iosim.connectedServerAndClient(
+            lambda: serverFactory.buildProtocol(None),
+            lambda: clientFactory.buildProtocol(None),
+            clock=clock,
+        )
+        pump.flush()
+        self.assertEqual(registry.attached, [("cam-1", server)])
+        self.assertEqual([f.seq for _, f, _ in registry.frames], [0, 1, 2])
+        self.assertEqual(
+            stub.calls,
+            [
+                ("connected", wire.Welcome()),
+                ("acked", 0),
+                ("acked", 1),
+                ("acked", 2),
+                ("disconnected",),
+            ],
+        )
+        self.assertEqual(registry.detached, [("cam-1", server)])
