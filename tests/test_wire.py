@@ -493,7 +493,21 @@ _headed = st.builds(
     st.binary(max_size=120),
 )
 
-malformed = st.one_of(st.binary(max_size=120), _headed, truncations(), mutations(), extensions())
+# RESULT bodies spliced from JSON tokens, including ones that are not JSON
+# (NaN, out-of-range numbers) and runs deep enough to exhaust the stack.
+_jsonTokens = st.sampled_from(
+    [b"[", b"]", b"{", b"}", b",", b":", b'"k"', b"1", b"-0.5", b"1e400", b"NaN",
+     b"-Infinity", b"true", b"null", b" ", b"\xff", b"[" * 2000, b"]" * 2000]
+)
+_resultBodies = st.builds(
+    lambda tokens, jpeg: _result(b"".join(tokens), jpeg),
+    st.lists(_jsonTokens, max_size=12),
+    st.binary(max_size=8),
+)
+
+malformed = st.one_of(
+    st.binary(max_size=120), _headed, _resultBodies, truncations(), mutations(), extensions()
+)
 
 
 class PropertyTests(SynchronousTestCase):
