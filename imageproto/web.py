@@ -44,6 +44,8 @@ __all__ = [
     "WebRoot",
     "webEndpoint",
     "makeWebService",
+    "LatestDetections",
+    "attachToReceiver",
 ]
 
 BOUNDARY = b"imageprotoframe"
@@ -66,6 +68,36 @@ def webEndpoint(description: str) -> str:
     """
     description = description.strip()
     return f"tcp:{description}" if description.isdigit() else description
+
+
+class LatestDetections:
+    """
+    The newest detector answer of each stream, for the page to draw.
+
+    Whoever sends RESULT messages calls L{resultReady}; L{WebRoot} takes
+    this object as its C{detections} callable.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[str, dict] = {}
+
+    def resultReady(self, stream: str, result) -> None:
+        """
+        Remember C{result} (a L{imageproto.wire.Result}) as C{stream}'s
+        latest.
+        """
+        self._latest[stream] = {
+            "seq": result.seq,
+            "detections": list(result.detections),
+            "processing_ms": result.processingMicros / 1000.0,
+        }
+
+    def __call__(self, stream: str):
+        """
+        C{{"seq", "detections", "processing_ms"}} of C{stream}'s latest
+        result, or C{None}.
+        """
+        return self._latest.get(stream)
 
 
 class Viewers:
@@ -424,4 +456,49 @@ def makeWebService(
     service = StreamServerEndpointService(
         serverFromString(reactor, webEndpoint(endpoint)), site
     )
+    # A viewer port that cannot be opened fails twistd's start.
+    service._raiseSynchronously = True
     return service, root
+
+
+def attachToReceiver(
+    receiver,
+    web: str | None = None,
+    recordDir: str | None = None,
+    segmentSeconds: float | None = None,
+    detections: Callable = _noDetections,
+) -> dict:
+    """
+    Add the live viewer and the recorder to a
+    L{imageproto.receiver.ReceiverService}, as C{--web}, C{--record-dir} and
+    C{--segment-seconds} ask.
+
+    Both are children of C{receiver}, so they start and stop with it; the
+    recorder's C{stopService} waits until every queued frame is written and
+    every file finished.
+
+    @return: C{{"web": (service, root) or None, "recorder": Recorder or
+        None}}.
+    """
+    from imageproto.recorder import DEFAULT_SEGMENT_SECONDS, Recorder
+
+    recorder = None
+    if recordDir is not None:
+        recorder = Recorder(
+            recordDir,
+            segmentSeconds=segmentSeconds or DEFAULT_SEGMENT_SECONDS,
+        )
+        receiver.addSink(recorder)
+        recorder.setServiceParent(receiver)
+    viewer = None
+    if web is not None:
+        viewer = makeWebService(
+            web,
+            receiver.hub,
+            receiver.registry,
+            reactor=receiver.reactor,
+            recorder=recorder,
+            detections=detections,
+        )
+        viewer[0].setServiceParent(receiver)
+    return {"web": viewer, "recorder": recorder}

@@ -4,11 +4,17 @@ Tests for L{imageproto.recorder}.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
+import sys
 
-from twisted.internet.defer import Deferred
+from twisted.internet import protocol, reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto.recorder import Recorder, segmentName
 from imageproto.sinks import ReceivedFrame
@@ -256,3 +262,175 @@ class RecorderTests(SynchronousTestCase):
         """
         self.assertEqual(segmentName("cam1", 0), "cam1-19700101T000000Z.avi")
         self.assertEqual(segmentName("../a b/c", 86400), "_a_b_c-19700102T000000Z.avi")
+
+
+# --- real twistd processes --------------------------------------------------
+
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; from twisted.scripts.twistd import run; "
+    "sys.argv[0] = 'twistd'; run()",
+    "-n",
+    "--pidfile=",
+]
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TwistdProcess(protocol.ProcessProtocol):
+    """
+    A C{twistd -n} child process logging to a file, killed at cleanup if
+    the test has not ended it.
+
+    @ivar ended: fires with C{(exit code, signal)}.
+    """
+
+    def __init__(self, testCase, args: list[str], cwd: str, logfile: str) -> None:
+        self.output: list[bytes] = []
+        self.ended = Deferred()
+        self.exited = False
+        self.logfile = logfile
+        self.transport = reactor.spawnProcess(
+            self,
+            sys.executable,
+            TWISTD + [f"--logfile={logfile}"] + args,
+            env=os.environ.copy(),
+            path=cwd,
+        )
+        testCase.addCleanup(self._cleanup)
+
+    def outReceived(self, data: bytes) -> None:
+        self.output.append(data)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.exited = True
+        self.ended.callback((reason.value.exitCode, reason.value.signal))
+
+    def log(self) -> str:
+        try:
+            with open(self.logfile, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def terminate(self) -> Deferred:
+        if not self.exited:
+            self.transport.signalProcess("TERM")
+        return self.ended
+
+    def _cleanup(self):
+        if not self.exited:
+            self.transport.signalProcess("KILL")
+            return self.ended
+
+
+def pollUntil(predicate, timeout: float = 60.0, interval: float = 0.1) -> Deferred:
+    """
+    Fire when C{predicate()} is true, checking on the real reactor every
+    C{interval} seconds; fail after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        if predicate():
+            return None
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{predicate.__doc__ or predicate} not true after {timeout} s")
+        return deferLater(reactor, interval, check)
+
+    return maybeDeferred(check)
+
+
+def readStats(path: str, stream: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)["streams"][stream]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class RecordingProcessTests(TestCase):
+    timeout = 180
+
+    @inlineCallbacks
+    def test_sigtermMidStream(self) -> None:
+        """
+        A real C{twistd imageproto --record-dir} receiving a real sender's
+        test pattern, sent SIGTERM mid-stream, exits cleanly leaving
+        recordings OpenCV reads back frame by frame, holding exactly as many
+        frames as the receiver accepted (its final statistics file) and as
+        its recorder logged.
+        """
+        if cv2 is None:
+            raise self.skipTest("cv2 is needed to read recordings")
+        work = os.path.abspath(self.mktemp())
+        os.makedirs(work)
+        records = os.path.join(work, "rec")
+        statsFile = os.path.join(work, "stats.json")
+        port = freePort()
+        receiver = TwistdProcess(
+            self,
+            [
+                "imageproto",
+                "--port", f"tcp:{port}:interface=127.0.0.1",
+                "--record-dir", records,
+                "--segment-seconds", "1",
+                "--stats-file", statsFile,
+            ],
+            work,
+            os.path.join(work, "receiver.log"),
+        )
+        sender = TwistdProcess(
+            self,
+            [
+                "imageproto-sender",
+                "--connect", f"tcp:127.0.0.1:{port}",
+                "--name", "cam1",
+                "--fps", "20",
+                "--width", "160",
+                "--height", "120",
+            ],
+            work,
+            os.path.join(work, "sender.log"),
+        )
+
+        def enoughFrames():
+            """the receiver has accepted 40 frames"""
+            if receiver.exited:
+                raise AssertionError(receiver.log())
+            stats = readStats(statsFile, "cam1")
+            return stats is not None and stats["frames"] >= 40
+
+        yield pollUntil(enoughFrames)
+        exitCode, signal = yield receiver.terminate()
+        log = receiver.log()
+        self.assertIn((exitCode, signal), [(0, None), (None, 15)], log)
+        self.assertIn("Server Shut Down", log)
+        yield sender.terminate()
+
+        accepted = readStats(statsFile, "cam1")["frames"]
+        summary = re.search(
+            r"recorder: stream cam1: (\d+) frames queued, (\d+) written, "
+            r"(\d+) dropped",
+            log,
+        )
+        self.assertIsNotNone(summary, log)
+        queued, written, dropped = map(int, summary.groups())
+        paths = sorted(
+            os.path.join(records, name) for name in os.listdir(records)
+        )
+        counts = [len(readBack(path)) for path in paths]
+        # Segments of one second: the stream spans several files.
+        self.assertGreater(len(paths), 1)
+        self.assertTrue(all(n > 0 for n in counts), counts)
+        self.assertEqual(sum(counts), accepted)
+        self.assertEqual((queued, written, dropped), (accepted, accepted, 0))
+        for path in paths:
+            self.assertEqual(readBack(path)[0].shape, (120, 160, 3))
