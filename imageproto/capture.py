@@ -252,6 +252,7 @@ class ImageFolderSource:
         self.description = f"images in {directory}"
         self._names: list[str] = []
         self._next = 0
+        self.current: str | None = None
 
     def open(self) -> None:
         try:
@@ -268,6 +269,9 @@ class ImageFolderSource:
             return None
         name = self._names[self._next]
         self._next += 1
+        # Read on the reactor thread once this read's frame is offered
+        # (captures never overlap): how --results names each image.
+        self.current = name
         image = cv2.imread(os.path.join(self.directory, name), cv2.IMREAD_COLOR)
         if image is None:
             raise CaptureError(f"cannot read image {name}; skipped")

@@ -157,6 +157,10 @@ class FrameSender:
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
     @param pollInterval: how often L{whenReady} re-checks a full transport
         buffer, which (unlike an ACK) announces nothing when it drains.
+    @param awaitResults: when the server detects (C{SCAP_DETECT}), a frame
+        stays in the window after its ACK until its RESULT arrives, and the
+        run is not done before every RESULT is in (C{--results}).  A
+        finite source resends frames whose RESULT a lost connection took.
 
     @ivar protocol: the connected, welcomed protocol, or C{None}.
     @ivar welcome: the server's last L{wire.Welcome}, or C{None}.
@@ -173,6 +177,7 @@ class FrameSender:
         session: int | None = None,
         onResult: Callable[[wire.Result], object] | None = None,
         pollInterval: float = 0.01,
+        awaitResults: bool = False,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
@@ -187,6 +192,8 @@ class FrameSender:
         self.welcome = None
         self._nextSeq = 0
         self._unacked: dict[int, _Pending] = {}
+        self.awaitResults = awaitResults
+        self._awaiting: dict[int, _Pending] = {}
         self._waiters: list[Deferred] = []
         self._poll = None
         self._exhausted = False
@@ -225,6 +232,12 @@ class FrameSender:
             return
         self._counts.acknowledged += 1
         self._rtts.append(self.clock.seconds() - pending.sentAt)
+        if (
+            self.awaitResults
+            and self.welcome is not None
+            and self.welcome.capabilities & wire.SCAP_DETECT
+        ):
+            self._awaiting[seq] = pending
         self._settled()
 
     def rejected(self, seq: int, reason: str) -> None:
@@ -249,6 +262,8 @@ class FrameSender:
         )
         if self.onResult is not None:
             self.onResult(result)
+        if self._awaiting.pop(result.seq, None) is not None:
+            self._settled()
 
     def refused(self, error: wire.Error) -> None:
         if error.code in _TRANSIENT_REFUSALS:
@@ -273,6 +288,10 @@ class FrameSender:
         if self.live and self._unacked:
             self._counts.lost += len(self._unacked)
             self._unacked.clear()
+        if not self.live:
+            # Their RESULTs went with the connection: send them again.
+            self._unacked.update(self._awaiting)
+        self._awaiting.clear()
         self.log.info(
             "connection lost: {reason}; {pending} frames await a reconnect",
             reason=reason.getErrorMessage(),
@@ -289,7 +308,7 @@ class FrameSender:
         """
         return (
             self.protocol is not None
-            and len(self._unacked) < self.window
+            and len(self._unacked) + len(self._awaiting) < self.window
             and not self.protocol.pressure.paused
         )
 
@@ -398,7 +417,12 @@ class FrameSender:
         Something changed the window or the connection: wake a waiting
         capture loop, and finish if everything is delivered.
         """
-        if self._exhausted and not self._unacked and self._outcome is None:
+        if (
+            self._exhausted
+            and not self._unacked
+            and not self._awaiting
+            and self._outcome is None
+        ):
             if self.protocol is not None:
                 self.protocol.sayGoodbye("done")
             summary = self.summary()
@@ -424,7 +448,7 @@ class FrameSender:
         if (
             self._poll is None
             and self.protocol is not None
-            and len(self._unacked) < self.window
+            and len(self._unacked) + len(self._awaiting) < self.window
         ):
             self._poll = self.clock.callLater(self.pollInterval, self._polled)
 
