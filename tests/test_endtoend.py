@@ -1,0 +1,252 @@
+"""
+End-to-end tests: real C{twistd -n imageproto} and C{twistd -n
+imageproto-sender} processes on free loopback ports, streaming a video file
+the test writes with OpenCV.
+
+Waits poll conditions on the real reactor with a deadline; nothing sleeps.
+"""
+
+import os
+import re
+import signal
+import socket
+import sys
+
+from twisted.internet import defer, error, reactor
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
+from twisted.trial.unittest import TestCase
+
+try:
+    import cv2
+    import numpy
+except ImportError:  # pragma: no cover
+    cv2 = None
+
+from imageproto import wire
+
+# twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
+# run its console-script function under this interpreter.
+TWISTD = [
+    sys.executable,
+    "-c",
+    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
+    "-n",
+    "--pidfile=",
+]
+FRAMES = 48
+FPS = 16.0
+SUMMARY = re.compile(
+    r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
+    r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
+)
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def waitFor(condition, timeout: float, what: str) -> defer.Deferred:
+    """
+    Poll C{condition} on the reactor every 50 ms until it is true; fail
+    with C{what} after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        if condition():
+            loop.stop()
+        elif reactor.seconds() > deadline:
+            raise defer.TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+    loop = LoopingCall(check)
+    return loop.start(0.05).addCallback(lambda _: None)
+
+
+def writeClip(path: str) -> None:
+    """
+    An MJPG video of FRAMES distinct frames, each with its number drawn.
+    """
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 120))
+    for i in range(FRAMES):
+        image = numpy.full((120, 160, 3), (i * 5) % 256, numpy.uint8)
+        cv2.putText(image, str(i), (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+        writer.write(image)
+    writer.release()
+
+
+def encodedClip(path: str) -> list:
+    """
+    The JPEG bytes the sender produces for each frame of C{path} with its
+    default settings: the same OpenCV, the same decoder, the same encoder.
+    """
+    from imageproto.capture import Encoder, VideoFileSource
+
+    source = VideoFileSource(path)
+    source.open()
+    encoder = Encoder()
+    frames = []
+    try:
+        while (image := source.read()) is not None:
+            frames.append(encoder.encode(image))
+    finally:
+        source.close()
+    return frames
+
+
+class _Process(ProcessProtocol):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.output = bytearray()
+        self.ended = defer.Deferred()
+        self.status = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.status = reason.value.exitCode
+        self.ended.callback(self.status)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")
+
+
+class EndToEndTests(TestCase):
+    skip = None if cv2 is not None else "OpenCV (cv2) is not installed"
+    timeout = 120
+
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.saveDir = os.path.join(self.directory, "saved")
+        self.clip = os.path.join(self.directory, "clip.avi")
+        writeClip(self.clip)
+        self.port = freePort()
+
+    def spawn(self, name: str, args) -> _Process:
+        process = _Process(name)
+        cwd = os.path.join(self.directory, name)
+        os.makedirs(cwd, exist_ok=True)
+        transport = reactor.spawnProcess(
+            process, sys.executable, TWISTD + list(args), env=os.environ.copy(), path=cwd
+        )
+
+        def cleanup():
+            if process.status is None:
+                try:
+                    transport.signalProcess("KILL")
+                except error.ProcessExitedAlready:
+                    return None
+                return process.ended
+            return None
+
+        self.addCleanup(cleanup)
+        return process
+
+    @defer.inlineCallbacks
+    def startReceiver(self, name="receiver"):
+        receiver = self.spawn(
+            name,
+            ["imageproto", "--port", f"tcp:{self.port}:interface=127.0.0.1", "--save-dir", self.saveDir],
+        )
+        yield waitFor(
+            lambda: receiver.status is not None or listening(self.port), 30, "the receiver to listen"
+        )
+        self.assertIsNone(receiver.status, receiver.text)
+        return receiver
+
+    def startSender(self, *args) -> _Process:
+        return self.spawn(
+            "sender",
+            ["imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port}", "--max-delay", "0.5", *args],
+        )
+
+    def saved(self, stream: str) -> dict:
+        directory = os.path.join(self.saveDir, stream)
+        if not os.path.isdir(directory):
+            return {}
+        return {
+            int(name[:-4]): os.path.join(directory, name)
+            for name in os.listdir(directory)
+            if re.fullmatch(r"\d+\.jpg", name)
+        }
+
+    @defer.inlineCallbacks
+    def test_videoSurvivesReceiverRestart(self):
+        """
+        A video is delivered whole across a receiver killed (SIGKILL) and
+        restarted mid-clip: the saved files are seq 0..N-1, one per video
+        frame, each byte for byte the JPEG the sender encoded for that frame;
+        the sender reconnected, saw every frame acknowledged, and exited 0.
+        """
+        receiver = yield self.startReceiver()
+        sender = self.startSender("--video", self.clip, "--name", "clip")
+        yield waitFor(
+            lambda: len(self.saved("clip")) >= FRAMES // 4 or sender.status is not None,
+            60,
+            "a quarter of the clip to arrive",
+        )
+        self.assertIsNone(sender.status, "the sender ended before the receiver was killed")
+        receiver.transport.signalProcess(signal.SIGKILL)
+        yield receiver.ended
+        arrivedBeforeKill = len(self.saved("clip"))
+        self.assertLess(arrivedBeforeKill, FRAMES, "the clip ended before the kill")
+        yield self.startReceiver("receiver2")
+        status = yield sender.ended
+        self.assertEqual(status, 0, sender.text)
+
+        expected = encodedClip(self.clip)
+        self.assertEqual(len(expected), FRAMES)
+        saved = self.saved("clip")
+        self.assertEqual(sorted(saved), list(range(FRAMES)))
+        for seq, path in sorted(saved.items()):
+            with open(path, "rb") as f:
+                data = f.read()
+            self.assertTrue(wire.isJpeg(data), f"frame {seq} is not a JPEG")
+            self.assertEqual(data, expected[seq], f"frame {seq} differs from what was sent")
+
+        summary = SUMMARY.search(sender.text)
+        self.assertIsNotNone(summary, sender.text)
+        self.assertEqual(int(summary["sent"]), FRAMES)
+        self.assertEqual(int(summary["acknowledged"]), FRAMES)
+        self.assertGreaterEqual(int(summary["reconnects"]), 1)
+
+    @defer.inlineCallbacks
+    def test_refusedSenderExitsNonZero(self):
+        """
+        A sender the receiver refuses (a name with a path in it) exits
+        non-zero, with the server's reason in its output, and nothing is
+        saved.
+        """
+        yield self.startReceiver()
+        sender = self.startSender("--video", self.clip, "--name", "../x")
+        status = yield sender.ended
+        self.assertNotEqual(status, 0, sender.text)
+        self.assertIn("refused the stream", sender.text)
+        self.assertIn("../x", sender.text)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, "x")))
+
+    @defer.inlineCallbacks
+    def test_retriesExhaustedExitsNonZero(self):
+        """
+        With --max-retries and no receiver, the sender gives up and exits
+        non-zero, saying why.
+        """
+        sender = self.startSender("--max-retries", "1", "--count", "5")
+        status = yield sender.ended
+        self.assertNotEqual(status, 0, sender.text)
+        self.assertIn("gave up after 1 retries", sender.text)
