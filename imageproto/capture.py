@@ -140,7 +140,37 @@ def _fps(value: float) -> float | None:
     return float(value)
 
 
-class VideoFileSource:
+class _VideoCaptureSource:
+    """
+    What file and camera sources share: one C{cv2.VideoCapture}.
+
+    @ivar kind: "video" or "camera", for error messages.
+    """
+
+    kind = "source"
+
+    def __init__(self, target: int | str) -> None:
+        self._target = target
+        self.description = f"{self.kind} {target}"
+        self._capture = None
+
+    def open(self) -> None:
+        capture = cv2.VideoCapture(self._target)
+        if not capture.isOpened():
+            capture.release()
+            raise CaptureError(f"OpenCV cannot open the {self.kind} {self._target}")
+        self._capture = capture
+
+    def nativeFps(self) -> float | None:
+        return _fps(self._capture.get(cv2.CAP_PROP_FPS))
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class VideoFileSource(_VideoCaptureSource):
     """
     A video file, read frame by frame; finite unless C{loop}.
 
@@ -149,40 +179,25 @@ class VideoFileSource:
     """
 
     live = False
+    kind = "video"
 
     def __init__(self, path: str, loop: bool = False) -> None:
+        super().__init__(path)
         self.path = path
         self.loop = loop
-        self.description = f"video {path}"
-        self._capture = None
-
-    def open(self) -> None:
-        capture = cv2.VideoCapture(self.path)
-        if not capture.isOpened():
-            capture.release()
-            raise CaptureError(f"OpenCV cannot open the video {self.path}")
-        self._capture = capture
-
-    def nativeFps(self) -> float | None:
-        return _fps(self._capture.get(cv2.CAP_PROP_FPS))
 
     def read(self) -> numpy.ndarray | None:
         ok, image = self._capture.read()
         if not ok and self.loop:
             # Rewinding with CAP_PROP_POS_FRAMES is unreliable for some
             # containers; reopening always works.
-            self._capture.release()
+            self.close()
             self.open()
             ok, image = self._capture.read()
         return image if ok else None
 
-    def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
 
-
-class CameraSource:
+class CameraSource(_VideoCaptureSource):
     """
     A live camera: a device index or any URL OpenCV opens (RTSP, HTTP MJPEG).
 
@@ -193,21 +208,11 @@ class CameraSource:
     """
 
     live = True
+    kind = "camera"
 
     def __init__(self, device: int | str) -> None:
+        super().__init__(device)
         self.device = device
-        self.description = f"camera {device}"
-        self._capture = None
-
-    def open(self) -> None:
-        capture = cv2.VideoCapture(self.device)
-        if not capture.isOpened():
-            capture.release()
-            raise CaptureError(f"OpenCV cannot open the camera {self.device}")
-        self._capture = capture
-
-    def nativeFps(self) -> float | None:
-        return _fps(self._capture.get(cv2.CAP_PROP_FPS))
 
     def read(self) -> numpy.ndarray:
         if self._capture is None:
@@ -217,11 +222,6 @@ class CameraSource:
             self.close()
             raise CaptureError(f"camera {self.device} returned no frame")
         return image
-
-    def close(self) -> None:
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
 
 
 def listImages(directory: str) -> list[str]:

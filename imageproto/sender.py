@@ -382,6 +382,26 @@ class FrameSender:
             rttP95=percentile(self._rtts, 0.95),
         )
 
+    def logSummary(self, outcome: str) -> Summary:
+        """
+        Log the L{summary} as one event, headed C{outcome} ("done").
+
+        @return: the summary.
+        """
+        summary = self.summary()
+        self.log.info(
+            "sender {name!r} {outcome}: {sent} sent, {acknowledged} "
+            "acknowledged, {rejected} rejected, {dropped} dropped, {lost} lost, "
+            "{resent} resent, {reconnects} reconnects, round trip "
+            "p50 {p50} s, p95 {p95} s",
+            name=self.name,
+            outcome=outcome,
+            p50=_seconds(summary.rttP50),
+            p95=_seconds(summary.rttP95),
+            **{k: getattr(summary, k) for k in _COUNTS},
+        )
+        return summary
+
     def whenDone(self) -> Deferred:
         """
         @return: a fresh Deferred that fires with the L{Summary} once every
@@ -425,18 +445,7 @@ class FrameSender:
         ):
             if self.protocol is not None:
                 self.protocol.sayGoodbye("done")
-            summary = self.summary()
-            self.log.info(
-                "sender {name!r} done: {sent} sent, {acknowledged} acknowledged, "
-                "{rejected} rejected, {dropped} dropped, {lost} lost, "
-                "{resent} resent, {reconnects} reconnects, round trip "
-                "p50 {p50} s, p95 {p95} s",
-                name=self.name,
-                p50=_seconds(summary.rttP50),
-                p95=_seconds(summary.rttP95),
-                **{k: getattr(summary, k) for k in _COUNTS},
-            )
-            self._finish(summary)
+            self._finish(self.logSummary("done"))
             return
         if self._waiters and self.ready:
             waiters, self._waiters = self._waiters, []

@@ -374,8 +374,6 @@ class SenderService(MultiService):
     @param onExit: C{int -> None}.
     """
 
-    log = Logger()
-
     def __init__(self, sender, connection, capture, onExit) -> None:
         super().__init__()
         self.sender = sender
@@ -396,13 +394,5 @@ class SenderService(MultiService):
 
     def stopService(self):
         if not self.sender.finished:
-            s = self.sender.summary()
-            self.log.info(
-                "stopped early: {sent} sent, {acknowledged} acknowledged, "
-                "{dropped} dropped, {reconnects} reconnects",
-                sent=s.sent,
-                acknowledged=s.acknowledged,
-                dropped=s.dropped,
-                reconnects=s.reconnects,
-            )
+            self.sender.logSummary("stopped early")
         return super().stopService()

@@ -315,7 +315,7 @@ class FinishTests(SynchronousTestCase):
         connect(sender)
         with capturedLogs() as events:
             sender.sourceExhausted()
-        (event,) = [e for e in events if "done" in e["log_format"]]
+        (event,) = [e for e in events if e.get("outcome") == "done"]
         for key in ("sent", "acknowledged", "rejected", "dropped", "reconnects", "p50", "p95"):
             self.assertIn(key, event)
 

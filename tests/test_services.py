@@ -490,5 +490,5 @@ class SenderServiceTests(SynchronousTestCase):
         with capturedLogs() as events:
             service.startService()
             service.stopService()
-        self.assertTrue(any("stopped early" in e["log_format"] for e in events))
+        self.assertIn("stopped early", [e.get("outcome") for e in events])
         self.assertEqual(codes, [])
