@@ -172,8 +172,10 @@ class CaptureService(Service):
 
     def _captureFailed(self, failure: Failure):
         failure.trap(capture.CaptureError)
-        # A camera that went away fails every tick; warn once, not at 30 Hz.
-        level = self.log.debug if self._failing else self.log.warn
+        # A camera that went away fails every tick: warn once, not at 30 Hz.
+        # Each unreadable file of a finite source is worth its own warning.
+        quiet = self._failing and self.source.live
+        level = self.log.debug if quiet else self.log.warn
         self._failing = True
         level("{source}: {error}", source=self.source.description, error=str(failure.value))
 

@@ -180,22 +180,37 @@ class CaptureServiceTests(SynchronousTestCase):
         self.assertEqual(h.protocol.seqs, [0, 1])
         self.assertFalse(h.service._loop.running)
 
-    def test_captureErrorSkipped(self):
-        """
-        A frame that cannot be read is logged once (with the reason) and the
-        loop carries on with the next.
-        """
+    def captureWithErrors(self, live):
         h = CaptureHarness(
-            [CaptureError("cannot read image x.jpg"), CaptureError("again"), b"ok"], fps=0
+            [CaptureError("cannot read x.jpg"), CaptureError("cannot read y.jpg"), b"ok"],
+            live=live,
+            fps=0,
         )
         with capturedLogs() as events:
             h.start()
             for _ in range(3):
                 h.threads.runAll()
                 h.clock.advance(0)
-        self.assertEqual([f.jpeg for f in h.protocol.frames], [b"ok"])
-        warnings = [e for e in events if e["log_level"].name == "warn"]
-        self.assertEqual([w["error"] for w in warnings], ["cannot read image x.jpg"])
+        warnings = [e["error"] for e in events if e["log_level"].name == "warn"]
+        return h.protocol.frames, warnings
+
+    def test_unreadableFilesSkipped(self):
+        """
+        Each frame of a finite source that cannot be read is warned about
+        with its reason (naming the file), and the loop carries on.
+        """
+        frames, warnings = self.captureWithErrors(live=False)
+        self.assertEqual([f.jpeg for f in frames], [b"ok"])
+        self.assertEqual(warnings, ["cannot read x.jpg", "cannot read y.jpg"])
+
+    def test_liveFailuresWarnedOnce(self):
+        """
+        A live source failing tick after tick is warned about once, and the
+        loop carries on until it delivers again.
+        """
+        frames, warnings = self.captureWithErrors(live=True)
+        self.assertEqual([f.jpeg for f in frames], [b"ok"])
+        self.assertEqual(warnings, ["cannot read x.jpg"])
 
     def test_openFailureFails(self):
         """
