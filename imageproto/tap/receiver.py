@@ -1,5 +1,204 @@
+# -*- test-case-name: tests.test_tap_receiver -*-
+"""
+C{twistd imageproto}: the receiver's command line.
+
+To add an option: declare it in L{Options} (check it in C{postOptions}),
+carry it in L{imageproto.config.ReceiverConfig}, then use it in
+L{buildSinks} (a new destination for frames) or L{buildChildren} (a new
+service, such as a web viewer).
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
+
+from imageproto.config import ReceiverConfig
+from imageproto.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.receiver import ReceiverService
+from imageproto.streams import DEFAULT_MAX_STREAMS
+
+__all__ = ["Options", "makeService", "buildSinks", "buildChildren"]
+
+# Small enough to catch a typo, large enough for a real JPEG.
+MIN_FRAME_BYTES = 1024
+# WELCOME announces the limit in 32 bits.
+MAX_FRAME_BYTES = 0xFFFFFFFF
+
+
+def _positiveInt(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value} is not a positive integer")
+    return number
+
+
+_positiveInt.coerceDoc = "A positive integer."
+
+
+def _positiveFloat(value: str) -> float:
+    number = float(value)
+    if not 0 < number < float("inf"):
+        raise ValueError(f"{value} is not a positive number")
+    return number
+
+
+_positiveFloat.coerceDoc = "A positive number."
+
+
+def _number(options, name: str, kind: type, minimum, maximum=None):
+    """
+    Convert option C{name} to C{kind} in place and check its range, with a
+    usage error that names the option.
+    """
+    raw = options[name]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        value = None
+    if (
+        value is None
+        or value != value  # NaN
+        or value < minimum
+        or (maximum is not None and value > maximum)
+        or value == float("inf")
+    ):
+        limits = f"at least {minimum}" if maximum is None else (
+            f"between {minimum} and {maximum}"
+        )
+        raise usage.UsageError(
+            f"--{name} {raw}: must be a{'n integer' if kind is int else ' number'} "
+            f"{limits}"
+        )
+    options[name] = value
+
+
+def portDescription(value: str) -> str:
+    """
+    Turn C{--port}'s value into a server endpoint description: a bare
+    number means TCP on every interface.
+
+    @raise usage.UsageError: if it is neither a port number nor a server
+        endpoint description Twisted can parse.
+    """
+    if value.isdigit():
+        port = int(value)
+        if port > 65535:
+            raise usage.UsageError(f"--port {value}: port numbers end at 65535")
+        return f"tcp:{port}"
+    try:
+        # Parsing opens nothing; the endpoint is built again with the real
+        # reactor when the service starts.
+        serverFromString(None, value)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--port {value!r} is neither a port number nor a server endpoint "
+            f"description such as tcp:8080:interface=127.0.0.1 ({e})"
+        )
+    return value
+
+
 class Options(usage.Options):
-    pass
-def makeService(options):
-    raise NotImplementedError
+    synopsis = "[options]"
+    longdesc = (
+        "Receive named JPEG frame streams from imageproto senders: acknowledge "
+        "each frame, keep per-stream statistics (logged, and written to "
+        "--stats-file), and optionally save every frame (--save-dir) or show "
+        "each stream in a window (--display)."
+    )
+
+    optFlags = [
+        ["display", None, "Show each stream in an OpenCV window (needs a GUI "
+         "build of OpenCV, opencv-python, and a display)."],
+    ]
+
+    optParameters = [
+        ["port", "p", "8080",
+         "Port number or server endpoint description to listen on, e.g. "
+         "tcp:8080:interface=127.0.0.1."],
+        ["max-frame-bytes", None, DEFAULT_MAX_MESSAGE_BYTES,
+         "Largest message (frame) accepted from a sender, in bytes."],
+        ["save-dir", None, None,
+         "Write every frame to DIR/<stream>/<seq>.jpg before acknowledging it."],
+        ["stats-interval", None, 5.0,
+         "Seconds between statistics log lines."],
+        ["stats-file", None, None,
+         "Write statistics as JSON to this file every second and at shutdown."],
+        ["max-streams", None, DEFAULT_MAX_STREAMS,
+         "How many streams may be connected at once."],
+    ]
+
+    def postOptions(self) -> None:
+        self["port"] = portDescription(self["port"])
+        _number(self, "max-frame-bytes", int, MIN_FRAME_BYTES, MAX_FRAME_BYTES)
+        _number(self, "stats-interval", float, 0.001)
+        _number(self, "max-streams", int, 1)
+        if self["save-dir"] is not None:
+            path = self["save-dir"] = os.path.abspath(self["save-dir"])
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise usage.UsageError(
+                    f"--save-dir {path}: exists and is not a directory"
+                )
+        if self["stats-file"] is not None:
+            path = self["stats-file"] = os.path.abspath(self["stats-file"])
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                raise usage.UsageError(
+                    f"--stats-file {path}: directory {parent} does not exist"
+                )
+            if os.path.isdir(path):
+                raise usage.UsageError(f"--stats-file {path}: is a directory")
+        if self["display"]:
+            from imageproto.display import DisplayUnavailable, checkDisplay
+
+            try:
+                checkDisplay()
+            except DisplayUnavailable as e:
+                raise usage.UsageError(str(e))
+
+
+def buildSinks(config: ReceiverConfig, receiver: ReceiverService) -> list:
+    """
+    The optional destinations for frames, beyond those L{ReceiverService}
+    builds itself (the latest-frame hub and C{--save-dir}).
+    """
+    sinks = []
+    if config.display:
+        import cv2
+
+        from imageproto.display import DisplaySink, WindowThread
+
+        sinks.append(DisplaySink(WindowThread(cv2), receiver.runInThread))
+    return sinks
+
+
+def buildChildren(config: ReceiverConfig, receiver: ReceiverService) -> list:
+    """
+    The optional services that run beside the receiver.
+    """
+    children: list = []
+    return children
+
+
+def makeService(options, reactor=None) -> ReceiverService:
+    """
+    Build (without starting or opening anything) the receiver C{options}
+    describe.
+    """
+    config = ReceiverConfig.fromOptions(options)
+    receiver = ReceiverService(
+        config.port,
+        saveDir=config.saveDir,
+        statsFile=config.statsFile,
+        reactor=reactor,
+        maxStreams=config.maxStreams,
+        maxMessageBytes=config.maxFrameBytes,
+        statsInterval=config.statsInterval,
+    )
+    for child in buildChildren(config, receiver):
+        child.setServiceParent(receiver)
+    for sink in buildSinks(config, receiver):
+        receiver.addSink(sink)
+    return receiver

@@ -1,0 +1,355 @@
+# -*- test-case-name: tests.test_receiver -*-
+"""
+The receiver as a service an application can embed; C{twistd imageproto}
+builds on the same L{ReceiverService}.
+
+    from imageproto.receiver import ReceiverService
+
+    def onFrame(frame):          # a ReceivedFrame, in the reactor thread
+        print(frame.stream, frame.seq, frame.latency, len(frame.jpeg))
+
+    receiver = ReceiverService("tcp:8080", onFrame=onFrame, saveDir="frames")
+    receiver.setServiceParent(application)
+    ...
+    receiver.registry.snapshot()  # per-stream statistics
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from typing import Callable
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from imageproto import wire
+from imageproto.factories import ReceiverFactory
+from imageproto.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.sinks import CallbackSink, LatestFrameHub, SaveDirSink
+from imageproto.streams import DEFAULT_MAX_STREAMS, StreamRegistry
+
+__all__ = [
+    "ReceiverService",
+    "StatsReporter",
+    "ThreadPoolService",
+    "writeJsonAtomically",
+]
+
+
+class ThreadPoolService(Service):
+    """
+    A small L{ThreadPool} of our own, started and stopped with the service,
+    so file writes and decodes leave the reactor's shared pool free.
+
+    @ivar runInThread: C{f(callable, *args) -> Deferred} running in this
+        pool; usable before the service starts (work waits for the start).
+    """
+
+    def __init__(self, reactor, maxThreads: int = 4, name: str = "imageproto") -> None:
+        self.pool = ThreadPool(minthreads=0, maxthreads=maxThreads, name=name)
+        self.runInThread = partial(deferToThreadPool, reactor, self.pool)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        # Runs queued work (the last frame writes, the final stats file) to
+        # completion, then joins the threads.
+        self.pool.stop()
+
+
+def writeJsonAtomically(path: str, value) -> None:
+    """
+    Write C{value} as JSON to C{path} through a temporary file and
+    C{os.replace}, so readers see the old or the new file, never a part.
+    """
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(temporary, path)
+
+
+_LOGGED = (
+    "fps",
+    "frames",
+    "bytes",
+    "gaps",
+    "dropped",
+    "rejected",
+    "duplicates",
+    "reconnects",
+)
+
+
+class StatsReporter(Service):
+    """
+    Logs every stream's statistics every C{logInterval} seconds and, given
+    C{statsFile}, writes L{StreamRegistry.snapshot} there as JSON every
+    C{fileInterval} seconds and once more at shutdown.
+
+    @param runInThread: runs the file writes off the reactor.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        clock,
+        runInThread: Callable[..., Deferred],
+        logInterval: float = 5.0,
+        statsFile: str | None = None,
+        fileInterval: float = 1.0,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.runInThread = runInThread
+        self.logInterval = logInterval
+        self.statsFile = statsFile
+        self.fileInterval = fileInterval
+        self._loops: list[LoopingCall] = []
+
+    def logStats(self) -> None:
+        streams = self.registry.snapshot()["streams"]
+        if not streams:
+            self.log.info("no streams yet")
+        for name, stats in streams.items():
+            self.log.info(
+                "stream {stream}: {state}, {fps} fps, {frames} frames, {bytes} "
+                "bytes, latency p50 {p50} ms p95 {p95} ms p99 {p99} ms, gaps "
+                "{gaps}, dropped {dropped}, rejected {rejected}, duplicates "
+                "{duplicates}, reconnects {reconnects}",
+                stream=name,
+                state="connected" if stats["connected"] else "disconnected",
+                p50=stats["latency_ms"]["p50"],
+                p95=stats["latency_ms"]["p95"],
+                p99=stats["latency_ms"]["p99"],
+                stats=stats,
+                **{k: stats[k] for k in _LOGGED},
+            )
+
+    def writeStats(self) -> Deferred:
+        """
+        Write the stats file now (in a worker thread).
+
+        @return: a L{Deferred} that fires when it is written; a failure is
+            logged, not raised, so the periodic writes continue.
+        """
+        if self.statsFile is None:
+            return succeed(None)
+        d = self.runInThread(writeJsonAtomically, self.statsFile, self.registry.snapshot())
+        d.addErrback(
+            lambda f: self.log.failure(
+                "could not write statistics to {path}", f, path=self.statsFile
+            )
+        )
+        return d
+
+    def _every(self, interval: float, f: Callable, now: bool) -> None:
+        loop = LoopingCall(f)
+        loop.clock = self.clock
+        loop.start(interval, now=now)
+        self._loops.append(loop)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.logInterval > 0:
+            self._every(self.logInterval, self.logStats, now=False)
+        if self.statsFile is not None:
+            self._every(self.fileInterval, self.writeStats, now=True)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        loops, self._loops = self._loops, []
+        waits = []
+        for loop in loops:
+            if loop.running:
+                loop.stop()
+            waits.append(loop.deferred)
+        # Let a write in progress finish before the final one replaces it.
+        d = succeed(None)
+        for wait in waits:
+            d.addCallback(lambda _, w=wait: w)
+        d.addCallback(lambda _: self.writeStats())
+        return d
+
+
+@implementer(IStreamServerEndpoint)
+class _ListeningEndpoint:
+    """
+    Wraps an endpoint to tell L{ReceiverService.whenListening} callers
+    about the port it opens.
+    """
+
+    def __init__(self, endpoint) -> None:
+        self._endpoint = endpoint
+        self._outcome = None
+        self._waiters: list[Deferred] = []
+
+    def listen(self, factory) -> Deferred:
+        def settled(outcome):
+            self._outcome = outcome
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                self._fire(waiter)
+            return outcome
+
+        return self._endpoint.listen(factory).addBoth(settled)
+
+    def _fire(self, waiter: Deferred) -> None:
+        if isinstance(self._outcome, Failure):
+            waiter.errback(self._outcome)
+        else:
+            waiter.callback(self._outcome)
+
+    def whenListening(self) -> Deferred:
+        waiter = Deferred()
+        if self._outcome is None:
+            self._waiters.append(waiter)
+        else:
+            self._fire(waiter)
+        return waiter
+
+
+class _ShutdownService(Service):
+    """
+    At shutdown: tell live senders the receiver is going away, then close
+    the sinks.  It is the last child, so it stops first.
+    """
+
+    def __init__(self, registry: StreamRegistry) -> None:
+        self.registry = registry
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self.registry.disconnectAll(wire.ERR_SHUTDOWN, "the receiver is shutting down")
+        return self.registry.close()
+
+
+class ReceiverService(MultiService):
+    """
+    A complete receiver: listens on C{endpoint}, accepts named streams and
+    hands their frames to sinks.
+
+    @param endpoint: an C{IStreamServerEndpoint}, a server endpoint string
+        (C{"tcp:8080:interface=127.0.0.1"}) or a port number.
+    @param onFrame: called with each accepted
+        L{imageproto.sinks.ReceivedFrame} in the reactor thread; may return a
+        L{Deferred} to hold back the frame's ACK.
+    @param saveDir: write every frame to C{saveDir/<stream>/<seq>.jpg} before
+        acknowledging it.
+    @param statsFile: keep statistics as JSON in this file (updated every
+        C{statsFileInterval} seconds and at shutdown).
+    @param reactor: the reactor (the global one when omitted).
+    @param maxStreams: how many streams may be live at once.
+    @param maxMessageBytes: the largest message read from a sender.
+    @param statsInterval: seconds between statistics log lines (0: never).
+    @param threads: size of the worker pool for writes and decodes.
+
+    @ivar registry: the L{StreamRegistry} (statistics: C{registry.snapshot()}).
+    @ivar hub: a L{LatestFrameHub} holding each stream's newest frame.
+    @ivar factory: the L{ReceiverFactory}.
+    @ivar runInThread: runs a call in this receiver's worker pool.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint,
+        onFrame: Callable | None = None,
+        saveDir: str | None = None,
+        statsFile: str | None = None,
+        reactor=None,
+        *,
+        maxStreams: int = DEFAULT_MAX_STREAMS,
+        maxMessageBytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        statsInterval: float = 5.0,
+        statsFileInterval: float = 1.0,
+        threads: int = 4,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        if isinstance(endpoint, int):
+            endpoint = f"tcp:{endpoint}"
+        if isinstance(endpoint, str):
+            endpoint = serverFromString(reactor, endpoint)
+        self.endpoint = endpoint
+
+        self.pool = ThreadPoolService(reactor, maxThreads=threads)
+        self.pool.setServiceParent(self)
+        self.runInThread = self.pool.runInThread
+
+        self.hub = LatestFrameHub()
+        self.registry = StreamRegistry(reactor, [self.hub], maxStreams=maxStreams)
+        if saveDir is not None:
+            self.addSink(SaveDirSink(saveDir, self.runInThread))
+        if onFrame is not None:
+            self.addSink(CallbackSink(onFrame))
+
+        self.factory = ReceiverFactory(
+            self.registry, reactor, maxMessageBytes=maxMessageBytes
+        )
+        self._listeningEndpoint = _ListeningEndpoint(endpoint)
+        self.listening = StreamServerEndpointService(
+            self._listeningEndpoint, self.factory
+        )
+        # Make a port that cannot be opened fail twistd's start instead of
+        # leaving a receiver that listens nowhere.
+        self.listening._raiseSynchronously = True
+        self.listening.setServiceParent(self)
+
+        self.reporter = StatsReporter(
+            self.registry,
+            reactor,
+            self.runInThread,
+            logInterval=statsInterval,
+            statsFile=statsFile,
+            fileInterval=statsFileInterval,
+        )
+        self.reporter.setServiceParent(self)
+        _ShutdownService(self.registry).setServiceParent(self)
+
+    def addSink(self, sink) -> None:
+        """
+        Send accepted frames to C{sink} (an L{imageproto.sinks.IFrameSink}).
+        """
+        self.registry.addSink(sink)
+
+    def whenListening(self) -> Deferred:
+        """
+        A fresh L{Deferred} that fires with the C{IListeningPort} once the
+        receiver listens (useful with port 0), or fails if it cannot.
+        """
+        return self._listeningEndpoint.whenListening()
+
+    def stopService(self) -> Deferred:
+        """
+        Stop every child, then the worker pool, so that the last frame
+        writes and the final statistics file still have threads to run in.
+        """
+        Service.stopService(self)
+        stopping = [
+            maybeDeferred(child.stopService)
+            for child in reversed(list(self))
+            if child is not self.pool and child.running
+        ]
+        d = DeferredList(stopping, consumeErrors=True)
+        d.addCallback(lambda _: self.pool.running and self.pool.stopService())
+        return d
