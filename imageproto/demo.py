@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from imageproto.tap import twistdCommand
+
 __all__ = ["main", "freePort", "formatStats"]
 
 
@@ -33,13 +35,6 @@ def freePort(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def twistd(*args: str) -> list[str]:
-    """
-    The command line that runs C{twistd -n} with this interpreter.
-    """
-    return [sys.executable, "-m", "twisted", "-n", *args]
 
 
 def _waitFor(predicate, timeout: float, what: str, process=None) -> None:
@@ -104,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     receiverLog = open(os.path.join(work, "receiver.log"), "w")
     print(f"receiver: twistd -n imageproto on 127.0.0.1:{port} (logs in {work})")
     receiver = subprocess.Popen(
-        twistd(
+        twistdCommand(
             "imageproto",
             "--port", f"tcp:{port}:interface=127.0.0.1",
             "--save-dir", os.path.join(work, "frames"),
@@ -121,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             f"at {args.fps:g} fps)"
         )
         sender = subprocess.run(
-            twistd(
+            twistdCommand(
                 "imageproto-sender",
                 "--connect", f"tcp:127.0.0.1:{port}",
                 "--name", "demo",
@@ -134,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             timeout=args.seconds + 60,
         )
         for line in sender.stdout.splitlines():
-            if "summary" in line.lower() or "error" in line.lower():
+            if "acknowledged, " in line or "error" in line.lower():
                 print("  " + line.split(" ", 2)[-1])
         if sender.returncode != 0:
             print(sender.stdout[-2000:], file=sys.stderr)

@@ -8,7 +8,8 @@ import sys
 from twisted.internet import utils
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from imageproto.demo import formatStats, freePort, twistd
+from imageproto.demo import formatStats, freePort
+from imageproto.tap import twistdCommand
 
 
 class FormatStatsTests(SynchronousTestCase):
@@ -48,12 +49,15 @@ class FormatStatsTests(SynchronousTestCase):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
 
-    def test_twistdRunsThisInterpreter(self):
+    def test_twistdCommandRunsThisInterpreter(self):
         """
-        L{twistd} runs C{twistd -n} through the current interpreter, so the
-        plugins of this environment are the ones found.
+        L{twistdCommand} runs C{twistd -n} through the current interpreter,
+        so the plugins of this environment are the ones found, with no pid
+        file so that several may share a directory.
         """
-        self.assertEqual(twistd("x")[:4], [sys.executable, "-m", "twisted", "-n"])
+        argv = twistdCommand("imageproto", "--port", "1")
+        self.assertEqual(argv[0], sys.executable)
+        self.assertEqual(argv[-5:], ["-n", "--pidfile=", "imageproto", "--port", "1"])
 
 
 class DemoTests(TestCase):
