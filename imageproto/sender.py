@@ -50,7 +50,11 @@ from imageproto import wire
 __all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
 
 # ERROR codes that, even before WELCOME, say "not now" rather than "never".
-_TRANSIENT_REFUSALS = frozenset([wire.ERR_BUSY, wire.ERR_SHUTDOWN])
+# ERROR codes after which a sender reconnects with backoff; every other code
+# is permanent (PROTOCOL.md, "ERROR codes").
+_TRANSIENT_ERRORS = frozenset(
+    [wire.ERR_STREAM_LIMIT, wire.ERR_TIMEOUT, wire.ERR_SHUTDOWN, wire.ERR_BUSY]
+)
 
 # A FRAME's bytes besides its JPEG: header, seq, length, trailer.
 _FRAME_OVERHEAD = 2 + 8 + 4 + 8 + 8 + 4
@@ -266,7 +270,7 @@ class FrameSender:
             self._settled()
 
     def refused(self, error: wire.Error) -> None:
-        if error.code in _TRANSIENT_REFUSALS:
+        if error.code in _TRANSIENT_ERRORS:
             self.log.warn(
                 "the server cannot take {name!r} now ({reason}); will retry",
                 name=self.name,
@@ -276,9 +280,12 @@ class FrameSender:
         self.fail(f"the server refused the stream: {error.reason} (code {error.code})")
 
     def failed(self, error: wire.Error) -> None:
-        # The protocol has logged the ERROR and closes the connection; the
-        # factory reconnects and unacknowledged frames are resent.
-        pass
+        # The protocol has logged the ERROR and closes the connection.  After
+        # a transient one the factory reconnects and unacknowledged frames
+        # are resent; a permanent one (a newer sender took this name, a
+        # protocol violation) would only repeat, so stop.
+        if error.code not in _TRANSIENT_ERRORS:
+            self.fail(f"the server ended the stream: {error.reason} (code {error.code})")
 
     def disconnected(self, protocol, reason) -> None:
         if protocol is not self.protocol:

@@ -331,29 +331,45 @@ class FinishTests(SynchronousTestCase):
         self.assertIn("bad name", failure.value.reason)
         self.assertFalse(sender.frameCaptured(b"late", 0))
 
-    def test_busyRefusalRetries(self):
+    def test_transientRefusalRetries(self):
         """
-        ERR_BUSY and ERR_SHUTDOWN before WELCOME mean "not now": the sender
-        keeps going.
+        The transient codes of PROTOCOL.md's table (stream limit, timeout,
+        shutdown, busy) before WELCOME mean "not now": the sender keeps going.
         """
         sender, _ = makeSender()
         with capturedLogs():
-            sender.refused(wire.Error(wire.ERR_BUSY, "full"))
-            sender.refused(wire.Error(wire.ERR_SHUTDOWN, "restarting"))
+            for code in (
+                wire.ERR_STREAM_LIMIT, wire.ERR_TIMEOUT, wire.ERR_SHUTDOWN, wire.ERR_BUSY
+            ):
+                sender.refused(wire.Error(code, "not now"))
         self.assertFalse(sender.finished)
 
-    def test_failedKeepsGoing(self):
+    def test_transientFailureResends(self):
         """
-        An ERROR after WELCOME is not permanent: the connection closes and
-        the sender waits to resend.
+        A transient ERROR after WELCOME (the server shutting down) closes the
+        connection and the sender resends once it reconnects.
         """
         sender, _ = makeSender()
         protocol = connect(sender)
         sender.frameCaptured(b"0", 0)
-        sender.failed(wire.Error(wire.ERR_REPLACED, "replaced"))
+        sender.failed(wire.Error(wire.ERR_SHUTDOWN, "restarting"))
         sender.disconnected(protocol, LOST)
         self.assertFalse(sender.finished)
         self.assertEqual(connect(sender).seqs, [0])
+
+    def test_replacedIsPermanent(self):
+        """
+        ERR_REPLACED after WELCOME (a newer sender took this name) is
+        permanent: reconnecting would take the name back and the two senders
+        would take turns forever.
+        """
+        sender, _ = makeSender()
+        connect(sender)
+        d = sender.whenDone()
+        with capturedLogs():
+            sender.failed(wire.Error(wire.ERR_REPLACED, "replaced"))
+        failure = self.failureResultOf(d, SenderFailed)
+        self.assertIn("replaced (code 9)", failure.value.reason)
 
 
 class ResultTests(SynchronousTestCase):
