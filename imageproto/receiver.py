@@ -177,9 +177,11 @@ class StatsReporter(Service):
         loops, self._loops = self._loops, []
         waits = []
         for loop in loops:
+            # Taken before stop(), which clears it; it fires once a write in
+            # progress has finished.
+            waits.append(loop.deferred)
             if loop.running:
                 loop.stop()
-            waits.append(loop.deferred)
         # Let a write in progress finish before the final one replaces it.
         d = succeed(None)
         for wait in waits:
@@ -236,8 +238,11 @@ class _ShutdownService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        self.registry.disconnectAll(wire.ERR_SHUTDOWN, "the receiver is shutting down")
-        return self.registry.close()
+        d = self.registry.disconnectAll(
+            wire.ERR_SHUTDOWN, "the receiver is shutting down"
+        )
+        d.addCallback(lambda _: self.registry.close())
+        return d
 
 
 class ReceiverService(MultiService):
@@ -341,15 +346,25 @@ class ReceiverService(MultiService):
 
     def stopService(self) -> Deferred:
         """
-        Stop every child, then the worker pool, so that the last frame
-        writes and the final statistics file still have threads to run in.
+        Stop in three steps: every other child (closing the port and the
+        senders' connections, and the sinks); then the statistics reporter,
+        so its final file shows the streams disconnected; then the worker
+        pool, after the last frame writes and that file are done.
         """
         Service.stopService(self)
-        stopping = [
-            maybeDeferred(child.stopService)
-            for child in reversed(list(self))
-            if child is not self.pool and child.running
-        ]
-        d = DeferredList(stopping, consumeErrors=True)
-        d.addCallback(lambda _: self.pool.running and self.pool.stopService())
+        last = (self.reporter, self.pool)
+        first = [c for c in reversed(list(self)) if c not in last]
+        d = _stopAll(first)
+        d.addCallback(lambda _: _stopAll([self.reporter]))
+        d.addCallback(lambda _: _stopAll([self.pool]))
         return d
+
+
+def _stopAll(services) -> Deferred:
+    """
+    Stop the running C{services} at once; fires when all have stopped.
+    """
+    return DeferredList(
+        [maybeDeferred(s.stopService) for s in services if s.running],
+        consumeErrors=True,
+    ).addCallback(lambda _: None)

@@ -132,6 +132,7 @@ class StreamRegistry:
         self.maxIdle = maxIdle
         self.statsWindow = statsWindow
         self._streams: dict[str, Stream] = {}
+        self._detachWaiters: list = []
 
     def addSink(self, sink) -> None:
         """
@@ -211,6 +212,9 @@ class StreamRegistry:
             return
         stream.protocol = None
         self._notify("streamStopped", stream.name)
+        waiters, self._detachWaiters = self._detachWaiters, []
+        for waiter in waiters:
+            waiter()
 
     def frameRejected(self, stream: Stream, frame: wire.Frame) -> None:
         """
@@ -306,14 +310,47 @@ class StreamRegistry:
             }
         }
 
-    def disconnectAll(self, code: int = wire.ERR_SHUTDOWN, reason: str = "") -> None:
+    def disconnectAll(
+        self,
+        code: int = wire.ERR_SHUTDOWN,
+        reason: str = "the receiver is shutting down",
+        grace: float = 2.0,
+    ) -> Deferred:
         """
         Send every live connection an ERROR and close it (at shutdown).
+
+        @param grace: seconds a peer gets to read the ERROR before its
+            connection is aborted (a peer that does not read would otherwise
+            hold the close open).
+        @return: a L{Deferred} that fires once every stream has detached.
         """
-        for stream in list(self._streams.values()):
-            protocol = stream.protocol
-            if protocol is not None:
-                protocol.fail(code, reason or "the receiver is shutting down")
+        done = Deferred()
+        live = [s.protocol for s in self._streams.values() if s.connected]
+        if not live:
+            done.callback(None)
+            return done
+
+        def check():
+            if not self.liveCount() and not done.called:
+                if timer.active():
+                    timer.cancel()
+                done.callback(None)
+            elif not done.called:
+                self._detachWaiters.append(check)
+
+        def abort():
+            for protocol in live:
+                transport = getattr(protocol, "transport", None)
+                if transport is not None and getattr(protocol, "connected", True):
+                    transport.abortConnection()
+            if not done.called:
+                done.callback(None)
+
+        timer = self.clock.callLater(grace, abort)
+        self._detachWaiters.append(check)
+        for protocol in live:
+            protocol.fail(code, reason)
+        return done
 
     def close(self) -> Deferred:
         """

@@ -550,15 +550,19 @@ class ReceiverServiceTests(SynchronousTestCase):
 
     def test_stopClosesStreams(self):
         """
-        Stopping tells live senders ERROR 8 and stops the pool last.
+        Stopping tells live senders ERROR 8, waits for their connections to
+        close, and stops the worker pool last.
         """
         service = ReceiverService(9999, reactor=self.reactor, statsInterval=0)
         service.startService()
         live = Connection(service.factory, 40000)
         live.send(wire.Hello("cam", 0, 1))
         d = service.stopService()
-        self.successResultOf(d)
         self.assertEqual(live.received()[-1].code, wire.ERR_SHUTDOWN)
+        self.assertNoResult(d)
+        self.assertTrue(service.pool.running)
+        live.lose()
+        self.successResultOf(d)
         self.assertFalse(service.pool.running)
 
 
@@ -709,7 +713,7 @@ class TwistdIntegrationTests(TestCase):
             return stream["frames"] == frames and stream["connected"] == connected
 
         yield poll(lambda: statsShow(5, True))
-        client.transport.loseConnection()
+        # Shut down with the sender still connected: it is told why.
         transport.signalProcess("TERM")
         exitCode, signal = yield process.ended
         output = b"".join(process.output).decode("utf-8", "replace")
@@ -717,9 +721,13 @@ class TwistdIntegrationTests(TestCase):
         # clean shutdown; anything else is a crash.
         self.assertIn((exitCode, signal), [(0, None), (None, 15)], output)
         self.assertIn("Server Shut Down", output)
-        self.assertTrue(statsShow(5, False), output)
+        yield poll(lambda: not client.transport.connected)
+        self.assertEqual(client.messages[-1].code, wire.ERR_SHUTDOWN)
+        with open(statsFile) as f:
+            self.assertTrue(statsShow(5, False), output + f.read())
         with open(statsFile) as f:
             stream = json.load(f)["streams"]["itest"]
-        self.assertEqual((stream["rejected"], stream["bytes"]),
-                         (1, sum(len(j) for j in jpegs)))
+        self.assertEqual(
+            (stream["rejected"], stream["bytes"]), (1, sum(len(j) for j in jpegs))
+        )
         self.assertIn("stream itest", output)

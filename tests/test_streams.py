@@ -339,16 +339,43 @@ class RegistryTests(SynchronousTestCase):
 
     def test_disconnectAllAndClose(self):
         """
-        At shutdown every live protocol gets ERR_SHUTDOWN and every sink is
-        closed.
+        At shutdown every live protocol gets ERR_SHUTDOWN; the L{Deferred}
+        fires once they have all detached, and every sink is closed.
         """
         live = FakeProtocol()
         gone = FakeProtocol()
-        self.registry.attach("a", 0, 1, live)
-        stream = self.registry.attach("b", 0, 1, gone)
-        self.registry.detach(stream, gone)
-        self.registry.disconnectAll()
+        stream = self.registry.attach("a", 0, 1, live)
+        other = self.registry.attach("b", 0, 1, gone)
+        self.registry.detach(other, gone)
+        d = self.registry.disconnectAll()
         self.assertEqual([code for code, _ in live.failures], [wire.ERR_SHUTDOWN])
         self.assertEqual(gone.failures, [])
+        self.assertNoResult(d)
+        self.registry.detach(stream, live)
+        self.successResultOf(d)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.successResultOf(self.registry.close())
         self.assertEqual(self.sink.closed, 1)
+
+    def test_disconnectAllAborts(self):
+        """
+        A peer that has not gone within the grace period is aborted and the
+        shutdown goes on.
+        """
+        from twisted.internet.testing import StringTransport
+
+        stuck = FakeProtocol()
+        stuck.transport = StringTransport()
+        self.registry.attach("a", 0, 1, stuck)
+        d = self.registry.disconnectAll(grace=2.0)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.successResultOf(d)
+        self.assertTrue(stuck.transport.disconnecting)
+
+    def test_disconnectAllNone(self):
+        """
+        With no live streams, C{disconnectAll} fires at once.
+        """
+        self.successResultOf(self.registry.disconnectAll())
