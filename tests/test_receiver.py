@@ -13,7 +13,7 @@ import sys
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, error, protocol, reactor, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
