@@ -48,6 +48,7 @@ __all__ = [
     "streamNameFor",
     "parseLengthField",
     "parseTimestampField",
+    "listen",
 ]
 
 FIELD_BYTES = 64
@@ -413,3 +414,27 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
     def _failed(self, failure) -> None:
         self.log.failure("image from {peer} could not be accepted", failure, peer=self.peer)
         self.drop("the server could not accept the image")
+
+
+def listen(receiver, description: str, protocol, inference=None):
+    """
+    A service listening on C{description} with C{protocol}, feeding
+    C{receiver}'s registry (an L{imageproto.receiver.ReceiverService}).
+    A port that cannot be opened fails twistd's start.
+    """
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.internet.endpoints import serverFromString
+
+    factory = CompatFactory(
+        protocol,
+        receiver.registry,
+        receiver.reactor,
+        inference=inference,
+        maxMessageBytes=receiver.factory.maxMessageBytes,
+        runInThread=receiver.runInThread,
+    )
+    service = StreamServerEndpointService(
+        serverFromString(receiver.reactor, description), factory
+    )
+    service._raiseSynchronously = True
+    return service

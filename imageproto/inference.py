@@ -25,6 +25,7 @@ The thread side (L{FrameProcessor}) builds one detector per worker thread.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -48,6 +49,8 @@ __all__ = [
     "InferenceStats",
     "InferenceEngine",
     "InferenceService",
+    "checkOptions",
+    "attachToReceiver",
 ]
 
 REPLY_MODES = ("none", "detections", "annotated")
@@ -424,3 +427,113 @@ class InferenceService(Service):
             failed=totals.failed,
         )
         self._pool.stop()
+
+
+def _size(value: str) -> tuple:
+    text = str(value).lower().strip()
+    width, _, height = text.partition("x")
+    try:
+        size = (int(width), int(height or width))
+    except ValueError:
+        raise ValueError(f"--onnx-size {value!r} is not N or WxH") from None
+    if min(size) < 1:
+        raise ValueError(f"--onnx-size {value!r} must be positive")
+    return size
+
+
+def _port(value: str, option: str) -> str:
+    from twisted.internet.endpoints import serverFromString
+
+    if value.isdigit():
+        if int(value) > 65535:
+            raise ValueError(f"{option} {value}: port numbers end at 65535")
+        return f"tcp:{value}"
+    try:
+        serverFromString(None, value)
+    except Exception as e:
+        raise ValueError(f"{option} {value!r} is not a port or endpoint ({e})") from None
+    return value
+
+
+def checkOptions(options) -> None:
+    """
+    Check the receiver's detection and compatibility options (called from
+    the tap's C{postOptions}), loading the detector once so that a missing
+    or unreadable model stops twistd before any sender is accepted.  Sets
+    C{options["detector"]} to a L{DetectorSpec} or C{None}.
+
+    @raise twisted.python.usage.UsageError: naming what is wrong.
+    """
+    from twisted.python import usage
+
+    from imageproto.detectors import (
+        DetectorError,
+        OnnxOptions,
+        loadDetector,
+        readClassNames,
+    )
+
+    try:
+        reply = options.get("reply")
+        if reply is None:
+            reply = "detections" if options.get("detect") else "none"
+        if reply not in REPLY_MODES:
+            raise ValueError(f"--reply must be one of {', '.join(REPLY_MODES)}")
+        if reply != "none" and not options.get("detect"):
+            raise ValueError(f"--reply {reply} needs --detect")
+        options["reply"] = reply
+        for option in ("compat-base64", "compat-le32"):
+            if options.get(option) is not None:
+                options[option] = _port(options[option], "--" + option)
+        options["detector"] = None
+        name = options.get("detect")
+        if name is None:
+            return
+        classes = ()
+        if options.get("onnx-classes"):
+            classes = readClassNames(os.path.abspath(options["onnx-classes"]))
+        onnx = OnnxOptions(
+            size=_size(options.get("onnx-size", "640")),
+            classes=classes,
+            confidence=float(options.get("confidence", 0.25)),
+            nms=float(options.get("nms", 0.45)),
+            layout=options.get("onnx-layout", "auto"),
+        )
+        if onnx.layout not in ("auto", "yolov5", "yolov8"):
+            raise ValueError("--onnx-layout must be auto, yolov5 or yolov8")
+        options["detector"] = loadDetector(name, onnx)
+    except (DetectorError, ValueError) as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def attachToReceiver(receiver, options) -> InferenceService | None:
+    """
+    Add the detector (C{options["detector"]}, from L{checkOptions}) and the
+    compatibility listeners to an L{imageproto.receiver.ReceiverService}.
+
+    @return: the L{InferenceService}, or C{None} without C{--detect}.
+    """
+    from imageproto import compat
+
+    service = None
+    spec = options.get("detector")
+    if spec is not None:
+        reply = options.get("reply", "detections")
+        service = InferenceService(
+            spec, workers=options.get("workers", 1), reply=reply, reactor=receiver.reactor
+        )
+        service.setServiceParent(receiver)
+        receiver.factory.inference = service
+        if reply != "none":
+            receiver.factory.capabilities |= wire.SCAP_DETECT
+        if reply == "annotated":
+            receiver.factory.capabilities |= wire.SCAP_ANNOTATED
+    for option, protocol in (
+        ("compat-base64", compat.Base64StreamProtocol),
+        ("compat-le32", compat.LengthPrefixedImageProtocol),
+    ):
+        if options.get(option) is not None:
+            compat.listen(receiver, options[option], protocol, service).setServiceParent(
+                receiver
+            )
+    return service

@@ -201,6 +201,10 @@ class ResultsTracker:
     def whenReady(self) -> Deferred:
         return self.sender.whenReady()
 
+    @property
+    def finished(self) -> bool:
+        return self.sender.finished
+
     def sourceExhausted(self) -> None:
         self.sender.sourceExhausted()
 
