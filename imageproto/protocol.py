@@ -277,6 +277,9 @@ class FrameReceiverProtocol(MessageProtocol):
 
         def accepted(_):
             self.sendMessage(wire.Ack(frame.seq))
+            inference = getattr(self.factory, "inference", None)
+            if inference is not None:
+                self._infer(inference, stream, frame)
 
         def notAccepted(failure):
             self.log.failure(
@@ -290,6 +293,43 @@ class FrameReceiverProtocol(MessageProtocol):
             )
 
         d.addCallbacks(accepted, notAccepted)
+
+    def _infer(self, inference, stream, frame: wire.Frame) -> None:
+        """
+        After the ACK: hand the frame to the detector (C{factory.inference},
+        an L{imageproto.inference.InferenceService}) and send its RESULT on
+        this connection when it completes, if the sender understands RESULT
+        (C{CAP_RESULTS}), replies are on (C{--reply} is not C{none}) and it
+        is still connected.  A live sender's stale frames are skipped and
+        get no RESULT.
+        """
+        gate = getattr(self, "gate", None)
+        d = inference.submit(
+            stream.name,
+            frame,
+            live=bool(stream.capabilities & wire.CAP_LIVE),
+            key=self,
+            flow=self.transport if gate is None else _GateFlow(gate),
+            alive=self._stillThere,
+        )
+        wanted = stream.capabilities & wire.CAP_RESULTS and inference.reply != "none"
+
+        def answered(result):
+            if result is not None and wanted and self._stillThere():
+                self.sendMessage(result)
+
+        def failed(failure):
+            self.log.failure(
+                "RESULT for frame {seq} of {stream} not sent",
+                failure,
+                seq=frame.seq,
+                stream=stream.name,
+            )
+
+        d.addCallback(answered).addErrback(failed)
+
+    def _stillThere(self) -> bool:
+        return not self._closing and not getattr(self, "_lost", False)
 
     def replaced(self) -> None:
         """
@@ -306,6 +346,22 @@ class FrameReceiverProtocol(MessageProtocol):
         if self.stream is not None:
             self.factory.streams.detach(self.stream, self)
         self.log.debug("{peer} disconnected", peer=self.peer)
+
+
+class _GateFlow:
+    """
+    Lets the detector's backlog pause reading from a peer through the
+    protocol's read gate, beside the gate's other reasons.
+    """
+
+    def __init__(self, gate) -> None:
+        self._gate = gate
+
+    def pauseProducing(self) -> None:
+        self._gate.hold("inference")
+
+    def resumeProducing(self) -> None:
+        self._gate.release("inference")
 
 
 @implementer(IPushProducer)

@@ -128,6 +128,24 @@ class Options(usage.Options):
          "Write statistics as JSON to this file every second and at shutdown."],
         ["max-streams", None, DEFAULT_MAX_STREAMS,
          "How many streams may be connected at once."],
+        ["detect", None, None,
+         "Run a detector on every frame: people, faces, cats, motion, echo, "
+         "onnx:PATH or package.module:Class (see imageproto.detectors)."],
+        ["workers", None, 1, "Detector worker threads.", int],
+        ["reply", None, None,
+         "What goes back to senders: detections (the default with --detect), "
+         "annotated (detections plus the marked-up JPEG) or none."],
+        ["onnx-size", None, "640", "onnx: network input size, N or WxH."],
+        ["onnx-classes", None, None, "onnx: class names file, one per line."],
+        ["onnx-layout", None, "auto", "onnx: output layout, auto, yolov5 "
+         "([1,N,5+C]) or yolov8 ([1,4+C,N])."],
+        ["confidence", None, 0.25, "onnx: minimum confidence.", float],
+        ["nms", None, 0.45, "onnx: non-maximum suppression IoU threshold.", float],
+        ["compat-base64", None, None,
+         "Also accept base64 frame streams (see PROTOCOL.md) on this port."],
+        ["compat-le32", None, None,
+         "Also accept one-image-per-connection little-endian length-prefixed "
+         "clients (see PROTOCOL.md) on this port."],
     ]
 
     def postOptions(self) -> None:
@@ -150,6 +168,9 @@ class Options(usage.Options):
                 )
             if os.path.isdir(path):
                 raise usage.UsageError(f"--stats-file {path}: is a directory")
+        from imageproto.inference import checkOptions
+
+        checkOptions(self)
         if self["display"]:
             from imageproto.display import DisplayUnavailable, checkDisplay
 
@@ -201,4 +222,7 @@ def makeService(options, reactor=None) -> ReceiverService:
         child.setServiceParent(receiver)
     for sink in buildSinks(config, receiver):
         receiver.addSink(sink)
+    from imageproto.inference import attachToReceiver as attachDetection
+
+    attachDetection(receiver, options)
     return receiver

@@ -96,6 +96,7 @@ class Options(usage.Options):
         ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
         ["max-retries", None, None, "Give up after this many failed reconnections [default: never].", _atLeast(0)],
+        ["results", None, None, "Write every detector RESULT to this folder: results.jsonl, annotated images, summary.json; the run ends once every frame's RESULT is in."],
     ]
 
     def postOptions(self) -> None:
@@ -112,6 +113,10 @@ class Options(usage.Options):
                 raise usage.UsageError(f"no such video file: {self['video']}")
         if self["images"] is not None:
             self["images"] = self._imageFolder(self["images"])
+        if self["results"] is not None:
+            self["results"] = os.path.abspath(self["results"])
+            if os.path.exists(self["results"]) and not os.path.isdir(self["results"]):
+                raise usage.UsageError(f"--results {self['results']} is not a folder")
         if self["camera"] is not None:
             camera = self["camera"].strip()
             if not camera:
@@ -211,7 +216,23 @@ def makeService(options, reactor=None):
 
     config = SenderConfig.fromOptions(options)
     source = buildSource(config.source)
-    sender = FrameSender(config.name, source.live, reactor, window=config.window)
+    results = options.get("results")
+    sender = FrameSender(
+        config.name,
+        source.live,
+        reactor,
+        window=config.window,
+        awaitResults=results is not None,
+    )
+    sink = sender
+    if results is not None:
+        from imageproto.capture import listImages
+        from imageproto.results import ResultsTracker, ResultsWriter
+
+        writer = ResultsWriter(results, reactor=reactor)
+        images = listImages(config.source.directory) if isinstance(config.source, ImagesSpec) else ()
+        sink = writer.tracker = ResultsTracker(sender, writer.write, reactor, source, images)
+        sender.onResult = sink.resultReceived
     factory = SenderFactory(
         sender,
         clock=reactor,
@@ -223,10 +244,15 @@ def makeService(options, reactor=None):
     )
     captureService = CaptureService(
         source,
-        sender,
+        sink,
         config.fps,
         Encoder(config.width, config.height, config.quality),
         clock=reactor,
         count=config.count,
     )
-    return SenderService(sender, connection, captureService, partial(exitProcess, reactor))
+    service = SenderService(
+        sender, connection, captureService, partial(exitProcess, reactor)
+    )
+    if results is not None:
+        writer.setServiceParent(service)
+    return service
