@@ -482,6 +482,8 @@ def checkOptions(options) -> None:
         if reply != "none" and not options.get("detect"):
             raise ValueError(f"--reply {reply} needs --detect")
         options["reply"] = reply
+        if int(options.get("workers", 1)) < 1:
+            raise ValueError("--workers must be at least 1")
         for option in ("compat-base64", "compat-le32"):
             if options.get(option) is not None:
                 options[option] = _port(options[option], "--" + option)
