@@ -8,6 +8,11 @@ from __future__ import annotations
 from twisted.internet.protocol import ReconnectingClientFactory, ServerFactory
 from twisted.logger import Logger
 
+from imageproto.limits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PEER_BUFFER,
+)
 from imageproto.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FrameReceiverProtocol,
@@ -27,9 +32,29 @@ class ReceiverFactory(ServerFactory):
     @ivar capabilities: the C{wire.SCAP_*} flags sent in WELCOME.
     @ivar heartbeat: seconds between PINGs announced in WELCOME (0: none).
     @ivar clock: an C{IReactorTime}, for receive timestamps.
+
+    Security and limits (L{imageproto.limits}, L{imageproto.auth}); set them
+    after construction:
+
+    @ivar tokens: an L{imageproto.auth.TokenTable} senders must prove a
+        token from, or C{None} for no authentication.
+    @ivar maxConnections: connections over this are refused with ERROR 10.
+    @ivar handshakeTimeout: seconds from connect to WELCOME, or C{None}.
+    @ivar idleTimeout: seconds of silence from a welcomed sender, or C{None}.
+    @ivar maxPeerBuffer: bytes of one peer's unsettled frames before reads
+        from it pause.
+    @ivar peers: the open connections.
     """
 
     protocol = FrameReceiverProtocol
+    tokens = None
+    maxConnections = DEFAULT_MAX_CONNECTIONS
+    handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT
+    # Off unless configured: a sender only answers PINGs the server sends,
+    # so an idle timeout without a heartbeat could drop a quiet sender.  The
+    # tap turns both on (DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT).
+    idleTimeout = None
+    maxPeerBuffer = DEFAULT_MAX_PEER_BUFFER
 
     def __init__(
         self,
@@ -44,6 +69,7 @@ class ReceiverFactory(ServerFactory):
         self.maxMessageBytes = maxMessageBytes
         self.capabilities = capabilities
         self.heartbeat = heartbeat
+        self.peers = set()
 
 
 class SenderFactory(ReconnectingClientFactory):
@@ -57,6 +83,14 @@ class SenderFactory(ReconnectingClientFactory):
 
     protocol = FrameSenderProtocol
     log = Logger()
+    # Security and liveness; set after construction.  token: the bytes
+    # proven in answer to a CHALLENGE (None: no token).  idleTimeout: None
+    # for three heartbeats, 0 for never.  heartbeat: our own PING interval,
+    # used only when the server announces none.
+    token = None
+    handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT
+    idleTimeout = None
+    heartbeat = 0
     noisy = False
     _lastReason = None
 

@@ -24,6 +24,15 @@ from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.auth import AuthenticationFailed, computeDigest, newNonce
+from imageproto.limits import (
+    ABORT_GRACE,
+    PeerBuffer,
+    ReadGate,
+    Watchdog,
+    WritePressure,
+    senderIdleTimeout,
+)
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -85,6 +94,7 @@ class MessageProtocol(Int32StringReceiver):
 
     _buffer: bytearray
     _closing = False
+    _lost = False
 
     @property
     def peer(self) -> str:
@@ -93,9 +103,16 @@ class MessageProtocol(Int32StringReceiver):
     def makeConnection(self, transport) -> None:
         self._buffer = bytearray()
         self._closing = False
+        self.clock = getattr(self.factory, "clock", None)
+        if self.clock is None:
+            from twisted.internet import reactor as clock
+
+            self.clock = clock
+        self.watchdog = Watchdog(self.clock, self.timedOut, self._ping)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        self.watchdog.activity()
         buf = self._buffer
         buf += data
         prefix = self.prefixLength
@@ -188,6 +205,45 @@ class MessageProtocol(Int32StringReceiver):
         self._closing = True
         self.transport.loseConnection()
 
+    def _ping(self, token: int) -> None:
+        self.sendMessage(wire.Ping(token))
+
+    def timedOut(self, seconds: float) -> None:
+        """
+        The L{Watchdog}'s deadline passed: nothing arrived from the peer in
+        C{seconds} (the handshake took too long, or the peer went silent).
+        Send ERROR 7 and close; abort after L{ABORT_GRACE} if the peer does
+        not read it (a half-open peer never will).
+        """
+        where = "data" if self.welcomed else "handshake"
+        self.log.warn(
+            "{peer}: no {what} within {seconds} s; disconnecting",
+            peer=self.peer,
+            what=where,
+            seconds=seconds,
+        )
+        self.fail(wire.ERR_TIMEOUT, f"no {where} within {seconds} s")
+        self.abortSoon()
+
+    def abortSoon(self, grace: float = ABORT_GRACE) -> None:
+        """
+        Abort the connection in C{grace} seconds unless it is gone by then.
+        """
+        transport = self.transport
+
+        def abort():
+            if not self._lost:
+                transport.abortConnection()
+
+        self._abortCall = self.clock.callLater(grace, abort)
+
+    def connectionLost(self, reason) -> None:
+        self._lost = True
+        self.watchdog.stop()
+        call = getattr(self, "_abortCall", None)
+        if call is not None and call.active():
+            call.cancel()
+
 
 class FrameReceiverProtocol(MessageProtocol):
     """
@@ -199,10 +255,79 @@ class FrameReceiverProtocol(MessageProtocol):
     """
 
     stream = None
+    welcomed = False
+    # (hello, server nonce) while waiting for the sender's AUTH.
+    _challenge = None
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.maxMessageBytes
         self.log.debug("connection from {peer}", peer=self.peer)
+        self._startLimits()
+
+    def _startLimits(self) -> None:
+        """
+        Apply the factory's limits (see L{imageproto.limits}): refuse a
+        connection over C{maxConnections}, start the handshake deadline, and
+        pause reading while this peer's backlog is over C{maxPeerBuffer} or
+        our send buffer to it is full.
+        """
+        factory = self.factory
+        peers = getattr(factory, "peers", None)
+        limit = getattr(factory, "maxConnections", None)
+        self.gate = ReadGate(self._pauseReading, self._resumeReading)
+        self.backlog = PeerBuffer(getattr(factory, "maxPeerBuffer", None) or 2**62)
+        if peers is not None:
+            if limit is not None and len(peers) >= limit:
+                self.log.warn(
+                    "refusing {peer}: {count} connections already open "
+                    "(--max-connections {limit})",
+                    peer=self.peer,
+                    count=len(peers),
+                    limit=limit,
+                )
+                self.fail(wire.ERR_BUSY, f"server busy: {limit} connections open")
+                self.abortSoon()
+                return
+            peers.add(self)
+        self.transport.registerProducer(WritePressure(self.gate), True)
+        self.watchdog.expect(getattr(factory, "handshakeTimeout", None), absolute=True)
+
+    def _pauseReading(self) -> None:
+        self.watchdog.suspend()
+        self.pauseProducing()
+
+    def _resumeReading(self) -> None:
+        if not self._lost and not self._closing:
+            self.watchdog.unsuspend()
+            self.resumeProducing()
+
+    def _hold(self, d, size: int) -> None:
+        """
+        Count C{size} bytes of a frame as held until C{d} fires.
+        """
+        backlog = self.backlog
+        backlog.add(size)
+        if backlog.over and self.gate.hold("backlog"):
+            self.log.warn(
+                "{peer} ({stream}): {pending} bytes await storage, over "
+                "--max-peer-buffer {cap}; pausing reads from this peer",
+                peer=self.peer,
+                stream=self.stream.name,
+                pending=backlog.pending,
+                cap=backlog.cap,
+            )
+
+        def settled(result):
+            backlog.remove(size)
+            if not backlog.over and self.gate.release("backlog"):
+                self.log.info(
+                    "{peer}: backlog {pending} bytes; reading again",
+                    peer=self.peer,
+                    pending=backlog.pending,
+                )
+            return result
+
+        d.addBoth(settled)
 
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Frame):
@@ -211,10 +336,12 @@ class FrameReceiverProtocol(MessageProtocol):
             else:
                 self._frameReceived(message)
         elif isinstance(message, wire.Hello):
-            if self.stream is not None:
+            if self.stream is not None or self._challenge is not None:
                 self.unexpected(message, "after the handshake")
             else:
                 self._helloReceived(message)
+        elif isinstance(message, wire.Auth) and self._challenge is not None:
+            self._authReceived(message)
         elif isinstance(message, wire.Ping):
             self.sendMessage(wire.Pong(message.token))
         elif isinstance(message, wire.Pong):
@@ -234,6 +361,38 @@ class FrameReceiverProtocol(MessageProtocol):
             self.unexpected(message, "to the server")
 
     def _helloReceived(self, hello: wire.Hello) -> None:
+        """
+        With C{factory.tokens} (an L{imageproto.auth.TokenTable}), answer
+        HELLO with a fresh CHALLENGE; otherwise attach the stream now.
+        """
+        if getattr(self.factory, "tokens", None) is None:
+            self._attach(hello)
+        elif not hello.capabilities & wire.CAP_AUTH:
+            self._refuseAuth(hello.name, "this server requires a token (--token-file)")
+        else:
+            self._challenge = (hello, newNonce())
+            self.sendMessage(wire.Challenge(self._challenge[1]))
+
+    def _authReceived(self, auth: wire.Auth) -> None:
+        hello, nonce = self._challenge
+        try:
+            self.factory.tokens.verify(hello.name, nonce, auth.nonce, auth.digest)
+        except AuthenticationFailed as e:
+            self._refuseAuth(hello.name, e.reason)
+            return
+        self._challenge = None
+        self._attach(hello)
+
+    def _refuseAuth(self, name: str, reason: str) -> None:
+        self.log.warn(
+            "refused {peer} as {name!r}: {reason}",
+            peer=self.peer,
+            name=name,
+            reason=reason,
+        )
+        self.fail(wire.ERR_AUTH, reason)
+
+    def _attach(self, hello: wire.Hello) -> None:
         try:
             self.stream = self.factory.streams.attach(
                 hello.name, hello.capabilities, hello.session, self
@@ -257,6 +416,9 @@ class FrameReceiverProtocol(MessageProtocol):
                 heartbeat=self.factory.heartbeat,
             )
         )
+        self.welcomed = True
+        self.watchdog.expect(getattr(self.factory, "idleTimeout", None))
+        self.watchdog.heartbeat(self.factory.heartbeat)
 
     def _frameReceived(self, frame: wire.Frame) -> None:
         stream = self.stream
@@ -274,6 +436,7 @@ class FrameReceiverProtocol(MessageProtocol):
             return
         receiveTime = self.factory.clock.seconds()
         d = self.factory.streams.frameReceived(stream, frame, receiveTime)
+        self._hold(d, len(frame.jpeg))
 
         def accepted(_):
             self.sendMessage(wire.Ack(frame.seq))
@@ -343,6 +506,10 @@ class FrameReceiverProtocol(MessageProtocol):
         self.fail(wire.ERR_REPLACED, "a newer connection took this stream name")
 
     def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        peers = getattr(self.factory, "peers", None)
+        if peers is not None:
+            peers.discard(self)
         if self.stream is not None:
             self.factory.streams.detach(self.stream, self)
         self.log.debug("{peer} disconnected", peer=self.peer)
@@ -400,7 +567,17 @@ class FrameSenderProtocol(MessageProtocol):
         self.MAX_LENGTH = self.factory.maxMessageBytes
         self.pressure = TransportPressure()
         self.transport.registerProducer(self.pressure, True)
-        self.sendMessage(self.factory.sender.hello())
+        self._hello = self.factory.sender.hello()
+        if getattr(self.factory, "token", None) is not None:
+            self._hello = wire.Hello(
+                self._hello.name,
+                self._hello.capabilities | wire.CAP_AUTH,
+                self._hello.session,
+            )
+        self.sendMessage(self._hello)
+        self.watchdog.expect(
+            getattr(self.factory, "handshakeTimeout", None), absolute=True
+        )
 
     def messageReceived(self, message: wire.Message) -> None:
         sender = self.factory.sender
@@ -416,8 +593,11 @@ class FrameSenderProtocol(MessageProtocol):
             pass
         elif isinstance(message, wire.Welcome) and not self.welcomed:
             self.welcomed = message
+            self._watchServer(message)
             self.factory.resetDelay()
             sender.connected(self, message)
+        elif isinstance(message, wire.Challenge) and not self.welcomed:
+            self._answerChallenge(message)
         elif isinstance(message, wire.Error):
             self.log.error(
                 "server {peer} says: {reason} (code {code})",
@@ -428,12 +608,41 @@ class FrameSenderProtocol(MessageProtocol):
             if self.welcomed:
                 sender.failed(message)
             else:
+                if message.code == wire.ERR_AUTH:
+                    # Retrying cannot fix a wrong token: stop reconnecting.
+                    self.factory.stopTrying()
                 sender.refused(message)
             self.close()
         else:
             self.unexpected(
                 message, "after the handshake" if self.welcomed else "before WELCOME"
             )
+
+    def _answerChallenge(self, challenge: wire.Challenge) -> None:
+        token = getattr(self.factory, "token", None)
+        if token is None:
+            reason = "the server requires a token; start the sender with --token-file"
+            self.factory.stopTrying()
+            self.factory.sender.refused(wire.Error(wire.ERR_AUTH, reason))
+            self.fail(wire.ERR_AUTH, reason)
+            return
+        nonce = newNonce()
+        digest = computeDigest(token, challenge.nonce, nonce, self._hello.name)
+        self.sendMessage(wire.Auth(nonce, digest))
+
+    def _watchServer(self, welcome: wire.Welcome) -> None:
+        """
+        Expect to hear from the server (its PINGs, our ACKs) at least every
+        L{senderIdleTimeout}; ping it ourselves if it announced no heartbeat
+        and C{factory.heartbeat} is set.
+        """
+        own = getattr(self.factory, "heartbeat", 0) or 0
+        heartbeat = welcome.heartbeat or own
+        self.watchdog.expect(
+            senderIdleTimeout(getattr(self.factory, "idleTimeout", None), heartbeat)
+        )
+        if not welcome.heartbeat:
+            self.watchdog.heartbeat(own)
 
     def sendFrame(self, frame: wire.Frame) -> None:
         self.sendMessage(frame)
@@ -445,5 +654,6 @@ class FrameSenderProtocol(MessageProtocol):
         self.sendMessage(wire.Bye(reason))
 
     def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
         self.pressure.stopProducing()
         self.factory.sender.disconnected(self, reason)
