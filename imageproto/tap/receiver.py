@@ -15,6 +15,7 @@ import os
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from imageproto import security
 from imageproto.config import ReceiverConfig
 from imageproto.protocol import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver import ReceiverService
@@ -146,10 +147,11 @@ class Options(usage.Options):
         ["compat-le32", None, None,
          "Also accept one-image-per-connection little-endian length-prefixed "
          "clients (see PROTOCOL.md) on this port."],
-    ]
+    ] + security.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
         self["port"] = portDescription(self["port"])
+        security.checkReceiverOptions(self)
         _number(self, "max-frame-bytes", int, MIN_FRAME_BYTES, MAX_FRAME_BYTES)
         _number(self, "stats-interval", float, 0.001)
         _number(self, "max-streams", int, 1)
@@ -209,8 +211,10 @@ def makeService(options, reactor=None) -> ReceiverService:
     describe.
     """
     config = ReceiverConfig.fromOptions(options)
+    if reactor is None:
+        from twisted.internet import reactor
     receiver = ReceiverService(
-        config.port,
+        security.receiverEndpoint(options, reactor),
         saveDir=config.saveDir,
         statsFile=config.statsFile,
         reactor=reactor,
@@ -218,6 +222,7 @@ def makeService(options, reactor=None) -> ReceiverService:
         maxMessageBytes=config.maxFrameBytes,
         statsInterval=config.statsInterval,
     )
+    security.applyToReceiverFactory(receiver.factory, options)
     for child in buildChildren(config, receiver):
         child.setServiceParent(receiver)
     for sink in buildSinks(config, receiver):

@@ -29,6 +29,7 @@ from twisted.internet import error
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
+from imageproto import security
 from imageproto.config import (
     CameraSpec,
     ImagesSpec,
@@ -97,7 +98,7 @@ class Options(usage.Options):
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
         ["max-retries", None, None, "Give up after this many failed reconnections [default: never].", _atLeast(0)],
         ["results", None, None, "Write every detector RESULT to this folder: results.jsonl, annotated images, summary.json; the run ends once every frame's RESULT is in."],
-    ]
+    ] + security.SENDER_OPTIONS
 
     def postOptions(self) -> None:
         sources = [k for k in ("video", "camera", "images") if self[k] is not None]
@@ -123,6 +124,7 @@ class Options(usage.Options):
                 raise usage.UsageError("--camera needs a device index or a URL")
             self["camera"] = int(camera) if camera.isdigit() else camera
         self["connect"] = self._endpoint()
+        security.checkSenderOptions(self)
         if self["name"] is None:
             self["name"] = socket.gethostname() or "imageproto"
         if not self["name"] or len(self["name"].encode("utf-8")) > 255:
@@ -239,8 +241,9 @@ def makeService(options, reactor=None):
         maxDelay=config.maxDelay,
         maxRetries=config.maxRetries,
     )
+    security.applyToSenderFactory(factory, options)
     connection = SenderConnectionService(
-        clientFromString(reactor, config.connect), factory, config.connect, reactor
+        security.senderEndpoint(options, reactor), factory, config.connect, reactor
     )
     captureService = CaptureService(
         source,
