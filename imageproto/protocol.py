@@ -466,6 +466,14 @@ class FrameReceiverProtocol(MessageProtocol):
         is still connected.  A live sender's stale frames are skipped and
         get no RESULT.
         """
+        if not getattr(self, "_noDelay", False):
+            # RESULT is a small write that follows the ACK: with Nagle's
+            # algorithm it would wait for the sender's delayed TCP ACK,
+            # which comes with the sender's next frame (a frame period).
+            self._noDelay = True
+            setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+            if setNoDelay is not None:
+                setNoDelay(True)
         gate = getattr(self, "gate", None)
         d = inference.submit(
             stream.name,
