@@ -6,6 +6,7 @@ C{DummyRequest}, and MJPEG over a real loopback socket.
 from __future__ import annotations
 
 import json
+import os
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
@@ -401,3 +402,62 @@ class MJPEGOverTCPTests(TestCase):
                 break
             yield deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(self.viewers.counts(), {})
+
+
+class ReceiverWiringTests(SynchronousTestCase):
+    def test_webAndRecordOptions(self) -> None:
+        """
+        C{twistd imageproto --web 8081 --record-dir DIR --segment-seconds 60}
+        adds the viewer's listening service, a recorder and the metrics sink
+        to the receiver, opening nothing until started.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from imageproto.metrics import ReceiverMetrics as Metrics
+        from imageproto.recorder import Recorder
+        from imageproto.tap.receiver import Options, makeService
+
+        options = Options()
+        options.parseOptions(
+            ["--port", "0", "--web", "8081", "--record-dir", "rec", "--segment-seconds", "60"]
+        )
+        self.assertEqual(options["web"], "tcp:8081")
+        self.assertTrue(os.path.isabs(options["record-dir"]))
+        reactor = MemoryReactorClock()
+        service = makeService(options, reactor=reactor)
+        [recorder] = [c for c in service if isinstance(c, Recorder)]
+        self.assertEqual(recorder.segmentSeconds, 60.0)
+        kinds = [type(s) for s in service.registry.sinks]
+        self.assertIn(Recorder, kinds)
+        self.assertIn(Metrics, kinds)
+        self.assertEqual(reactor.tcpServers, [])
+
+    def test_withoutOptions(self) -> None:
+        """
+        Without C{--web} or C{--record-dir} neither is added.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from imageproto.tap.receiver import Options, makeService
+
+        options = Options()
+        options.parseOptions(["--port", "0"])
+        service = makeService(options, reactor=MemoryReactorClock())
+        self.assertEqual(
+            [type(s).__name__ for s in service.registry.sinks], ["LatestFrameHub"]
+        )
+
+    def test_latestDetections(self) -> None:
+        """
+        L{LatestDetections} keeps each stream's newest RESULT for the page.
+        """
+        from imageproto import wire
+        from imageproto.web import LatestDetections
+
+        latest = LatestDetections()
+        self.assertIsNone(latest("cam1"))
+        box = {"label": "cat", "confidence": 0.5, "box": [1, 2, 3, 4]}
+        latest.resultReady("cam1", wire.Result(3, [box], 2500))
+        self.assertEqual(
+            latest("cam1"), {"seq": 3, "detections": [box], "processing_ms": 2.5}
+        )
