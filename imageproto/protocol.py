@@ -10,8 +10,9 @@ Decisions live in the collaborators, not here:
     (see L{imageproto.streams.StreamRegistry}).
   - L{FrameSenderProtocol} (client side) uses C{self.factory.sender}, an
     object with C{hello}, C{connected}, C{acked}, C{rejected},
-    C{resultReceived}, C{refused}, C{failed} and C{disconnected} (see
-    L{imageproto.sender.FrameSender}).
+    C{resultReceived}, C{refused}, C{failed} and C{disconnected}, and
+    optionally C{drained}, called when the transport's send buffer empties
+    after a pause (see L{imageproto.sender.FrameSender}).
 """
 
 from __future__ import annotations
@@ -109,6 +110,15 @@ class MessageProtocol(Int32StringReceiver):
 
             self.clock = clock
         self.watchdog = Watchdog(self.clock, self.timedOut, self._ping)
+        # Both directions carry small messages (ACK, PONG, a RESULT without
+        # a JPEG) that Nagle's algorithm would hold back until the previous
+        # segment is acknowledged, and the peer delays that acknowledgement.
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except OSError:
+                pass  # not TCP (a UNIX socket)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -549,15 +559,22 @@ class TransportPressure:
     C{pauseProducing}/C{resumeProducing}, and they pause I{reading}.
 
     @ivar paused: C{True} while the transport asks us to stop writing.
+    @ivar onResume: called with no arguments when the transport resumes
+        us (its buffer has drained), or C{None}.
     """
 
     paused = False
+
+    def __init__(self, onResume=None) -> None:
+        self.onResume = onResume
 
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused = False
+        if self.onResume is not None:
+            self.onResume()
 
     def stopProducing(self) -> None:
         self.paused = True
@@ -573,7 +590,13 @@ class FrameSenderProtocol(MessageProtocol):
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.maxMessageBytes
-        self.pressure = TransportPressure()
+        # Twisted pauses a producer once 64 KiB wait in the transport, which
+        # is one or two frames written in the same reactor turn; nothing but
+        # an ACK would wake a sender waiting for the pause to end, so frames
+        # would go out one ACK at a time whatever the window.  Tell it.
+        self.pressure = TransportPressure(
+            getattr(self.factory.sender, "drained", None)
+        )
         self.transport.registerProducer(self.pressure, True)
         self._hello = self.factory.sender.hello()
         if getattr(self.factory, "token", None) is not None:

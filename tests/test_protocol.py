@@ -824,3 +824,70 @@ class BothEndsTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(registry.detached, [("cam-1", server)])
+
+
+class _TcpTransport(StringTransport):
+    """
+    A L{StringTransport} with C{ITCPTransport.setTcpNoDelay}, recording it.
+    """
+
+    noDelay = None
+
+    def setTcpNoDelay(self, enabled):
+        self.noDelay = enabled
+
+
+class _UnixTransport(StringTransport):
+    def setTcpNoDelay(self, enabled):
+        raise OSError(95, "Operation not supported")
+
+
+class DrainingSender(StubSender):
+    def drained(self):
+        self.calls.append(("drained",))
+
+
+class TransportTuningTests(SynchronousTestCase):
+    """
+    Both protocols turn off Nagle's algorithm, and the sending protocol
+    tells its sender when a paused transport drains.
+    """
+
+    def test_noDelayBothEnds(self):
+        """
+        Connecting sets C{TCP_NODELAY} on a TCP transport, at both ends.
+        """
+        for factory in (
+            ReceiverFactory(StubRegistry(), Clock()),
+            SenderFactory(StubSender(), clock=Clock()),
+        ):
+            transport = _TcpTransport()
+            factory.buildProtocol(None).makeConnection(transport)
+            self.assertIs(transport.noDelay, True)
+
+    def test_noDelayUnsupported(self):
+        """
+        A transport whose socket refuses C{TCP_NODELAY} (a UNIX socket)
+        still gets a working connection.
+        """
+        proto = ReceiverFactory(StubRegistry(), Clock()).buildProtocol(None)
+        transport = _UnixTransport()
+        proto.makeConnection(transport)
+        self.assertIsNotNone(transport.producer)
+        proto.dataReceived(framed(HELLO))
+        self.assertEqual(written(transport)[0], wire.Welcome())
+
+    def test_drainedWakesSender(self):
+        """
+        When the transport resumes the paused pressure producer, the
+        sender's C{drained} is called, once per resume.
+        """
+        stub = DrainingSender()
+        proto = SenderFactory(stub, clock=Clock()).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        transport.producer.pauseProducing()
+        self.assertEqual(stub.calls, [])
+        transport.producer.resumeProducing()
+        self.assertFalse(proto.pressure.paused)
+        self.assertEqual(stub.calls, [("drained",)])
