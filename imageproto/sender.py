@@ -161,10 +161,12 @@ class FrameSender:
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
     @param pollInterval: how often L{whenReady} re-checks a full transport
         buffer, which (unlike an ACK) announces nothing when it drains.
-    @param awaitResults: when the server detects (C{SCAP_DETECT}), a frame
-        stays in the window after its ACK until its RESULT arrives, and the
-        run is not done before every RESULT is in (C{--results}).  A
-        finite source resends frames whose RESULT a lost connection took.
+    @param awaitResults: for a finite source, when the server detects
+        (C{SCAP_DETECT}), a frame stays in the window after its ACK until its
+        RESULT arrives, the run is not done before every RESULT is in
+        (C{--results}), and frames whose RESULT a lost connection took are
+        resent.  A live source never waits: the server may skip its stale
+        frames, which then get no RESULT.
 
     @ivar protocol: the connected, welcomed protocol, or C{None}.
     @ivar welcome: the server's last L{wire.Welcome}, or C{None}.
@@ -238,6 +240,7 @@ class FrameSender:
         self._rtts.append(self.clock.seconds() - pending.sentAt)
         if (
             self.awaitResults
+            and not self.live
             and self.welcome is not None
             and self.welcome.capabilities & wire.SCAP_DETECT
         ):

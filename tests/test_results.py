@@ -88,6 +88,17 @@ class AwaitResultsTests(SynchronousTestCase):
         sender.resultReceived(wire.Result(0))
         self.assertTrue(sender.ready)
 
+    def test_liveSourceNeverWaitsForResults(self):
+        """
+        A live source's ACKed frames leave the window at once: the server
+        may skip them, and they would never be answered.
+        """
+        sender = FrameSender("s", True, Clock(), window=1, awaitResults=True)
+        connected(sender)
+        sender.frameCaptured(b"j", 1.0)
+        sender.acked(0)
+        self.assertTrue(sender.ready)
+
     def test_serverWithoutDetectorDoneOnAcks(self):
         """
         A server that does not announce SCAP_DETECT sends no RESULTs, so
