@@ -44,6 +44,9 @@ class ReceiverFactory(ServerFactory):
     @ivar maxPeerBuffer: bytes of one peer's unsettled frames before reads
         from it pause.
     @ivar peers: the open connections.
+    @ivar inference: an L{imageproto.inference.InferenceService} that each
+        accepted frame is submitted to after its ACK (its RESULT goes back on
+        the same connection), or C{None} when no detector runs.
     """
 
     protocol = FrameReceiverProtocol
@@ -55,6 +58,7 @@ class ReceiverFactory(ServerFactory):
     # tap turns both on (DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT).
     idleTimeout = None
     maxPeerBuffer = DEFAULT_MAX_PEER_BUFFER
+    inference = None
 
     def __init__(
         self,
