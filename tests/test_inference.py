@@ -352,3 +352,108 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(service._pool.max, 2)
         service.stopService()
         self.assertFalse(service._pool.started)
+
+
+class ReceiverTapTests(SynchronousTestCase):
+    """
+    The receiver tap's detection options (L{checkOptions},
+    L{attachToReceiver} through C{makeService}).
+    """
+
+    def parse(self, *args):
+        from imageproto.tap.receiver import Options
+
+        options = Options()
+        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", *args])
+        return options
+
+    def test_noDetector(self):
+        """
+        Without C{--detect} nothing is loaded and replies are off.
+        """
+        options = self.parse()
+        self.assertIsNone(options["detector"])
+        self.assertEqual(options["reply"], "none")
+
+    def test_detectDefaults(self):
+        """
+        C{--detect faces} loads the detector at parse time, replying with
+        detections; C{makeService} wires it to the factory and announces
+        SCAP_DETECT only.
+        """
+        from imageproto.tap.receiver import makeService
+
+        options = self.parse("--detect", "faces", "--workers", "2")
+        self.assertEqual(options["detector"].name, "faces")
+        self.assertEqual(options["reply"], "detections")
+        receiver = makeService(options, reactor=MemoryReactorClock())
+        self.assertIsInstance(receiver.factory.inference, InferenceService)
+        self.assertEqual(receiver.factory.inference.workers, 2)
+        self.assertEqual(receiver.factory.capabilities & wire.SCAP_DETECT, wire.SCAP_DETECT)
+        self.assertFalse(receiver.factory.capabilities & wire.SCAP_ANNOTATED)
+
+    def test_annotatedCapability(self):
+        """
+        C{--reply annotated} announces SCAP_ANNOTATED too.
+        """
+        from imageproto.tap.receiver import makeService
+
+        receiver = makeService(
+            self.parse("--detect", "echo", "--reply", "annotated"), reactor=MemoryReactorClock()
+        )
+        self.assertTrue(receiver.factory.capabilities & wire.SCAP_ANNOTATED)
+
+    def test_replyNoneAnnouncesNothing(self):
+        """
+        C{--reply none} runs the detector but announces no RESULTs.
+        """
+        from imageproto.tap.receiver import makeService
+
+        receiver = makeService(
+            self.parse("--detect", "echo", "--reply", "none"), reactor=MemoryReactorClock()
+        )
+        self.assertIsNotNone(receiver.factory.inference)
+        self.assertFalse(receiver.factory.capabilities & wire.SCAP_DETECT)
+
+    def test_errors(self):
+        """
+        A missing model, an unknown detector, a reply without a detector,
+        a bad reply mode, zero workers and a bad ONNX size are usage errors
+        naming the problem.
+        """
+        from twisted.python.usage import UsageError
+
+        cases = [
+            (["--detect", "onnx:/no/such/model.onnx"], "/no/such/model.onnx"),
+            (["--detect", "dogs"], "dogs"),
+            (["--reply", "annotated"], "needs --detect"),
+            (["--detect", "echo", "--reply", "loud"], "--reply"),
+            (["--detect", "echo", "--workers", "0"], "--workers"),
+            (["--detect", "echo", "--onnx-size", "big"], "--onnx-size"),
+        ]
+        for args, fragment in cases:
+            e = self.assertRaises(UsageError, self.parse, *args)
+            self.assertIn(fragment, str(e))
+
+    def test_compatPorts(self):
+        """
+        C{--compat-base64} and C{--compat-le32} add listening services
+        with the compatibility factories.
+        """
+        from twisted.application.internet import StreamServerEndpointService
+
+        from imageproto import compat
+        from imageproto.tap.receiver import makeService
+
+        options = self.parse("--compat-base64", "9001", "--compat-le32", "9002")
+        self.assertEqual(options["compat-base64"], "tcp:9001")
+        receiver = makeService(options, reactor=MemoryReactorClock())
+        protocols = [
+            s.factory.protocol
+            for s in receiver
+            if isinstance(s, StreamServerEndpointService)
+            and isinstance(s.factory, compat.CompatFactory)
+        ]
+        self.assertEqual(
+            protocols, [compat.Base64StreamProtocol, compat.LengthPrefixedImageProtocol]
+        )

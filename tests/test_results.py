@@ -262,3 +262,71 @@ class HelperTests(SynchronousTestCase):
         self.assertIsNone(percentile([], 0.5))
         self.assertEqual(percentile([3, 1, 2], 0.5), 2)
         self.assertEqual(percentile(range(1, 101), 0.99), 99)
+
+
+class SenderTapTests(SynchronousTestCase):
+    """
+    The sender tap's C{--results}.
+    """
+
+    def setUp(self):
+        self.directory = tempfile.mkdtemp()
+        self.images = os.path.join(self.directory, "images")
+        os.makedirs(self.images)
+        with open(os.path.join(os.path.dirname(__file__), "data", "chelsea.jpg"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(self.images, "a.jpg"), "wb") as f:
+            f.write(data)
+
+    def parse(self, *args):
+        from imageproto.tap.sender import Options
+
+        options = Options()
+        options.parseOptions(["--images", self.images, *args])
+        return options
+
+    def test_resultsPathAbsolute(self):
+        """
+        C{--results} is stored as an absolute path; a file there is refused.
+        """
+        from twisted.python.usage import UsageError
+
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.directory)
+        self.assertEqual(self.parse("--results", "out")["results"], os.path.join(self.directory, "out"))
+        with open(os.path.join(self.directory, "file"), "w"):
+            pass
+        self.assertRaises(UsageError, self.parse, "--results", "file")
+
+    def test_makeServiceWiresTheTracker(self):
+        """
+        With C{--results}, the capture loop offers frames to a
+        L{ResultsTracker}, the sender awaits results and hands them to the
+        tracker, and a L{ResultsWriter} runs beside it.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from imageproto.tap.sender import makeService
+
+        service = makeService(
+            self.parse("--results", os.path.join(self.directory, "out")),
+            reactor=MemoryReactorClock(),
+        )
+        writers = [s for s in service if isinstance(s, ResultsWriter)]
+        self.assertEqual(len(writers), 1)
+        tracker = writers[0].tracker
+        self.assertIsInstance(tracker, ResultsTracker)
+        self.assertTrue(tracker.sender.awaitResults)
+        self.assertEqual(tracker.sender.onResult, tracker.resultReceived)
+        self.assertEqual(tracker.images, ("a.jpg",))
+
+    def test_withoutResults(self):
+        """
+        Without C{--results} the sender does not wait for RESULTs.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from imageproto.tap.sender import makeService
+
+        service = makeService(self.parse(), reactor=MemoryReactorClock())
+        self.assertEqual([s for s in service if isinstance(s, ResultsWriter)], [])
