@@ -136,7 +136,9 @@ class MessageProtocol(Int32StringReceiver):
             end = prefix + length
             if len(buf) < end:
                 return
-            packet = bytes(buf[prefix:end])
+            # A bytearray: decodeMessage copies each field out of it once,
+            # so converting it to bytes first would copy the JPEG once more.
+            packet = buf[prefix:end]
             del buf[:end]
             self.stringReceived(packet)
 

@@ -403,29 +403,46 @@ def encodeMessage(message: Message) -> bytes:
     raise WireError(f"not a message: {type(message).__name__}")
 
 
+_structs: dict[str, struct.Struct] = {}
+
+
 class _Reader:
     """
     Consume a message body field by field, raising L{WireError} on overrun.
     """
 
-    def __init__(self, data: bytes, offset: int) -> None:
-        self._data = data
+    def __init__(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        # A view, so that each field is copied once, straight out of
+        # C{data}, whatever C{data} is (a bytearray slice from the framing,
+        # for one): a 60 KB JPEG is otherwise copied twice per frame.
+        self._data = memoryview(data)
         self._offset = offset
 
-    def take(self, size: int) -> bytes:
-        end = self._offset + size
+    def _advance(self, size: int) -> int:
+        start = self._offset
+        end = start + size
         if end > len(self._data):
             raise WireError(
                 f"truncated message: wanted {size} bytes at offset "
-                f"{self._offset}, have {len(self._data) - self._offset}"
+                f"{start}, have {len(self._data) - start}"
             )
-        chunk = self._data[self._offset : end]
         self._offset = end
-        return bytes(chunk)
+        return start
+
+    def take(self, size: int) -> bytes:
+        start = self._advance(size)
+        return bytes(self._data[start : self._offset])
 
     def unpack(self, fmt: str):
-        s = struct.Struct("!" + fmt)
-        return s.unpack(self.take(s.size))
+        s = _structs.get(fmt) or _structs.setdefault(fmt, struct.Struct("!" + fmt))
+        return s.unpack_from(self._data, self._advance(s.size))
+
+    def release(self) -> None:
+        """
+        Let go of the data, so that a caller's C{bytearray} may be resized
+        even while an exception raised here is still referenced.
+        """
+        self._data.release()
 
     def text(self, width: str) -> str:
         (size,) = self.unpack(width)
@@ -512,8 +529,11 @@ def decodeMessage(data: bytes) -> Message:
     if decoder is None:
         raise WireError(f"unknown message type 0x{kind:02x}")
     reader = _Reader(data, _HEADER.size)
-    message = decoder(reader)
-    reader.finish()
+    try:
+        message = decoder(reader)
+        reader.finish()
+    finally:
+        reader.release()
     return message
 
 

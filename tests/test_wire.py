@@ -549,3 +549,37 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(again[-len(message.jpeg) - 4 :], data[-len(message.jpeg) - 4 :])
         else:
             self.assertEqual(again, data)
+
+
+class BufferInputTests(SynchronousTestCase):
+    """
+    L{decodeMessage} takes any bytes-like message, as the framing hands it a
+    C{bytearray} slice, and keeps no hold on it.
+    """
+
+    def test_bytearrayAndMemoryview(self):
+        """
+        A FRAME decodes the same from C{bytes}, C{bytearray} and
+        C{memoryview}, and its JPEG is C{bytes}.
+        """
+        jpeg = b"\xff\xd8\xff" + bytes(range(256)) + b"\xff\xd9"
+        frame = wire.Frame(5, jpeg, 1.5, 2.5, 3)
+        data = wire.encodeMessage(frame)
+        for kind in (bytes, bytearray, memoryview):
+            decoded = wire.decodeMessage(kind(data))
+            self.assertEqual(decoded, frame)
+            self.assertIs(type(decoded.jpeg), bytes)
+
+    def test_resizableAfterError(self):
+        """
+        While the L{WireError} for a truncated C{bytearray} message is still
+        held, the caller may resize the C{bytearray}.
+        """
+        data = bytearray(wire.encodeMessage(wire.Frame(1, b"\xff\xd8\xff\xd9"))[:-3])
+        try:
+            wire.decodeMessage(data)
+        except WireError as e:
+            error = e
+        self.assertIn("truncated message", str(error))
+        del data[:]
+        self.assertEqual(data, bytearray())
