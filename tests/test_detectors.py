@@ -164,11 +164,32 @@ class PhotographTests(SynchronousTestCase):
         )
         self.assertEqual(found, [])
 
+    def test_peopleFindsThePhotographer(self):
+        """
+        C{people} (HOG) finds one person in the photographer photograph, its
+        box centred on his body and reaching up to his head (the figure spans
+        x 64-140 and starts at y 49 in that 256x288 image).
+        """
+        found = loadDetector("people").factory().detect(
+            readImage("photographer.jpg"), "s"
+        )
+        self.assertEqual([d["label"] for d in found], ["person"], found)
+        x, y, w, h = found[0]["box"]
+        self.assertTrue(inside(centre((x, y, w, h)), (64, 49, 140, 288)), found)
+        self.assertLessEqual(y, 60)
+        self.assertGreaterEqual(h, 128)
+
+    def test_peopleFindsNobodyInTheCatPhotograph(self):
+        """
+        C{people} finds nobody in the cat photograph.
+        """
+        found = loadDetector("people").factory().detect(readImage("chelsea.jpg"), "s")
+        self.assertEqual(found, [])
+
     def test_peopleOnBlankFrameFindsNothing(self):
         """
         C{people} (HOG) runs on a 640x480 frame and reports nothing on an
-        empty grey one.  (No public-domain full-body photograph was at hand
-        to test a positive; see tests/data/SOURCES.md.)
+        empty grey one.
         """
         image = numpy.full((480, 640, 3), 128, numpy.uint8)
         self.assertEqual(loadDetector("people").factory().detect(image, "s"), [])
