@@ -129,6 +129,14 @@ class Options(usage.Options):
          "Write statistics as JSON to this file every second and at shutdown."],
         ["max-streams", None, DEFAULT_MAX_STREAMS,
          "How many streams may be connected at once."],
+        ["web", None, None,
+         "Serve the live viewer (/), MJPEG streams, /api/streams and /metrics "
+         "on this port number or server endpoint, e.g. 8081 or "
+         "tcp:8081:interface=127.0.0.1."],
+        ["record-dir", None, None,
+         "Record each stream as MJPG AVI files in DIR."],
+        ["segment-seconds", None, 300.0,
+         "Seconds of video per recording file.", _positiveFloat],
         ["detect", None, None,
          "Run a detector on every frame: people, faces, cats, motion, echo, "
          "onnx:PATH or package.module:Class (see imageproto.detectors)."],
@@ -170,6 +178,16 @@ class Options(usage.Options):
                 )
             if os.path.isdir(path):
                 raise usage.UsageError(f"--stats-file {path}: is a directory")
+        if self["web"] is not None:
+            from imageproto.web import webEndpoint
+
+            self["web"] = portDescription(webEndpoint(self["web"]))
+        if self["record-dir"] is not None:
+            path = self["record-dir"] = os.path.abspath(self["record-dir"])
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise usage.UsageError(
+                    f"--record-dir {path}: exists and is not a directory"
+                )
         from imageproto.inference import checkOptions
 
         checkOptions(self)
@@ -227,6 +245,15 @@ def makeService(options, reactor=None) -> ReceiverService:
         child.setServiceParent(receiver)
     for sink in buildSinks(config, receiver):
         receiver.addSink(sink)
+    if options.get("web") or options.get("record-dir"):
+        from imageproto.web import attachToReceiver
+
+        attachToReceiver(
+            receiver,
+            web=options.get("web"),
+            recordDir=options.get("record-dir"),
+            segmentSeconds=options.get("segment-seconds"),
+        )
     from imageproto.inference import attachToReceiver as attachDetection
 
     attachDetection(receiver, options)

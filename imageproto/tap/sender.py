@@ -258,4 +258,10 @@ def makeService(options, reactor=None):
     )
     if results is not None:
         writer.setServiceParent(service)
+    if isinstance(config.source, (VideoSpec, ImagesSpec)):
+        # A file or folder has an end: show how far along it is.
+        from imageproto.progress import ProgressReporter, expectedFrames
+
+        total = expectedFrames(config.source, config.count)
+        ProgressReporter(sender, total, reactor).setServiceParent(service)
     return service
