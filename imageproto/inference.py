@@ -389,6 +389,7 @@ class InferenceService(Service):
         self.reply = reply
         self.workers = workers
         self._reactor = reactor
+        self._observers: list = []
         self._pool = ThreadPool(minthreads=0, maxthreads=workers, name="inference")
         self.engine = InferenceEngine(
             FrameProcessor(spec),
@@ -399,11 +400,26 @@ class InferenceService(Service):
             maxQueued=maxQueued,
         )
 
-    def submit(self, *args, **kwargs) -> Deferred:
+    def addResultObserver(self, observer: Callable[[str, wire.Result], None]) -> None:
         """
-        L{InferenceEngine.submit}.
+        Call C{observer(stream, result)} with every RESULT the detector
+        produces (whether or not its sender asked for it), for example so
+        the web viewer can draw the newest boxes.
         """
-        return self.engine.submit(*args, **kwargs)
+        self._observers.append(observer)
+
+    def submit(self, stream: str, *args, **kwargs) -> Deferred:
+        """
+        L{InferenceEngine.submit}, telling the result observers.
+        """
+
+        def observe(result):
+            if result is not None:
+                for observer in self._observers:
+                    observer(stream, result)
+            return result
+
+        return self.engine.submit(stream, *args, **kwargs).addCallback(observe)
 
     def startService(self) -> None:
         super().startService()

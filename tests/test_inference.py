@@ -354,6 +354,24 @@ class ServiceTests(SynchronousTestCase):
         self.assertFalse(service._pool.started)
 
 
+    def test_observersSeeEveryResult(self):
+        """
+        Every RESULT the detector produces goes to each result observer with
+        its stream name, and still to the submitter.
+        """
+        service = InferenceService(
+            DetectorSpec("e", object, echo=True), reactor=MemoryReactorClock()
+        )
+        threads = FakeThreads()
+        service.engine = InferenceEngine(lambda *a: None, threads)
+        seen = []
+        service.addResultObserver(lambda stream, result: seen.append((stream, result.seq)))
+        d = service.submit("cam", frameOf(3))
+        threads.finish(0, [])
+        self.assertEqual(seen, [("cam", 3)])
+        self.assertEqual(self.successResultOf(d).seq, 3)
+
+
 class ReceiverTapTests(SynchronousTestCase):
     """
     The receiver tap's detection options (L{checkOptions},
@@ -391,6 +409,19 @@ class ReceiverTapTests(SynchronousTestCase):
         self.assertEqual(receiver.factory.inference.workers, 2)
         self.assertEqual(receiver.factory.capabilities & wire.SCAP_DETECT, wire.SCAP_DETECT)
         self.assertFalse(receiver.factory.capabilities & wire.SCAP_ANNOTATED)
+
+    def test_webViewerGetsDetections(self):
+        """
+        With C{--detect} and C{--web}, the viewer's latest-detections store
+        observes the detector's results, so the page can draw the boxes.
+        """
+        from imageproto.tap.receiver import makeService
+        from imageproto.web import LatestDetections
+
+        options = self.parse("--detect", "echo", "--web", "tcp:0:interface=127.0.0.1")
+        receiver = makeService(options, reactor=MemoryReactorClock())
+        (observer,) = receiver.factory.inference._observers
+        self.assertIsInstance(observer.__self__, LatestDetections)
 
     def test_annotatedCapability(self):
         """

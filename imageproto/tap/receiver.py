@@ -245,16 +245,21 @@ def makeService(options, reactor=None) -> ReceiverService:
         child.setServiceParent(receiver)
     for sink in buildSinks(config, receiver):
         receiver.addSink(sink)
-    if options.get("web") or options.get("record-dir"):
-        from imageproto.web import attachToReceiver
+    from imageproto.inference import attachToReceiver as attachDetection
 
+    detector = attachDetection(receiver, options)
+    if options.get("web") or options.get("record-dir"):
+        from imageproto.web import LatestDetections, attachToReceiver
+
+        detections = LatestDetections()
+        if detector is not None:
+            # The viewer draws each stream's newest boxes over its picture.
+            detector.addResultObserver(detections.resultReady)
         attachToReceiver(
             receiver,
             web=options.get("web"),
             recordDir=options.get("record-dir"),
             segmentSeconds=options.get("segment-seconds"),
+            detections=detections,
         )
-    from imageproto.inference import attachToReceiver as attachDetection
-
-    attachDetection(receiver, options)
     return receiver
