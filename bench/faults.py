@@ -50,6 +50,8 @@ from attrs import asdict, field, frozen
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.protocol import ProcessProtocol
 
+from imageproto.demo import freePort
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [
     sys.executable,
@@ -99,12 +101,6 @@ class Figures:
     senderPeakKiB: int | None = None
     seconds: float | None = None
     notes: dict = field(factory=dict)
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port: int) -> bool:

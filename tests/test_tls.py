@@ -307,3 +307,121 @@ class HandshakeTests(TestCase):
             ),
             Exception,
         )
+
+
+class RealProcessTests(TestCase):
+    """
+    C{twistd imageproto} with mutual TLS and tokens, and
+    C{twistd imageproto-sender} with a CA, a client certificate and a
+    token: real processes on loopback.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        if x509 is None:
+            raise self.skipTest("cryptography is not installed")
+        from bench import faults
+
+        self.faults = faults
+        self.workdir = os.path.abspath(self.mktemp())
+        self.paths = makeCertificates(self.workdir)
+        self.tokens = os.path.join(self.workdir, "tokens")
+        with open(self.tokens, "w") as f:
+            f.write("# server tokens\nimageproto-test-token-0001 cam-*\n")
+
+    def token(self, value: str) -> str:
+        path = os.path.join(self.workdir, f"token-{value[-4:]}")
+        with open(path, "w") as f:
+            f.write(value + "\n")
+        return path
+
+    @defer.inlineCallbacks
+    def receiver(self):
+        faults = self.faults
+        port = faults.freePort()
+        receiver = faults.Process(
+            "receiver",
+            [
+                "imageproto",
+                "--port", sslPort(self.paths, port),
+                "--client-ca", self.paths["ca"],
+                "--token-file", self.tokens,
+                "--stats-file", os.path.join(self.workdir, "stats.json"),
+            ],
+        )
+        self.addCleanup(lambda: receiver.signal("KILL") or receiver.ended)
+        yield faults.waitFor(
+            lambda: faults.listening(port) or not receiver.running, 30, "receiver"
+        )
+        return port, receiver
+
+    def sender(self, port: int, token: str, *extra: str):
+        sender = self.faults.Process(
+            "sender",
+            [
+                "imageproto-sender",
+                "--connect", f"tcp:localhost:{port}",
+                "--name", "cam-1",
+                "--count", "20",
+                "--fps", "20",
+                "--ca-cert", self.paths["ca"],
+                "--token-file", self.token(token),
+                *extra,
+            ],
+        )
+        self.addCleanup(lambda: sender.signal("KILL") or sender.ended)
+        return sender
+
+    @defer.inlineCallbacks
+    def test_mutualTLSWithToken(self) -> None:
+        """
+        A sender that verifies the receiver, presents a client certificate
+        and proves a listed token streams every frame, and exits 0.
+        """
+        port, receiver = yield self.receiver()
+        sender = self.sender(
+            port,
+            "imageproto-test-token-0001",
+            "--client-cert", self.paths["clientCert"],
+            "--client-key", self.paths["clientKey"],
+        )
+        status = yield sender.ended
+        self.assertEqual(status, 0, sender.text[-2000:])
+        self.assertEqual(sender.summary()["acknowledged"], 20)
+
+    @defer.inlineCallbacks
+    def test_wrongTokenExits(self) -> None:
+        """
+        A wrong token: the sender logs the server's reason and exits
+        non-zero after one attempt; the receiver logs the refusal with the
+        peer's address.
+        """
+        port, receiver = yield self.receiver()
+        sender = self.sender(
+            port,
+            "imageproto-wrong-token-9999",
+            "--client-cert", self.paths["clientCert"],
+            "--client-key", self.paths["clientKey"],
+        )
+        status = yield sender.ended
+        self.assertNotEqual(status, 0)
+        self.assertIn("authentication failed: unknown token (code 6)", sender.text)
+        self.assertEqual(sender.text.count("streaming 'cam-1'"), 0)
+        self.assertRegex(
+            receiver.text,
+            r"refused 127\.0\.0\.1:\d+ as 'cam-1': authentication failed",
+        )
+
+    @defer.inlineCallbacks
+    def test_noClientCertificate(self) -> None:
+        """
+        Without a client certificate the receiver's TLS refuses the sender,
+        which keeps retrying with backoff (a TLS failure may be transient)
+        until --max-retries, then exits non-zero.
+        """
+        port, receiver = yield self.receiver()
+        sender = self.sender(port, "imageproto-test-token-0001", "--max-retries", "1")
+        status = yield sender.ended
+        self.assertNotEqual(status, 0)
+        self.assertIn("gave up after 1 retries", sender.text)
