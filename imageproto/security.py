@@ -22,6 +22,7 @@ import os
 
 from twisted.python import usage
 
+from imageproto.wire import SCAP_HEARTBEAT
 from imageproto.auth import TokenFileError, TokenTable, readSenderToken
 from imageproto.limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -164,6 +165,10 @@ def applyToReceiverFactory(factory, options) -> None:
     factory.handshakeTimeout = get("handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT)
     factory.idleTimeout = get("idle-timeout", DEFAULT_IDLE_TIMEOUT) or None
     factory.heartbeat = get("heartbeat", DEFAULT_HEARTBEAT)
+    if factory.heartbeat:
+        factory.capabilities |= SCAP_HEARTBEAT
+    else:
+        factory.capabilities &= ~SCAP_HEARTBEAT
     # One frame must always fit, or a peer could never make progress.
     factory.maxPeerBuffer = max(
         get("max-peer-buffer", DEFAULT_MAX_PEER_BUFFER), factory.maxMessageBytes
