@@ -307,10 +307,6 @@ def _runSender(args) -> None:
     jpegs = _loadJpegs(args.jpegs)
     frames = args.frames
     sender = FrameSender("bench", bool(args.rate), reactor, window=args.window)
-    if args.preview_drained and not hasattr(sender, "drained"):
-        # The sender.py change this option previews: wake the capture loop
-        # when the transport drains (see FrameSenderProtocol.connectionMade).
-        sender.drained = sender._settled
     acks = _Counter(frames)
     realAcked = sender.acked
 
@@ -448,10 +444,7 @@ def _senderArgs(port, jpegDir, frames, window, rate) -> list[str]:
     return [
         "--port", str(port), "--jpegs", jpegDir, "--frames", str(frames),
         "--window", str(window), "--rate", str(rate),
-    ] + (["--preview-drained"] if _previewDrained else [])  # fmt: skip
-
-
-_previewDrained = False
+    ]  # fmt: skip
 
 
 def _runChildren(prefix: str, jpegDir, frames, window, rate):
@@ -586,9 +579,6 @@ def _parser() -> argparse.ArgumentParser:
         help="real: twistd -n imageproto and FrameSender; minimal: the "
         "protocols with stand-in collaborators (wire + framing + Twisted)")
     add("--no-latency", action="store_true", help="skip the latency runs")
-    add("--preview-drained", action="store_true",
-        help="give the real FrameSender a drained() method (calling its "
-        "_settled) if it has none, to measure that proposed change")
     # The children's arguments.
     add("--role", choices=sorted(_ROLES), help=argparse.SUPPRESS)
     add("--port", type=int, help=argparse.SUPPRESS)
@@ -599,8 +589,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    global _previewDrained
-    _previewDrained = args.preview_drained
     if args.role:
         _ROLES[args.role](args)
         return 0
@@ -612,7 +600,7 @@ def main(argv=None) -> int:
         f"throughput: {args.frames} frames, imageproto window {args.window}; "
         f"latency: {args.latency_frames} frames at {args.fps:g} fps; "
         f"imageproto side: {args.imageproto}"
-        f"{' (FrameSender.drained previewed)' if args.preview_drained else ''}; "
+        "; "
         f"medians of {args.repeat} runs"
     )
     kinds = ("plain", "imageproto")

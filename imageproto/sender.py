@@ -159,8 +159,6 @@ class FrameSender:
     @param window: the most frames unacknowledged at once.
     @param session: the HELLO session id; random by default.
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
-    @param pollInterval: how often L{whenReady} re-checks a full transport
-        buffer, which (unlike an ACK) announces nothing when it drains.
     @param awaitResults: for a finite source, when the server detects
         (C{SCAP_DETECT}), a frame stays in the window after its ACK until its
         RESULT arrives, the run is not done before every RESULT is in
@@ -182,7 +180,6 @@ class FrameSender:
         window: int = 8,
         session: int | None = None,
         onResult: Callable[[wire.Result], object] | None = None,
-        pollInterval: float = 0.01,
         awaitResults: bool = False,
     ) -> None:
         if window < 1:
@@ -193,7 +190,6 @@ class FrameSender:
         self.window = window
         self.session = newSession() if session is None else session
         self.onResult = onResult
-        self.pollInterval = pollInterval
         self.protocol = None
         self.welcome = None
         self._nextSeq = 0
@@ -201,7 +197,6 @@ class FrameSender:
         self.awaitResults = awaitResults
         self._awaiting: dict[int, _Pending] = {}
         self._waiters: list[Deferred] = []
-        self._poll = None
         self._exhausted = False
         self._outcome = None
         self._doneWaiters: list[Deferred] = []
@@ -229,6 +224,15 @@ class FrameSender:
         )
         for seq, pending in self._unacked.items():
             self._transmit(seq, pending)
+        self._settled()
+
+    def drained(self) -> None:
+        """
+        The transport's send buffer has drained (it resumed our producer):
+        a capture loop waiting on L{whenReady} may go on.  Twisted pauses us
+        once about 64 KiB are queued, one or two frames, and only this, not
+        an ACK, says when writing may resume.
+        """
         self._settled()
 
     def acked(self, seq: int) -> None:
@@ -294,7 +298,6 @@ class FrameSender:
         if protocol is not self.protocol:
             return
         self.protocol = None
-        self._stopPolling()
         if self.live and self._unacked:
             self._counts.lost += len(self._unacked)
             self._unacked.clear()
@@ -331,7 +334,6 @@ class FrameSender:
             return succeed(None)
         d = Deferred(self._waiters.remove)
         self._waiters.append(d)
-        self._pollPressure()
         return d
 
     def frameCaptured(self, jpeg: bytes, captureTime: float) -> bool:
@@ -459,32 +461,11 @@ class FrameSender:
             return
         if self._waiters and self.ready:
             waiters, self._waiters = self._waiters, []
-            self._stopPolling()
             for d in waiters:
                 d.callback(None)
 
-    def _pollPressure(self) -> None:
-        if (
-            self._poll is None
-            and self.protocol is not None
-            and len(self._unacked) + len(self._awaiting) < self.window
-        ):
-            self._poll = self.clock.callLater(self.pollInterval, self._polled)
-
-    def _polled(self) -> None:
-        self._poll = None
-        self._settled()
-        if self._waiters:
-            self._pollPressure()
-
-    def _stopPolling(self) -> None:
-        if self._poll is not None:
-            self._poll.cancel()
-            self._poll = None
-
     def _finish(self, outcome) -> None:
         self._outcome = outcome
-        self._stopPolling()
         waiters, self._doneWaiters = self._doneWaiters, []
         for d in waiters:
             _fire(d, outcome)

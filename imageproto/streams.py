@@ -16,6 +16,7 @@ from attrs import define, field
 from twisted.internet.defer import (
     Deferred,
     FirstError,
+    fail,
     gatherResults,
     maybeDeferred,
     succeed,
@@ -256,6 +257,22 @@ class StreamRegistry:
             jpeg=frame.jpeg,
             senderDropped=frame.dropped,
         )
+        # Most sinks accept at once (return None); only those with work to
+        # finish, such as the save-dir writer, return a Deferred.  Gathering
+        # Deferreds costs as much as the rest of the receive path, so only
+        # pay for it when some sink needs it.
+        outcomes = []
+        for sink in self.sinks:
+            try:
+                outcome = sink.frameReceived(received)
+            except Exception:
+                outcome = fail()
+            if isinstance(outcome, Deferred):
+                outcomes.append(outcome)
+        if not outcomes:
+            self._accepted(stream, stream.session, frame, receiveTime)
+            return succeed(None)
+
         waiters = stream._pending[key] = [Deferred()]
 
         def settled(result):
@@ -267,19 +284,23 @@ class StreamRegistry:
                 for waiter in waiters:
                     waiter.errback(result)
                 return
-            if stream.session == key[0]:
-                stream.remember(seq)
-                stream.stats.frameAccepted(
-                    seq, len(frame.jpeg), frame.captureTime, receiveTime, frame.dropped
-                )
+            self._accepted(stream, key[0], frame, receiveTime)
             for waiter in waiters:
                 waiter.callback(None)
 
-        gatherResults(
-            [maybeDeferred(sink.frameReceived, received) for sink in self.sinks],
-            consumeErrors=True,
-        ).addBoth(settled)
+        gatherResults(outcomes, consumeErrors=True).addBoth(settled)
         return waiters[0]
+
+    def _accepted(
+        self, stream: Stream, session: int, frame: wire.Frame, receiveTime: float
+    ) -> None:
+        # A frame of an earlier session, settled after its sender came back
+        # with a new one, counts for nothing in the new session.
+        if stream.session == session:
+            stream.remember(frame.seq)
+            stream.stats.frameAccepted(
+                frame.seq, len(frame.jpeg), frame.captureTime, receiveTime, frame.dropped
+            )
 
     def streams(self) -> list[Stream]:
         return list(self._streams.values())

@@ -142,10 +142,11 @@ class FakeSenderProtocol:
 
     peer = "fake-server:1"
 
-    def __init__(self) -> None:
+    def __init__(self, onResume=None) -> None:
         self.frames = []
         self.goodbyes = []
-        self.pressure = TransportPressure()
+        # As FrameSenderProtocol does, tell the sender when writing may resume.
+        self.pressure = TransportPressure(onResume)
 
     def sendFrame(self, frame) -> None:
         self.frames.append(frame)

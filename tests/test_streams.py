@@ -289,6 +289,35 @@ class RegistryTests(SynchronousTestCase):
         stream = registry.attach("cam", 0, 1, FakeProtocol())
         self.failureResultOf(registry.frameReceived(stream, frame(0), 5.0), RuntimeError)
 
+    def test_sinksAcceptingAtOnceSettleAtOnce(self):
+        """
+        When no sink returns a L{Deferred}, the frame is accepted, counted
+        and remembered before C{frameReceived} returns.
+        """
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        d = self.registry.frameReceived(stream, frame(0), 5.0)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(self.registry.stats("cam").frames, 1)
+        self.assertTrue(stream.wasAccepted(0))
+        self.assertEqual(stream._pending, {})
+
+    def test_sinkRaisesOthersStillCalled(self):
+        """
+        A sink raising fails the frame, but the sinks after it were still
+        handed the frame, and the frame is not counted.
+        """
+
+        class Broken(RecordingSink):
+            def frameReceived(self, frame):
+                raise RuntimeError("broken")
+
+        after = RecordingSink()
+        registry = StreamRegistry(self.clock, [Broken(), after])
+        stream = registry.attach("cam", 0, 1, FakeProtocol())
+        self.failureResultOf(registry.frameReceived(stream, frame(0), 5.0), RuntimeError)
+        self.assertEqual([f.seq for f in after.frames], [0])
+        self.assertEqual(registry.stats("cam").frames, 0)
+
     def test_frameRejected(self):
         """
         C{frameRejected} counts the frame as rejected; sinks never see it.
