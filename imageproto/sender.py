@@ -56,8 +56,6 @@ _TRANSIENT_ERRORS = frozenset(
     [wire.ERR_STREAM_LIMIT, wire.ERR_TIMEOUT, wire.ERR_SHUTDOWN, wire.ERR_BUSY]
 )
 
-# A FRAME's bytes besides its JPEG: header, seq, length, trailer.
-_FRAME_OVERHEAD = 2 + 8 + 4 + 8 + 8 + 4
 
 # Round-trip samples kept for the summary's percentiles (bounded memory).
 RTT_SAMPLES = 10_000
@@ -346,7 +344,7 @@ class FrameSender:
         if self._outcome is not None:
             return False
         limit = self.welcome.maxMessageBytes if self.welcome else None
-        if limit is not None and len(jpeg) + _FRAME_OVERHEAD > limit:
+        if limit is not None and len(jpeg) + wire.FRAME_OVERHEAD > limit:
             self._counts.dropped += 1
             self.log.warn(
                 "a {size}-byte frame exceeds the server's limit of {limit} "

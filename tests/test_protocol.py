@@ -865,6 +865,35 @@ class TransportTuningTests(SynchronousTestCase):
             factory.buildProtocol(None).makeConnection(transport)
             self.assertIs(transport.noDelay, True)
 
+    def test_receiverReadsLargeChunks(self):
+        """
+        The receiving protocol raises its TCP transport's read size to
+        C{READ_BYTES}, so several frames are read per reactor turn; the
+        sending protocol leaves its transport's (write) threshold alone.
+        """
+        from imageproto.protocol import READ_BYTES
+
+        for factory, expected in (
+            (ReceiverFactory(StubRegistry(), Clock()), READ_BYTES),
+            (SenderFactory(StubSender(), clock=Clock()), 65536),
+        ):
+            transport = _TcpTransport()
+            transport.bufferSize = 65536
+            factory.buildProtocol(None).makeConnection(transport)
+            self.assertEqual(transport.bufferSize, expected)
+
+    def test_acceptedAtOnceHoldsNothing(self):
+        """
+        A frame the registry accepts at once is acknowledged before
+        C{dataReceived} returns and leaves nothing counted against the
+        peer's backlog.
+        """
+        proto, transport, registry = receiver()
+        jpeg = b"\xff\xd8\xff\x00\xff\xd9"
+        proto.dataReceived(framed(HELLO) + framed(wire.Frame(0, jpeg, 1.0, 2.0)))
+        self.assertEqual(written(transport)[-1], wire.Ack(0))
+        self.assertEqual(proto.backlog.pending, 0)
+
     def test_noDelayUnsupported(self):
         """
         A transport whose socket refuses C{TCP_NODELAY} (a UNIX socket)

@@ -218,6 +218,14 @@ class RoundTripTests(SynchronousTestCase):
             self.assertEqual(decodeMessage(data), message)
             self.assertEqual(encodeMessage(decodeMessage(data)), data)
 
+    def test_encodeFramedIsPrefixedEncoding(self):
+        """
+        L{wire.encodeFramed} gives exactly the 4-byte length prefix followed
+        by L{encodeMessage}'s bytes, for every message type.
+        """
+        for message in EDGE_MESSAGES:
+            self.assertEqual(wire.encodeFramed(message), framed(message))
+
     def test_lengthsMatchLayout(self):
         """
         Encoded sizes match the totals PROTOCOL.md gives for each layout.
