@@ -84,19 +84,19 @@ class Options(usage.Options):
     optParameters = [
         ["connect", "c", None, f"Client endpoint of the receiver [default: {DEFAULT_CONNECT}]."],
         ["host", None, None, "Receiver host (shorthand for --connect tcp:HOST:PORT)."],
-        ["port", "p", None, "Receiver port (shorthand, with --host).", usage.portCoerce],
+        ["port", "p", None, "Receiver port (shorthand, with --host)", usage.portCoerce],
         ["video", None, None, "Send this video file."],
         ["camera", None, None, "Send this camera: a device index or a URL (rtsp://...)."],
         ["images", None, None, "Send each image in this folder once, sorted by name."],
         ["name", "n", None, "Stream name [default: this host's name]."],
-        ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate].", _atLeast(0, float)],
+        ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate]", _atLeast(0, float)],
         ["width", None, 0, "Resize frames to this width (0: keep).", _atLeast(0)],
         ["height", None, 0, "Resize frames to this height (0: keep).", _atLeast(0)],
         ["quality", "q", 90, "JPEG quality, 1..100.", _quality],
         ["count", None, 0, "Stop after sending this many frames (0: no limit).", _atLeast(0)],
         ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
-        ["max-retries", None, None, "Give up after this many failed reconnections [default: never].", _atLeast(0)],
+        ["max-retries", None, None, "Give up after this many failed reconnections [default: never]", _atLeast(0)],
         ["results", None, None, "Write every detector RESULT to this folder: results.jsonl, annotated images, summary.json; the run ends once every frame's RESULT is in."],
     ] + security.SENDER_OPTIONS
 
