@@ -40,9 +40,6 @@ import json
 import os
 import random
 import re
-import signal
-import socket
-import sys
 import tempfile
 import time
 
@@ -50,16 +47,11 @@ from attrs import asdict, field, frozen
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.protocol import ProcessProtocol
 
-from imageproto.demo import freePort
+from imageproto.tap import freePort, listening, twistdCommand
+from imageproto.testing import waitFor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
-    "-n",
-    "--pidfile=",
-]
+TWISTD = twistdCommand()
 SUMMARY = re.compile(
     r"(?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, (?P<rejected>\d+) "
     r"rejected, (?P<dropped>\d+) dropped, (?P<lost>\d+) lost, (?P<resent>\d+) "
@@ -103,12 +95,6 @@ class Figures:
     notes: dict = field(factory=dict)
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 def peakKiB(pid: int) -> int | None:
@@ -125,20 +111,6 @@ def peakKiB(pid: int) -> int | None:
     return None
 
 
-def waitFor(condition, timeout: float, what: str) -> defer.Deferred:
-    """
-    Poll C{condition} every 50 ms on the reactor; fail after C{timeout}.
-    """
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if condition():
-            loop.stop()
-        elif reactor.seconds() > deadline:
-            raise defer.TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
-    loop = task.LoopingCall(check)
-    return loop.start(0.05).addCallback(lambda _: None)
 
 
 class Process(ProcessProtocol):

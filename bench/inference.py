@@ -19,22 +19,16 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
 import cv2
 import numpy
+from imageproto.tap import freePort, twistdCommand
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "tests", "data")
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
-    "-n",
-    "--pidfile=",
-]
+TWISTD = twistdCommand()
 
 
 def frames640(count: int) -> list:
@@ -60,10 +54,6 @@ def writeClip(path: str, frames: list) -> None:
     writer.release()
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def waitListening(port: int, process, timeout: float = 30.0) -> None:

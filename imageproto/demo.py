@@ -17,24 +17,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from imageproto.tap import twistdCommand
+from imageproto.tap import freePort, listening, twistdCommand
 
-__all__ = ["main", "freePort", "formatStats"]
-
-
-def freePort(host: str = "127.0.0.1") -> int:
-    """
-    A TCP port on C{host} that nothing listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ["main", "formatStats"]
 
 
 def _waitFor(predicate, timeout: float, what: str, process=None) -> None:
@@ -45,14 +35,6 @@ def _waitFor(predicate, timeout: float, what: str, process=None) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def formatStats(snapshot: dict) -> str:
@@ -110,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd=work,
     )
     try:
-        _waitFor(lambda: _listening(port), 30, "the receiver to listen", receiver)
+        _waitFor(lambda: listening(port, timeout=0.2), 30, "the receiver to listen", receiver)
         print(
             f"sender:   twistd -n imageproto-sender (test pattern, {count} frames "
             f"at {args.fps:g} fps)"

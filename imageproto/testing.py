@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from imageproto.protocol import TransportPressure
 
 __all__ = [
+    "waitFor",
     "ScriptedSource",
     "PassthroughEncoder",
     "FakeThreadRunner",
@@ -157,3 +158,31 @@ class FakeSenderProtocol:
     @property
     def seqs(self) -> list[int]:
         return [f.seq for f in self.frames]
+
+
+def waitFor(condition, timeout: float, what: str, clock=None) -> Deferred:
+    """
+    Poll C{condition()} every 50 ms on the reactor until it is true, for
+    integration tests and benchmarks that watch real processes (files
+    appearing, a port listening): they wait on this Deferred, never sleep.
+
+    @param what: named in the L{TimeoutError} after C{timeout} seconds.
+    @return: a Deferred that fires with C{None}, or fails with
+        L{twisted.internet.defer.TimeoutError}.
+    """
+    from twisted.internet.defer import TimeoutError
+    from twisted.internet.task import LoopingCall
+
+    if clock is None:
+        from twisted.internet import reactor as clock
+    deadline = clock.seconds() + timeout
+
+    def check():
+        if condition():
+            loop.stop()
+        elif clock.seconds() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+    loop = LoopingCall(check)
+    loop.clock = clock
+    return loop.start(0.05).addCallback(lambda _: None)

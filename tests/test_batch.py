@@ -18,7 +18,9 @@ from twisted.internet import defer, error, reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.test_endtoend import TWISTD, _Process, freePort, listening, waitFor
+from imageproto.tap import freePort, listening
+from imageproto.testing import waitFor
+from tests.test_endtoend import TWISTD, _Process
 
 try:
     import cv2

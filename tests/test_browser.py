@@ -14,7 +14,8 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_recorder import TWISTD, freePort
+from imageproto.tap import freePort
+from tests.test_recorder import TWISTD
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 

@@ -9,12 +9,10 @@ Waits poll conditions on the real reactor with a deadline; nothing sleeps.
 import os
 import re
 import signal
-import socket
 import sys
 
 from twisted.internet import defer, error, reactor
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
 try:
@@ -24,16 +22,12 @@ except ImportError:  # pragma: no cover
     cv2 = None
 
 from imageproto import wire
+from imageproto.tap import freePort, listening, twistdCommand
+from imageproto.testing import waitFor
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter.
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()",
-    "-n",
-    "--pidfile=",
-]
+TWISTD = twistdCommand()
 FRAMES = 48
 FPS = 16.0
 SUMMARY = re.compile(
@@ -42,35 +36,10 @@ SUMMARY = re.compile(
 )
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
-def waitFor(condition, timeout: float, what: str) -> defer.Deferred:
-    """
-    Poll C{condition} on the reactor every 50 ms until it is true; fail
-    with C{what} after C{timeout} seconds.
-    """
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if condition():
-            loop.stop()
-        elif reactor.seconds() > deadline:
-            raise defer.TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
-    loop = LoopingCall(check)
-    return loop.start(0.05).addCallback(lambda _: None)
 
 
 def writeClip(path: str) -> None:

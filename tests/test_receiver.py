@@ -6,7 +6,6 @@ C{twistd -n imageproto} process.
 
 import json
 import os
-import socket
 import struct
 import sys
 
@@ -30,6 +29,7 @@ from imageproto.receiver import (
 )
 from imageproto.sinks import SaveDirSink, framePath
 from imageproto.streams import StreamRegistry
+from imageproto.tap import freePort, twistdCommand
 from tests.test_sinks import FakeThreads, cv2, makeJpeg
 
 
@@ -568,21 +568,9 @@ class ReceiverServiceTests(SynchronousTestCase):
 
 # --- a real twistd process ------------------------------------------------
 
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; run()",
-]
+TWISTD = twistdCommand()
 
 
-def freePort() -> int:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
 
 
 class _Process(protocol.ProcessProtocol):
@@ -653,7 +641,7 @@ class TwistdIntegrationTests(TestCase):
         port = freePort()
         process = _Process()
         args = TWISTD + [
-            "-n", "--pidfile=", "imageproto",
+            "imageproto",
             "--port", f"tcp:{port}:interface=127.0.0.1",
             "--save-dir", saveDir,
             "--stats-file", statsFile,

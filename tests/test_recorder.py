@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sys
 
 from twisted.internet import protocol, reactor
@@ -18,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto.recorder import Recorder, segmentName
 from imageproto.sinks import ReceivedFrame
+from imageproto.tap import freePort, twistdCommand
 
 try:
     import cv2
@@ -266,20 +266,9 @@ class RecorderTests(SynchronousTestCase):
 
 # --- real twistd processes --------------------------------------------------
 
-TWISTD = [
-    sys.executable,
-    "-c",
-    "import sys; from twisted.scripts.twistd import run; "
-    "sys.argv[0] = 'twistd'; run()",
-    "-n",
-    "--pidfile=",
-]
+TWISTD = twistdCommand()
 
 
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TwistdProcess(protocol.ProcessProtocol):

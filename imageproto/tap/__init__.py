@@ -1,11 +1,12 @@
 """
 twistd entry points, one module per plugin (C{receiver}, C{sender}), and
-L{twistdCommand} for programs and tests that start them as processes.
+helpers for programs and tests that start them as processes.
 """
 
+import socket
 import sys
 
-__all__ = ["twistdCommand"]
+__all__ = ["twistdCommand", "freePort", "listening"]
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter; that way the
@@ -24,3 +25,23 @@ def twistdCommand(*args: str) -> list[str]:
     working directory.
     """
     return [sys.executable, "-c", _RUN_TWISTD, "-n", "--pidfile=", *args]
+
+
+def freePort(host: str = "127.0.0.1") -> int:
+    """
+    A TCP port on C{host} that nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """
+    Whether something accepts TCP connections on C{host}:C{port} now.
+    """
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
