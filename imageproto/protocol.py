@@ -107,7 +107,7 @@ class MessageProtocol(Int32StringReceiver):
     def makeConnection(self, transport) -> None:
         self._buffer = bytearray()
         self._closing = False
-        self.clock = getattr(self.factory, "clock", None)
+        self.clock = self.factory.clock
         if self.clock is None:
             from twisted.internet import reactor as clock
 
@@ -297,10 +297,10 @@ class FrameReceiverProtocol(MessageProtocol):
         our send buffer to it is full.
         """
         factory = self.factory
-        peers = getattr(factory, "peers", None)
-        limit = getattr(factory, "maxConnections", None)
+        peers = factory.peers
+        limit = factory.maxConnections
         self.gate = ReadGate(self._pauseReading, self._resumeReading)
-        self.backlog = PeerBuffer(getattr(factory, "maxPeerBuffer", None) or 2**62)
+        self.backlog = PeerBuffer(factory.maxPeerBuffer or 2**62)
         if peers is not None:
             if limit is not None and len(peers) >= limit:
                 self.log.warn(
@@ -315,7 +315,7 @@ class FrameReceiverProtocol(MessageProtocol):
                 return
             peers.add(self)
         self.transport.registerProducer(WritePressure(self.gate), True)
-        self.watchdog.expect(getattr(factory, "handshakeTimeout", None), absolute=True)
+        self.watchdog.expect(factory.handshakeTimeout, absolute=True)
 
     def _pauseReading(self) -> None:
         self.watchdog.suspend()
@@ -390,7 +390,7 @@ class FrameReceiverProtocol(MessageProtocol):
         With C{factory.tokens} (an L{imageproto.auth.TokenTable}), answer
         HELLO with a fresh CHALLENGE; otherwise attach the stream now.
         """
-        if getattr(self.factory, "tokens", None) is None:
+        if self.factory.tokens is None:
             self._attach(hello)
         elif not hello.capabilities & wire.CAP_AUTH:
             self._refuseAuth(hello.name, "this server requires a token (--token-file)")
@@ -442,7 +442,7 @@ class FrameReceiverProtocol(MessageProtocol):
             )
         )
         self.welcomed = True
-        self.watchdog.expect(getattr(self.factory, "idleTimeout", None))
+        self.watchdog.expect(self.factory.idleTimeout)
         self.watchdog.heartbeat(self.factory.heartbeat)
 
     def _frameReceived(self, frame: wire.Frame) -> None:
@@ -499,21 +499,12 @@ class FrameReceiverProtocol(MessageProtocol):
         is still connected.  A live sender's stale frames are skipped and
         get no RESULT.
         """
-        if not getattr(self, "_noDelay", False):
-            # RESULT is a small write that follows the ACK: with Nagle's
-            # algorithm it would wait for the sender's delayed TCP ACK,
-            # which comes with the sender's next frame (a frame period).
-            self._noDelay = True
-            setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-            if setNoDelay is not None:
-                setNoDelay(True)
-        gate = getattr(self, "gate", None)
         d = inference.submit(
             stream.name,
             frame,
             live=bool(stream.capabilities & wire.CAP_LIVE),
             key=self,
-            flow=self.transport if gate is None else _GateFlow(gate),
+            flow=_GateFlow(self.gate),
             alive=self._stillThere,
         )
         wanted = stream.capabilities & wire.CAP_RESULTS and inference.reply != "none"
@@ -533,7 +524,7 @@ class FrameReceiverProtocol(MessageProtocol):
         d.addCallback(answered).addErrback(failed)
 
     def _stillThere(self) -> bool:
-        return not self._closing and not getattr(self, "_lost", False)
+        return not self._closing and not self._lost
 
     def replaced(self) -> None:
         """
@@ -548,9 +539,8 @@ class FrameReceiverProtocol(MessageProtocol):
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
-        peers = getattr(self.factory, "peers", None)
-        if peers is not None:
-            peers.discard(self)
+        if self.factory.peers is not None:
+            self.factory.peers.discard(self)
         if self.stream is not None:
             self.factory.streams.detach(self.stream, self)
         self.log.debug("{peer} disconnected", peer=self.peer)
@@ -622,7 +612,7 @@ class FrameSenderProtocol(MessageProtocol):
         )
         self.transport.registerProducer(self.pressure, True)
         self._hello = self.factory.sender.hello()
-        if getattr(self.factory, "token", None) is not None:
+        if self.factory.token is not None:
             self._hello = wire.Hello(
                 self._hello.name,
                 self._hello.capabilities | wire.CAP_AUTH,
@@ -630,7 +620,7 @@ class FrameSenderProtocol(MessageProtocol):
             )
         self.sendMessage(self._hello)
         self.watchdog.expect(
-            getattr(self.factory, "handshakeTimeout", None), absolute=True
+            self.factory.handshakeTimeout, absolute=True
         )
 
     def messageReceived(self, message: wire.Message) -> None:
@@ -673,7 +663,7 @@ class FrameSenderProtocol(MessageProtocol):
             )
 
     def _answerChallenge(self, challenge: wire.Challenge) -> None:
-        token = getattr(self.factory, "token", None)
+        token = self.factory.token
         if token is None:
             reason = "the server requires a token; start the sender with --token-file"
             self.factory.stopTrying()
@@ -690,10 +680,10 @@ class FrameSenderProtocol(MessageProtocol):
         L{senderIdleTimeout}; ping it ourselves if it announced no heartbeat
         and C{factory.heartbeat} is set.
         """
-        own = getattr(self.factory, "heartbeat", 0) or 0
+        own = self.factory.heartbeat or 0
         heartbeat = welcome.heartbeat or own
         self.watchdog.expect(
-            senderIdleTimeout(getattr(self.factory, "idleTimeout", None), heartbeat)
+            senderIdleTimeout(self.factory.idleTimeout, heartbeat)
         )
         if not welcome.heartbeat:
             self.watchdog.heartbeat(own)
