@@ -385,7 +385,13 @@ class Client:
         """
         jpeg = encodeFrame(image, self.quality)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        return self._roundTrip(self._nextSeq(), jpeg, time.time(), deadline)
+        reply = self._roundTrip(self._nextSeq(), jpeg, time.time(), deadline)
+        self._notify(reply)
+        return reply
+
+    def _notify(self, reply: Reply) -> None:
+        if self.onReply is not None:
+            self.onReply(reply)
 
     def _roundTrip(self, seq: int, jpeg: bytes, captureTime: float, deadline: float) -> Reply:
         while True:
@@ -404,8 +410,6 @@ class Client:
                 if time.monotonic() >= deadline:
                     raise TimeoutError(f"connection lost; frame {seq} unanswered") from None
                 continue
-            if self.onReply is not None:
-                self.onReply(reply)
             return reply
 
     def sendLatest(self, image) -> None:
@@ -413,6 +417,17 @@ class Client:
         Offer a frame without waiting.  Only the newest offered frame is
         kept; it is sent once the previous one has been answered.  Frames
         replaced before being sent are counted in L{dropped}.
+
+        What a caller can rely on: the newest frame offered is always sent
+        (it can only be replaced by a newer offer, never discarded), so
+        after the last call its answer becomes L{latest} within about one
+        round trip, unless that round trip fails (the connection cannot be
+        restored, or no answer within C{timeout}).  Sequence numbers are
+        given when a frame is I{sent}, not when it is offered: if the
+        sending thread was not scheduled during a burst of offers, only the
+        last one is sent, possibly as seq 0.  Every offer is either sent or
+        counted in L{dropped}.  C{onReply} is called after L{latest} already
+        returns that reply.
         """
         if self._closed:
             raise ClientError("the client is closed")
@@ -452,7 +467,10 @@ class Client:
                 if self._closed:
                     return
                 continue
+            # Published before onReply, so a callback that reads latest()
+            # sees the reply it was called with.
             self._latestOut = reply
+            self._notify(reply)
 
     def close(self) -> None:
         """

@@ -203,26 +203,43 @@ class LiveServerTests(TestCase):
     def test_sendLatestKeepsNewest(self):
         """
         C{sendLatest} returns at once; offered faster than answered, older
-        frames are dropped and the newest is answered; C{latest()} returns
-        it.
+        frames are dropped and the newest offered frame is the one answered
+        last; C{latest()} returns that reply, already when C{onReply} runs.
+        Every offer is either sent (one seq each) or counted as dropped.
         """
-        address = yield self.startReceiver("echo")
-        jpeg = readJpeg("chelsea.jpg")
-        answered = threading.Event()
+        address = yield self.startReceiver("echo", reply="annotated")
+        older, newest = readJpeg("astronaut.jpg"), readJpeg("chelsea.jpg")
+        offers = 51
+        newestAnswered = threading.Event()
+        replies = []
 
         def script():
             with imageproto.connect(address, name="loop", live=True) as s:
-                for _ in range(50):
-                    s.sendLatest(jpeg)
-                s.onReply = lambda r: answered.set()
-                s.sendLatest(jpeg)
-                answered.wait(10)
-                while s.latest() is None or s.latest().seq < 1:
-                    answered.clear()
-                    answered.wait(10)
-                return s.dropped, s.latest()
 
-        dropped, latest = yield deferToThread(script)
+                def onReply(reply):
+                    replies.append((reply, s.latest()))
+                    # The echo detector sends the frame back as it came.
+                    if reply.jpeg == newest:
+                        newestAnswered.set()
+
+                s.onReply = onReply
+                for _ in range(offers - 1):
+                    s.sendLatest(older)
+                s.sendLatest(newest)
+                # Bounded: a lost answer fails this test, never hangs it.
+                answered = newestAnswered.wait(10)
+                return answered, s.dropped, s.latest()
+
+        answered, dropped, latest = yield deferToThread(script)
+        self.assertTrue(
+            answered,
+            f"the newest offered frame was not answered in 10 s; replies: "
+            f"{[r.seq for r, _ in replies]}, dropped {dropped}",
+        )
         self.assertGreater(dropped, 0)
-        self.assertLess(latest.seq, 51)
+        sent = offers - dropped
+        self.assertEqual([r.seq for r, _ in replies], list(range(sent)))
+        self.assertEqual([r.seq for r, seen in replies if seen is not r], [])
+        self.assertIs(latest, replies[-1][0])
+        self.assertEqual(latest.jpeg, newest)
         self.assertTrue(latest.detected)
