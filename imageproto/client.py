@@ -159,6 +159,8 @@ class _Connection:
         self.welcome = welcome
         self.detects = bool(welcome.capabilities & wire.SCAP_DETECT)
         self.waiting: dict[int, tuple] = {}
+        # Live frames acknowledged but not yet answered (see _read).
+        self._acked: set[int] = set()
         self.lock = threading.Lock()
         self.closed = False
         self.error: Exception | None = None
@@ -210,9 +212,14 @@ class _Connection:
                 message = _readMessage(self.sock)
                 if isinstance(message, wire.Result):
                     self._settle(message.seq, message)
+                    if self.client.live:
+                        self._settleSkipped(message.seq)
                 elif isinstance(message, wire.Ack):
                     if not self.detects:
                         self._settle(message.seq, message)
+                    elif self.client.live:
+                        with self.lock:
+                            self._acked.add(message.seq)
                 elif isinstance(message, wire.Reject):
                     self._settle(message.seq, FrameRejected(message.reason))
                 elif isinstance(message, wire.Ping):
@@ -221,6 +228,21 @@ class _Connection:
                     raise ClientError(f"server error {message.code}: {message.reason}")
         except (OSError, ClientError, _Lost, wire.WireError) as e:
             self.shutdown(e)
+
+    def _settleSkipped(self, answered: int) -> None:
+        """
+        A RESULT for live frame C{answered} came.  RESULTs come in order and
+        the server skips a live stream's stale frames (PROTOCOL.md,
+        "Results"), so frames acknowledged before it that still wait will
+        never get one: answer them with their acknowledgement
+        (C{detected=False}) rather than let their callers time out.
+        """
+        with self.lock:
+            skipped = sorted(seq for seq in self._acked if seq <= answered)
+            self._acked.difference_update(skipped)
+        for seq in skipped:
+            if seq != answered:
+                self._settle(seq, wire.Ack(seq))
 
     def shutdown(self, error=None) -> None:
         with self.lock:

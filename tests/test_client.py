@@ -12,7 +12,9 @@ import socket
 import threading
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.protocol import ServerFactory
+from twisted.protocols.basic import Int32StringReceiver
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -62,6 +64,68 @@ class EncodeTests(SynchronousTestCase):
         if cv2 is None:
             raise self.skipTest("cv2 is not installed")
         self.assertTrue(wire.isJpeg(client.encodeFrame(numpy.zeros((8, 8, 3), numpy.uint8))))
+
+
+class _SkippingServer(Int32StringReceiver):
+    """
+    Answers like a receiver whose detector skipped a stale live frame: once
+    two frames are in, it acknowledges both and sends a RESULT for the newer
+    one only (PROTOCOL.md, "Results").
+    """
+
+    MAX_LENGTH = 2**24
+
+    def connectionMade(self):
+        self.frames = []
+
+    def send(self, message):
+        self.sendString(wire.encodeMessage(message))
+
+    def stringReceived(self, data):
+        message = wire.decodeMessage(data)
+        if isinstance(message, wire.Hello):
+            self.send(wire.Welcome(wire.SCAP_DETECT))
+        elif isinstance(message, wire.Frame):
+            self.frames.append(message.seq)
+            if len(self.frames) == 2:
+                for seq in self.frames:
+                    self.send(wire.Ack(seq))
+                box = {"label": "x", "confidence": 1.0, "box": [0, 0, 1, 1]}
+                self.send(wire.Result(max(self.frames), [box], 5))
+
+
+class SkippedFrameTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_liveSkippedFrameAnsweredByItsAck(self):
+        """
+        On a live connection, frames in flight together whose older one the
+        server skips: the newer gets its RESULT, and the older, acknowledged
+        but never to be answered, returns its acknowledgement (C{detected}
+        false) instead of waiting out the timeout.
+        """
+        port = reactor.listenTCP(
+            0, ServerFactory.forProtocol(_SkippingServer), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        jpeg = readJpeg()
+        s = yield deferToThread(
+            imageproto.connect,
+            f"127.0.0.1:{port.getHost().port}",
+            name="cam",
+            live=True,
+            timeout=20,
+        )
+        self.addCleanup(deferToThread, s.close)
+        replies = yield gatherResults(
+            [deferToThread(s.send, jpeg), deferToThread(s.send, jpeg)]
+        )
+        older, newer = sorted(replies, key=lambda reply: reply.seq)
+        self.assertEqual((older.seq, newer.seq), (0, 1))
+        self.assertFalse(older.detected)
+        self.assertTrue(newer.detected)
+        self.assertEqual(newer.detections[0]["label"], "x")
 
 
 class LiveServerTests(TestCase):
