@@ -12,15 +12,14 @@ import os
 import shutil
 import socket
 import struct
-import sys
 
-from twisted.internet import defer, error, reactor
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from imageproto.tap import freePort, listening
 from imageproto.testing import waitFor
-from tests.test_endtoend import TWISTD, _Process
+from tests.test_endtoend import TwistdProcesses
 
 try:
     import cv2
@@ -31,7 +30,7 @@ except ImportError:  # pragma: no cover
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
 
-class BatchTests(TestCase):
+class BatchTests(TwistdProcesses, TestCase):
     skip = None if cv2 is not None else "OpenCV (cv2) is not installed"
     timeout = 120
 
@@ -51,26 +50,6 @@ class BatchTests(TestCase):
             f.write(b"this is not an image")
         self.out = os.path.join(self.directory, "out")
         self.port = freePort()
-
-    def spawn(self, name: str, args) -> _Process:
-        process = _Process(name)
-        cwd = os.path.join(self.directory, name)
-        os.makedirs(cwd, exist_ok=True)
-        transport = reactor.spawnProcess(
-            process, sys.executable, TWISTD + list(args), env=os.environ.copy(), path=cwd
-        )
-
-        def cleanup():
-            if process.status is None:
-                try:
-                    transport.signalProcess("KILL")
-                except error.ProcessExitedAlready:
-                    return None
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
-        return process
 
     @defer.inlineCallbacks
     def startReceiver(self, *args, ports=()):

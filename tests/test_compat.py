@@ -30,6 +30,7 @@ from imageproto.compat import (
 from imageproto.inference import InferenceEngine, Processed
 from imageproto.sinks import CallbackSink
 from imageproto.streams import StreamRegistry
+from tests.test_client import readJpeg
 
 try:
     import cv2
@@ -37,12 +38,6 @@ try:
 except ImportError:  # pragma: no cover
     cv2 = None
 
-DATA = os.path.join(os.path.dirname(__file__), "data")
-
-
-def readJpeg(name="astronaut.jpg") -> bytes:
-    with open(os.path.join(DATA, name), "rb") as f:
-        return f.read()
 
 
 def base64Frame(jpeg: bytes, when: datetime) -> bytes:

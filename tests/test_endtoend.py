@@ -94,17 +94,11 @@ class _Process(ProcessProtocol):
         return self.output.decode("utf-8", "replace")
 
 
-class EndToEndTests(TestCase):
-    skip = None if cv2 is not None else "OpenCV (cv2) is not installed"
-    timeout = 120
-
-    def setUp(self):
-        self.directory = os.path.abspath(self.mktemp())
-        os.makedirs(self.directory)
-        self.saveDir = os.path.join(self.directory, "saved")
-        self.clip = os.path.join(self.directory, "clip.avi")
-        writeClip(self.clip)
-        self.port = freePort()
+class TwistdProcesses:
+    """
+    A TestCase mixin: C{spawn} runs C{twistd -n ARGS} in C{self.directory}/NAME
+    and kills it at cleanup if the test has not ended it.
+    """
 
     def spawn(self, name: str, args) -> _Process:
         process = _Process(name)
@@ -125,6 +119,19 @@ class EndToEndTests(TestCase):
 
         self.addCleanup(cleanup)
         return process
+
+
+class EndToEndTests(TwistdProcesses, TestCase):
+    skip = None if cv2 is not None else "OpenCV (cv2) is not installed"
+    timeout = 120
+
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.saveDir = os.path.join(self.directory, "saved")
+        self.clip = os.path.join(self.directory, "clip.avi")
+        writeClip(self.clip)
+        self.port = freePort()
 
     @defer.inlineCallbacks
     def startReceiver(self, name="receiver"):
