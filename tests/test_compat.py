@@ -7,7 +7,6 @@ L{StreamRegistry}, plus one real-socket client per protocol.
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import struct
 import threading
