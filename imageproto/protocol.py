@@ -393,7 +393,9 @@ class FrameReceiverProtocol(MessageProtocol):
         if self.factory.tokens is None:
             self._attach(hello)
         elif not hello.capabilities & wire.CAP_AUTH:
-            self._refuseAuth(hello.name, "this server requires a token (--token-file)")
+            self._refuse(
+                hello.name, wire.ERR_AUTH, "this server requires a token (--token-file)"
+            )
         else:
             self._challenge = (hello, newNonce())
             self.sendMessage(wire.Challenge(self._challenge[1]))
@@ -403,19 +405,19 @@ class FrameReceiverProtocol(MessageProtocol):
         try:
             self.factory.tokens.verify(hello.name, nonce, auth.nonce, auth.digest)
         except AuthenticationFailed as e:
-            self._refuseAuth(hello.name, e.reason)
+            self._refuse(hello.name, wire.ERR_AUTH, e.reason)
             return
         self._challenge = None
         self._attach(hello)
 
-    def _refuseAuth(self, name: str, reason: str) -> None:
+    def _refuse(self, name: str, code: int, reason: str) -> None:
         self.log.warn(
             "refused {peer} as {name!r}: {reason}",
             peer=self.peer,
             name=name,
             reason=reason,
         )
-        self.fail(wire.ERR_AUTH, reason)
+        self.fail(code, reason)
 
     def _attach(self, hello: wire.Hello) -> None:
         try:
@@ -423,13 +425,7 @@ class FrameReceiverProtocol(MessageProtocol):
                 hello.name, hello.capabilities, hello.session, self
             )
         except Refused as e:
-            self.log.warn(
-                "refused {peer} as {name!r}: {reason}",
-                peer=self.peer,
-                name=hello.name,
-                reason=e.reason,
-            )
-            self.fail(e.code, e.reason)
+            self._refuse(hello.name, e.code, e.reason)
             return
         self.log.info(
             "{peer} streams as {name!r}", peer=self.peer, name=hello.name
