@@ -12,11 +12,13 @@ import struct
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
+from imageproto.auth import TokenTable, computeDigest
 from imageproto.factories import ReceiverFactory, SenderFactory
 from imageproto.protocol import MessageProtocol, Refused
 from tests.test_wire import TINY_JPEG, protocolBlocks, wireBytes
@@ -567,6 +569,128 @@ class ReceiverProtocolTests(SynchronousTestCase):
                 expected += wireBytes(hexText)
         self.assertEqual(transport.value().hex(), expected.hex())
         self.assertTrue(transport.disconnecting)
+
+
+TOKEN = "imageproto-test-token-0001"
+
+
+class ReceiverStateTests(SynchronousTestCase):
+    """
+    L{FrameReceiverProtocol}'s handshake states (awaiting HELLO, challenged,
+    streaming, closed) each answer every message as PROTOCOL.md says.
+    """
+
+    def receiver(self, tokens: bool = False, before=()):
+        proto, transport, registry = receiver()
+        if tokens:
+            proto.factory.tokens = TokenTable.parse(f"{TOKEN} *")
+        for message in before:
+            proto.dataReceived(framed(message))
+        transport.clear()
+        return proto, transport, registry
+
+    def test_unexpectedNamesTheState(self):
+        """
+        A message out of place gets ERROR 4 whose reason says where the
+        connection was (FRAME before HELLO, also while challenged; HELLO
+        after the handshake, also while challenged; AUTH without a
+        challenge), logged with the peer, and nothing reaches the registry.
+        """
+        authHello = wire.Hello("cam-1", wire.CAP_AUTH)
+        auth = wire.Auth(b"c" * 32, b"d" * 32)
+        cases = [
+            (False, [], wire.Frame(0, TINY_JPEG), "unexpected FRAME before HELLO"),
+            (True, [authHello], wire.Frame(0, TINY_JPEG), "unexpected FRAME before HELLO"),
+            (True, [authHello], authHello, "unexpected HELLO after the handshake"),
+            (False, [HELLO], HELLO, "unexpected HELLO after the handshake"),
+            (False, [], auth, "unexpected AUTH to the server"),
+            (False, [HELLO], auth, "unexpected AUTH to the server"),
+        ]
+        for tokens, before, message, reason in cases:
+            proto, transport, registry = self.receiver(tokens, before)
+            attached = list(registry.attached)
+            with capturedLogs() as events:
+                proto.dataReceived(framed(message) + framed(wire.Frame(1, TINY_JPEG)))
+            self.assertEqual(written(transport), [wire.Error(wire.ERR_PROTOCOL, reason)])
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(registry.frames, [])
+            self.assertEqual(registry.attached, attached)
+            [event] = [e for e in events if e["log_format"].endswith("; disconnecting")]
+            self.assertEqual(
+                (event["peer"], event["kind"], event["when"]),
+                (proto.peer, reason.split()[1], reason.split(" ", 2)[2]),
+            )
+
+    def test_challengeThenStream(self):
+        """
+        With tokens, HELLO is answered by CHALLENGE and attaches nothing; a
+        correct AUTH attaches the stream and is answered by WELCOME, after
+        which FRAMEs are acknowledged.
+        """
+        proto, transport, registry = self.receiver(tokens=True)
+        proto.dataReceived(framed(wire.Hello("cam-1", wire.CAP_AUTH)))
+        [challenge] = written(transport)
+        self.assertIsInstance(challenge, wire.Challenge)
+        self.assertEqual(registry.attached, [])
+        transport.clear()
+        nonce = b"s" * 32
+        digest = computeDigest(TOKEN.encode(), challenge.nonce, nonce, "cam-1")
+        proto.dataReceived(
+            framed(wire.Auth(nonce, digest)) + framed(wire.Frame(0, TINY_JPEG))
+        )
+        [welcome, ack] = written(transport)
+        self.assertIsInstance(welcome, wire.Welcome)
+        self.assertEqual(ack, wire.Ack(0))
+        self.assertEqual(registry.attached, [("cam-1", proto)])
+        self.assertFalse(transport.disconnecting)
+
+    def test_goodbyeDuringHandshake(self):
+        """
+        BYE or ERROR from the peer before HELLO, or while challenged, closes
+        the connection without an answer, logged with no stream name.
+        """
+        for tokens, before in [(False, []), (True, [wire.Hello("cam-1", wire.CAP_AUTH)])]:
+            for goodbye in [wire.Bye("later"), wire.Error(wire.ERR_PROTOCOL, "no")]:
+                proto, transport, registry = self.receiver(tokens, before)
+                with capturedLogs() as events:
+                    proto.dataReceived(framed(goodbye) + framed(HELLO))
+                self.assertEqual(transport.value(), b"")
+                self.assertTrue(transport.disconnecting)
+                self.assertEqual(registry.attached, [])
+                [event] = [e for e in events if "closes" in e["log_format"]]
+                self.assertIsNone(event["stream"])
+
+    def test_closedStillDetaches(self):
+        """
+        A connection we closed after the handshake (replaced) detaches its
+        stream when it is lost; a timeout in between is reported as "no
+        data" and sends nothing more.
+        """
+        proto, transport, registry = self.receiver(before=[HELLO])
+        proto.replaced()
+        transport.clear()
+        with capturedLogs() as events:
+            proto.timedOut(5)
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual([e["what"] for e in events if "what" in e], ["data"])
+        proto.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(registry.detached, [("cam-1", proto)])
+
+    def test_refusedNeverDetaches(self):
+        """
+        A connection refused at HELLO attaches and detaches nothing, and a
+        timeout after the refusal is reported as "no handshake".
+        """
+        proto, transport, registry = self.receiver()
+        registry.refusals["cam-1"] = Refused(wire.ERR_BAD_NAME, "no")
+        proto.dataReceived(framed(HELLO))
+        transport.clear()
+        with capturedLogs() as events:
+            proto.timedOut(5)
+        self.assertEqual([e["what"] for e in events if "what" in e], ["handshake"])
+        self.assertEqual(transport.value(), b"")
+        proto.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(registry.detached, [])
 
 
 class StubSender:
