@@ -749,10 +749,11 @@ def _peerClosed(
     # ours, which would only hide its reason.
     emit = core.log.info if isinstance(message, wire.Bye) else core.log.warn
     emit(
-        "{peer} ({stream}) closes: {message}",
+        "{peer} ({stream}) closes: {said}",
         peer=core.peer,
         stream=core.stream.name if core.stream else None,
-        message=message,
+        # Not "message": the legacy log bridge reserves that key.
+        said=message,
     )
     core.close()
 

@@ -12,7 +12,7 @@ import struct
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -492,6 +492,20 @@ class ReceiverProtocolTests(SynchronousTestCase):
         proto.dataReceived(framed(wire.Bye("done")))
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
+
+    def test_byeLoggedWithItsReason(self):
+        """
+        The BYE that closes a connection is logged with the peer, the stream
+        and the message itself, under a key the legacy log bridge leaves
+        alone.
+        """
+        proto, transport, _ = self.handshake()
+        with capturedLogs() as events:
+            proto.dataReceived(framed(wire.Bye("end of clip")))
+        (event,) = [e for e in events if "said" in e]
+        self.assertEqual(event["said"], wire.Bye("end of clip"))
+        self.assertEqual(event["stream"], "cam-1")
+        self.assertIn("end of clip", formatEvent(event))
 
     def test_nothingSentAfterBye(self):
         """
