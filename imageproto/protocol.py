@@ -709,7 +709,7 @@ def _refused(
 def _frame(
     inputs: _ReceiverInputs, core: FrameReceiverProtocol, frame: wire.Frame
 ) -> None:
-    # Only reached if a FRAME missed the direct route (see connectionMade).
+    # Only reached if a FRAME missed the direct route that _welcome sets up.
     core._frameReceived(frame)
 
 
