@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ import time
 from functools import partial
 
 from bench import plain_socket
+from imageproto.tap import stopProcess
 
 __all__ = ["makeJpegs", "percentile", "main"]
 
@@ -156,7 +156,7 @@ class _MinimalStreams:
         self.seqs.append(-1)
 
     def detach(self, stream, protocol):
-        end, cpu1 = time.perf_counter(), _cpu()
+        cpu1 = _cpu()
         _emit(
             {
                 "frames": len(self.seqs),
@@ -430,16 +430,6 @@ def _processCpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _senderArgs(port, jpegDir, frames, window, rate) -> list[str]:
     return [
         "--port", str(port), "--jpegs", jpegDir, "--frames", str(frames),
@@ -459,7 +449,7 @@ def _runChildren(prefix: str, jpegDir, frames, window, rate):
         received = _readResult(receiver)
         sender.wait(30)
     finally:
-        _stop(receiver)
+        stopProcess(receiver)
     return sent, received
 
 
@@ -504,7 +494,7 @@ def _runTwistd(workDir, jpegDir, frames, window, rate):
         sender.wait(30)
         cpu1 = _processCpu(receiver.pid)
     finally:
-        _stop(receiver)
+        stopProcess(receiver)
     with open(statsFile) as f:
         stats = json.load(f)["streams"]["bench"]
     latency = stats["latency_ms"]

@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from imageproto.tap import freePort, listening, twistdCommand
+from imageproto.tap import freePort, listening, stopProcess, twistdCommand
 
 __all__ = ["main", "formatStats"]
 
@@ -128,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _waitFor(settled, 10, "the statistics file to show every frame", receiver)
     finally:
-        if receiver.poll() is None:
-            receiver.send_signal(signal.SIGTERM)
-            try:
-                receiver.wait(30)
-            except subprocess.TimeoutExpired:
-                receiver.kill()
+        stopProcess(receiver)
         receiverLog.close()
 
     with open(statsFile) as f:

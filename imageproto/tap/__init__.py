@@ -3,10 +3,12 @@ twistd entry points, one module per plugin (C{receiver}, C{sender}), and
 helpers for programs and tests that start them as processes.
 """
 
+import signal
 import socket
+import subprocess
 import sys
 
-__all__ = ["twistdCommand", "freePort", "listening"]
+__all__ = ["twistdCommand", "freePort", "listening", "stopProcess"]
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter; that way the
@@ -45,3 +47,18 @@ def listening(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
     except OSError:
         return False
     return True
+
+
+def stopProcess(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """
+    Stop a child started with C{subprocess}: SIGTERM (twistd shuts down
+    cleanly on it), then SIGKILL if it is still running after C{timeout}
+    seconds; either way it is reaped.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
