@@ -653,8 +653,8 @@ def load(workdir: str, senders: int = 100, fps: float = 10.0, seconds: float = 1
     import cv2
     import numpy
 
-    from imageproto.factories import SenderFactory
-    from imageproto.sender import FrameSender
+    from imageproto.protocol.factories import SenderFactory
+    from imageproto.sender.flow import FrameSender
 
     image = numpy.random.default_rng(1).integers(0, 255, (240, 320, 3), numpy.uint8)
     image = cv2.GaussianBlur(image, (9, 9), 0)

@@ -127,8 +127,8 @@ def throughputBoth(detector: str, jpegs: list) -> dict:
     from twisted.python.threadpool import ThreadPool
 
     from imageproto import wire
-    from imageproto.detectors import loadDetector
-    from imageproto.inference import FrameProcessor, InferenceEngine
+    from imageproto.features.inference.detectors import loadDetector
+    from imageproto.features.inference.engine import FrameProcessor, InferenceEngine
 
     figures = {}
 

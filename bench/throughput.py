@@ -129,7 +129,7 @@ class _Counter:
 
 class _MinimalStreams:
     """
-    Stands in for L{imageproto.streams.StreamRegistry} (C{--imageproto
+    Stands in for L{imageproto.receiver.registry.StreamRegistry} (C{--imageproto
     minimal}): accepts every stream, records each frame's seq and one-way
     latency, acknowledges at once, and reports when the sender leaves.
     """
@@ -176,7 +176,7 @@ class _Stream:
 
 class _MinimalSender:
     """
-    Stands in for L{imageproto.sender.FrameSender} (C{--imageproto
+    Stands in for L{imageproto.sender.flow.FrameSender} (C{--imageproto
     minimal}): keeps at most C{window} frames unacknowledged, sending the
     next as each ACK arrives, or sends at C{rate} frames per second.
     """
@@ -271,7 +271,7 @@ class _MinimalSender:
 def _runMinimalReceiver(args) -> None:
     from twisted.internet import reactor
 
-    from imageproto.factories import ReceiverFactory
+    from imageproto.protocol.factories import ReceiverFactory
 
     factory = ReceiverFactory(_MinimalStreams(reactor), reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -282,7 +282,7 @@ def _runMinimalReceiver(args) -> None:
 def _runMinimalSender(args) -> None:
     from twisted.internet import reactor
 
-    from imageproto.factories import SenderFactory
+    from imageproto.protocol.factories import SenderFactory
 
     sender = _MinimalSender(
         reactor, _loadJpegs(args.jpegs), args.frames, args.window, args.rate
@@ -301,8 +301,8 @@ def _runSender(args) -> None:
     from twisted.internet import reactor
     from twisted.internet.task import LoopingCall
 
-    from imageproto.factories import SenderFactory
-    from imageproto.sender import FrameSender
+    from imageproto.protocol.factories import SenderFactory
+    from imageproto.sender.flow import FrameSender
 
     jpegs = _loadJpegs(args.jpegs)
     frames = args.frames

@@ -114,7 +114,7 @@ class Reply:
         """
         if not self.jpeg:
             return None
-        from imageproto.detectors import decodeImage
+        from imageproto.features.inference.detectors import decodeImage
 
         return decodeImage(self.jpeg)
 
@@ -132,7 +132,7 @@ def encodeFrame(image, quality: int = 90) -> bytes:
             raise ValueError("bytes given to send() must be a JPEG")
         return data
     if hasattr(image, "shape"):
-        from imageproto.detectors import encodeImage
+        from imageproto.features.inference.detectors import encodeImage
 
         return encodeImage(image, quality)
     raise TypeError(f"cannot send a {type(image).__name__}: give a numpy image or JPEG bytes")
@@ -340,7 +340,7 @@ class Client:
                 if isinstance(message, wire.Error):
                     raise ServerRefused(message.code, message.reason)
                 if isinstance(message, wire.Challenge) and self.token is not None:
-                    from imageproto.auth import computeDigest, newNonce
+                    from imageproto.protocol.tokens import computeDigest, newNonce
 
                     nonce = newNonce()
                     digest = computeDigest(self.token, message.nonce, nonce, self.name)

@@ -10,7 +10,7 @@ Fakes that tests of the sender (and of whatever builds on it) reuse.
   - L{FakeThreadRunner}: a C{runInThread} that records each call and
     returns a Deferred the test fires (C{runNext} calls the function in the
     test's own thread and fires with its result).
-  - L{FakeSenderProtocol}: what L{imageproto.sender.FrameSender} sees of a
+  - L{FakeSenderProtocol}: what L{imageproto.sender.flow.FrameSender} sees of a
     connection: recorded frames, a settable C{pressure.paused}, BYEs.
 """
 
@@ -20,7 +20,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from imageproto.protocol import TransportPressure
+from imageproto.protocol.framing import TransportPressure
 
 __all__ = [
     "waitFor",
@@ -135,7 +135,7 @@ class FakeThreadRunner:
 
 class FakeSenderProtocol:
     """
-    Stands in for a welcomed L{imageproto.protocol.FrameSenderProtocol}.
+    Stands in for a welcomed L{imageproto.protocol.framing.FrameSenderProtocol}.
 
     @ivar frames: every L{imageproto.wire.Frame} sent, in order.
     @ivar goodbyes: the reasons of BYEs sent.

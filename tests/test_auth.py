@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_auth -*-
 """
-Tests for L{imageproto.auth}: the digest, token files and verification.
+Tests for L{imageproto.protocol.tokens}: the digest, token files and verification.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.auth import (
+from imageproto.protocol.tokens import (
     AUTH_CONTEXT,
     AuthenticationFailed,
     TokenFileError,
@@ -224,7 +224,7 @@ class HandshakeTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.test import iosim
 
-        from imageproto.factories import ReceiverFactory, SenderFactory
+        from imageproto.protocol.factories import ReceiverFactory, SenderFactory
         from tests.test_limits import FakeSender, FakeStreams
 
         clock = Clock()
@@ -304,7 +304,7 @@ class HandshakeTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransport
 
-        from imageproto.factories import ReceiverFactory
+        from imageproto.protocol.factories import ReceiverFactory
         from tests.test_limits import FakeStreams, framed, messages
 
         client, server, _ = self.connect(f"{TOKEN_A} *", TOKEN_A)
@@ -343,7 +343,7 @@ class HandshakeTests(SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.internet.testing import StringTransport
 
-        from imageproto.factories import ReceiverFactory
+        from imageproto.protocol.factories import ReceiverFactory
         from tests.test_limits import FakeStreams, framed, messages
 
         proto = ReceiverFactory(FakeStreams(), Clock()).buildProtocol(None)

@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.capture}: real OpenCV on video files and JPEGs the
+Tests for L{imageproto.sender.sources}: real OpenCV on video files and JPEGs the
 tests write at run time.
 """
 
@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
 from imageproto import wire
 
 if cv2 is not None:
-    from imageproto import capture
+    from imageproto.sender import sources
 
 NO_CV2 = "OpenCV (cv2) is not installed"
 
@@ -53,7 +53,7 @@ class EncoderTests(SynchronousTestCase):
         """
         encode returns JPEG bytes that decode to an image of the same size.
         """
-        jpeg = capture.Encoder().encode(self.image)
+        jpeg = sources.Encoder().encode(self.image)
         self.assertTrue(wire.isJpeg(jpeg))
         self.assertEqual(self.decode(jpeg).shape, (60, 80, 3))
 
@@ -62,14 +62,14 @@ class EncoderTests(SynchronousTestCase):
         Given only a width (or only a height), the other side follows the
         aspect ratio.
         """
-        self.assertEqual(self.decode(capture.Encoder(width=40).encode(self.image)).shape, (30, 40, 3))
-        self.assertEqual(self.decode(capture.Encoder(height=120).encode(self.image)).shape, (120, 160, 3))
+        self.assertEqual(self.decode(sources.Encoder(width=40).encode(self.image)).shape, (30, 40, 3))
+        self.assertEqual(self.decode(sources.Encoder(height=120).encode(self.image)).shape, (120, 160, 3))
 
     def test_resizeBoth(self):
         """
         Given both, the frame is resized to exactly that size.
         """
-        jpeg = capture.Encoder(width=32, height=32).encode(self.image)
+        jpeg = sources.Encoder(width=32, height=32).encode(self.image)
         self.assertEqual(self.decode(jpeg).shape, (32, 32, 3))
 
     def test_qualityMatters(self):
@@ -77,16 +77,16 @@ class EncoderTests(SynchronousTestCase):
         A lower quality gives a smaller JPEG of a detailed image.
         """
         noise = numpy.random.default_rng(1).integers(0, 255, (120, 160, 3), numpy.uint8)
-        low = capture.Encoder(quality=10).encode(noise)
-        high = capture.Encoder(quality=95).encode(noise)
+        low = sources.Encoder(quality=10).encode(noise)
+        high = sources.Encoder(quality=95).encode(noise)
         self.assertLess(len(low), len(high))
 
     def test_badQuality(self):
         """
         A quality outside 1..100 is refused.
         """
-        self.assertRaises(ValueError, capture.Encoder, quality=0)
-        self.assertRaises(ValueError, capture.Encoder, quality=101)
+        self.assertRaises(ValueError, sources.Encoder, quality=0)
+        self.assertRaises(ValueError, sources.Encoder, quality=101)
 
 
 class VideoFileSourceTests(SynchronousTestCase):
@@ -111,7 +111,7 @@ class VideoFileSourceTests(SynchronousTestCase):
         A video source reads each frame in order, then returns None; it is
         finite and reports the file's frame rate.
         """
-        source = capture.VideoFileSource(self.path)
+        source = sources.VideoFileSource(self.path)
         source.open()
         self.addCleanup(source.close)
         self.assertFalse(source.live)
@@ -124,7 +124,7 @@ class VideoFileSourceTests(SynchronousTestCase):
         """
         With C{loop}, the first frame follows the last.
         """
-        source = capture.VideoFileSource(self.path, loop=True)
+        source = sources.VideoFileSource(self.path, loop=True)
         source.open()
         self.addCleanup(source.close)
         images = self.readAll(source, limit=8)
@@ -134,8 +134,8 @@ class VideoFileSourceTests(SynchronousTestCase):
         """
         Opening a file OpenCV cannot read raises CaptureError naming it.
         """
-        source = capture.VideoFileSource("/nonexistent/clip.avi")
-        e = self.assertRaises(capture.CaptureError, source.open)
+        source = sources.VideoFileSource("/nonexistent/clip.avi")
+        e = self.assertRaises(sources.CaptureError, source.open)
         self.assertIn("/nonexistent/clip.avi", str(e))
 
     def test_grab(self):
@@ -143,16 +143,16 @@ class VideoFileSourceTests(SynchronousTestCase):
         grab reads and encodes one frame with the capture time from C{now},
         and returns None at the end of the source.
         """
-        source = capture.VideoFileSource(self.path)
+        source = sources.VideoFileSource(self.path)
         source.open()
         self.addCleanup(source.close)
-        encoder = capture.Encoder()
-        captured = capture.grab(source, encoder, now=lambda: 123.5)
+        encoder = sources.Encoder()
+        captured = sources.grab(source, encoder, now=lambda: 123.5)
         self.assertEqual(captured.captureTime, 123.5)
         self.assertTrue(wire.isJpeg(captured.jpeg))
         for _ in range(5):
-            self.assertIsNotNone(capture.grab(source, encoder))
-        self.assertIsNone(capture.grab(source, encoder))
+            self.assertIsNotNone(sources.grab(source, encoder))
+        self.assertIsNone(sources.grab(source, encoder))
 
 
 class CameraSourceTests(SynchronousTestCase):
@@ -162,8 +162,8 @@ class CameraSourceTests(SynchronousTestCase):
         """
         A camera that cannot be opened raises CaptureError naming it.
         """
-        source = capture.CameraSource("/nonexistent/stream.avi")
-        e = self.assertRaises(capture.CaptureError, source.open)
+        source = sources.CameraSource("/nonexistent/stream.avi")
+        e = self.assertRaises(sources.CaptureError, source.open)
         self.assertIn("/nonexistent/stream.avi", str(e))
 
     def test_reopensAfterFailure(self):
@@ -174,12 +174,12 @@ class CameraSourceTests(SynchronousTestCase):
         directory = self.mktemp()
         os.mkdir(directory)
         path = writeVideo(os.path.join(directory, "cam.avi"), frames=2)
-        source = capture.CameraSource(path)
+        source = sources.CameraSource(path)
         self.assertTrue(source.live)
         source.open()
         self.addCleanup(source.close)
         self.assertEqual([level(source.read()) for _ in range(2)], [0, 1])
-        self.assertRaises(capture.CaptureError, source.read)
+        self.assertRaises(sources.CaptureError, source.read)
         self.assertEqual(level(source.read()), 0)
 
 
@@ -203,12 +203,12 @@ class ImageFolderSourceTests(SynchronousTestCase):
         CaptureError naming it and the next read moves on; other files are
         ignored; then the source is exhausted.
         """
-        source = capture.ImageFolderSource(self.directory)
+        source = sources.ImageFolderSource(self.directory)
         source.open()
         self.assertFalse(source.live)
         self.assertEqual(level(source.read()), 2)
         self.assertEqual(level(source.read()), 5)
-        e = self.assertRaises(capture.CaptureError, source.read)
+        e = self.assertRaises(sources.CaptureError, source.read)
         self.assertIn("broken.jpg", str(e))
         self.assertEqual(level(source.read()), 10)
         self.assertIsNone(source.read())
@@ -218,7 +218,7 @@ class ImageFolderSourceTests(SynchronousTestCase):
         listImages names the image files, sorted, and nothing else.
         """
         self.assertEqual(
-            capture.listImages(self.directory), ["a.jpg", "b.jpg", "broken.jpg", "c.png"]
+            sources.listImages(self.directory), ["a.jpg", "b.jpg", "broken.jpg", "c.png"]
         )
 
 
@@ -230,7 +230,7 @@ class PatternSourceTests(SynchronousTestCase):
         The pattern is live, has the requested size, and changes from frame
         to frame.
         """
-        source = capture.PatternSource(160, 120, now=lambda: 0.0)
+        source = sources.PatternSource(160, 120, now=lambda: 0.0)
         source.open()
         first, second = source.read(), source.read()
         self.assertTrue(source.live)
@@ -246,7 +246,7 @@ class PatternSourceTests(SynchronousTestCase):
         """
         images = []
         for stamp in (0.0, 3600.5):
-            source = capture.PatternSource(160, 120, now=lambda stamp=stamp: stamp)
+            source = sources.PatternSource(160, 120, now=lambda stamp=stamp: stamp)
             source.open()
             images.append(source.read())
         self.assertFalse(numpy.array_equal(*images))
@@ -256,7 +256,7 @@ class PatternSourceTests(SynchronousTestCase):
         No two of the first hundred frames are alike, even where the square
         and the bars come back to where they were: the frame number differs.
         """
-        source = capture.PatternSource(64, 48, now=lambda: 0.0)
+        source = sources.PatternSource(64, 48, now=lambda: 0.0)
         source.open()
         images = [source.read() for _ in range(100)]
         self.assertFalse(any(numpy.array_equal(images[0], i) for i in images[1:]))

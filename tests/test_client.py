@@ -1,6 +1,6 @@
 """
 Tests for L{imageproto.client}: the blocking API against a real receiver
-(L{imageproto.receiver.ReceiverService} with a detector) listening on a
+(L{imageproto.receiver.service.ReceiverService} with a detector) listening on a
 loopback port in this process.  Client calls run in threads, as in a user's
 script, while the reactor serves.
 """
@@ -20,9 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import imageproto
 from imageproto import client, wire
-from imageproto.detectors import loadDetector
-from imageproto.inference import attachToReceiver
-from imageproto.receiver import ReceiverService
+from imageproto.features.inference.detectors import loadDetector
+from imageproto.features.inference.engine import attachToReceiver
+from imageproto.receiver.service import ReceiverService
 
 try:
     import cv2

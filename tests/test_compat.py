@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.compat}: the two compatibility protocols driven the
+Tests for L{imageproto.protocol.compat}: the two compatibility protocols driven the
 way PROTOCOL.md describes them, over StringTransport and a real
 L{StreamRegistry}, plus one real-socket client per protocol.
 """
@@ -20,15 +20,16 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from imageproto import compat, wire
-from imageproto.compat import (
+from imageproto import wire
+from imageproto.protocol import compat
+from imageproto.protocol.compat import (
     Base64StreamProtocol,
     CompatFactory,
     LengthPrefixedImageProtocol,
 )
-from imageproto.inference import InferenceEngine, Processed
-from imageproto.sinks import CallbackSink
-from imageproto.streams import StreamRegistry
+from imageproto.features.inference.engine import InferenceEngine, Processed
+from imageproto.receiver.consumers import CallbackSink
+from imageproto.receiver.registry import StreamRegistry
 from tests.test_client import readJpeg
 
 try:
@@ -42,7 +43,7 @@ except ImportError:  # pragma: no cover
 def base64Frame(jpeg: bytes, when: datetime) -> bytes:
     """
     One frame as PROTOCOL.md describes it, built independently of
-    L{imageproto.compat}.
+    L{imageproto.protocol.compat}.
     """
     payload = base64.b64encode(jpeg)
     stamp = when.strftime("%Y-%m-%d %H:%M:%S.%f").encode("ascii")

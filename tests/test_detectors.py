@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.detectors}: the built-in detectors on real
+Tests for L{imageproto.features.inference.detectors}: the built-in detectors on real
 photographs (tests/data, see SOURCES.md), YOLO output parsing, ONNX models
 built by the tests themselves, and the errors C{--detect} reports.
 """
@@ -24,8 +24,8 @@ try:
 except ImportError:  # pragma: no cover
     onnx = None
 
-from imageproto import detectors
-from imageproto.detectors import DetectorError, OnnxOptions, loadDetector
+from imageproto.features.inference import detectors
+from imageproto.features.inference.detectors import DetectorError, OnnxOptions, loadDetector
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

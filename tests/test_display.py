@@ -1,11 +1,11 @@
 """
-Tests for L{imageproto.display}, with a fake OpenCV module: the test
+Tests for L{imageproto.features.display}, with a fake OpenCV module: the test
 machines have neither a GUI build of OpenCV nor a display.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.display import (
+from imageproto.features.display import (
     DisplaySink,
     DisplayUnavailable,
     WindowThread,

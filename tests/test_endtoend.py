@@ -59,7 +59,7 @@ def encodedClip(path: str) -> list:
     The JPEG bytes the sender produces for each frame of C{path} with its
     default settings: the same OpenCV, the same decoder, the same encoder.
     """
-    from imageproto.capture import Encoder, VideoFileSource
+    from imageproto.sender.sources import Encoder, VideoFileSource
 
     source = VideoFileSource(path)
     source.open()

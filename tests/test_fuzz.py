@@ -33,8 +33,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.auth import TokenTable
-from imageproto.factories import ReceiverFactory, SenderFactory
+from imageproto.protocol.tokens import TokenTable
+from imageproto.protocol.factories import ReceiverFactory, SenderFactory
 from tests.test_limits import FakeSender, FakeStreams, messages
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(64)) + b"\xff\xd9"

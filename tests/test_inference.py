@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.inference}: scheduling decided without threads (a
+Tests for L{imageproto.features.inference.engine}: scheduling decided without threads (a
 fake C{runInThread} whose Deferreds the test fires), and the thread side
 (L{FrameProcessor}) called directly on real JPEGs.
 """
@@ -15,8 +15,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.detectors import DetectorSpec, loadDetector
-from imageproto.inference import (
+from imageproto.features.inference.detectors import DetectorSpec, loadDetector
+from imageproto.features.inference.engine import (
     FrameProcessor,
     InferenceEngine,
     InferenceService,
@@ -416,7 +416,7 @@ class ReceiverTapTests(SynchronousTestCase):
         observes the detector's results, so the page can draw the boxes.
         """
         from imageproto.tap.receiver import makeService
-        from imageproto.web import LatestDetections
+        from imageproto.features.web.viewer import LatestDetections
 
         options = self.parse("--detect", "echo", "--web", "tcp:0:interface=127.0.0.1")
         receiver = makeService(options, reactor=MemoryReactorClock())
@@ -473,7 +473,7 @@ class ReceiverTapTests(SynchronousTestCase):
         """
         from twisted.application.internet import StreamServerEndpointService
 
-        from imageproto import compat
+        from imageproto.protocol import compat
         from imageproto.tap.receiver import makeService
 
         options = self.parse("--compat-base64", "9001", "--compat-le32", "9002")

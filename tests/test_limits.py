@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_limits -*-
 """
-Tests for L{imageproto.limits} and the limits the protocols apply with it:
+Tests for L{imageproto.protocol.limits} and the limits the protocols apply with it:
 connection count, handshake and idle timeouts, heartbeats, and the per-peer
 buffer cap.  Fake clocks and C{StringTransport}s only.
 """
@@ -14,8 +14,8 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.factories import ReceiverFactory, SenderFactory
-from imageproto.limits import (
+from imageproto.protocol.factories import ReceiverFactory, SenderFactory
+from imageproto.protocol.limits import (
     ABORT_GRACE,
     PeerBuffer,
     ReadGate,

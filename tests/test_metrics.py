@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.metrics}.
+Tests for L{imageproto.features.web.metrics}.
 """
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.metrics import LATENCY_BUCKETS, ReceiverMetrics
-from imageproto.sinks import ReceivedFrame
+from imageproto.features.web.metrics import LATENCY_BUCKETS, ReceiverMetrics
+from imageproto.receiver.consumers import ReceivedFrame
 
 
 def _snapshot(**overrides) -> dict:

@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.progress}.
+Tests for L{imageproto.sender.progress}.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.config import ImagesSpec, PatternSpec, VideoSpec
-from imageproto.progress import (
+from imageproto.tap.config import ImagesSpec, PatternSpec, VideoSpec
+from imageproto.sender.progress import (
     LogDisplay,
     Progress,
     ProgressReporter,
@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover
 
 class FakeSender:
     """
-    The part of L{imageproto.sender.FrameSender} the reporter reads.
+    The part of L{imageproto.sender.flow.FrameSender} the reporter reads.
     """
 
     def __init__(self) -> None:

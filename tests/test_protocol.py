@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
-Tests for L{imageproto.protocol}: the linear-time framing of
+Tests for L{imageproto.protocol.framing}: the linear-time framing of
 L{MessageProtocol}, and both ends' handling of every message, against stub
 collaborators (no sockets, no real time).
 """
@@ -18,9 +18,9 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.auth import TokenTable, computeDigest
-from imageproto.factories import ReceiverFactory, SenderFactory
-from imageproto.protocol import MessageProtocol, Refused
+from imageproto.protocol.tokens import TokenTable, computeDigest
+from imageproto.protocol.factories import ReceiverFactory, SenderFactory
+from imageproto.protocol.framing import MessageProtocol, Refused
 from tests.test_wire import TINY_JPEG, protocolBlocks, wireBytes
 
 
@@ -279,7 +279,7 @@ class StubStream:
 
 class StubRegistry:
     """
-    Enough of L{imageproto.streams.StreamRegistry} for the receiving
+    Enough of L{imageproto.receiver.registry.StreamRegistry} for the receiving
     protocol: it refuses names in C{refusals} and answers each frame with
     the Deferred in C{answers}, or an already-fired one.
     """
@@ -709,7 +709,7 @@ class ReceiverStateTests(SynchronousTestCase):
 
 class StubSender:
     """
-    Enough of L{imageproto.sender.FrameSender} for the sending protocol: it
+    Enough of L{imageproto.sender.flow.FrameSender} for the sending protocol: it
     records what the protocol tells it.
     """
 
@@ -1009,7 +1009,7 @@ class TransportTuningTests(SynchronousTestCase):
         C{READ_BYTES}, so several frames are read per reactor turn; the
         sending protocol leaves its transport's (write) threshold alone.
         """
-        from imageproto.protocol import READ_BYTES
+        from imageproto.protocol.framing import READ_BYTES
 
         for factory, expected in (
             (ReceiverFactory(StubRegistry(), Clock()), READ_BYTES),

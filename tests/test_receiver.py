@@ -1,6 +1,6 @@
 """
-Tests for L{imageproto.receiver}, and for L{FrameReceiverProtocol} talking
-to the real L{imageproto.streams.StreamRegistry}; ends with a real
+Tests for L{imageproto.receiver.service}, and for L{FrameReceiverProtocol} talking
+to the real L{imageproto.receiver.registry.StreamRegistry}; ends with a real
 C{twistd -n imageproto} process.
 """
 
@@ -20,15 +20,15 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto import wire
-from imageproto.factories import ReceiverFactory
-from imageproto.receiver import (
+from imageproto.protocol.factories import ReceiverFactory
+from imageproto.receiver.service import (
     ReceiverService,
     StatsReporter,
     ThreadPoolService,
     writeJsonAtomically,
 )
-from imageproto.sinks import SaveDirSink, framePath
-from imageproto.streams import StreamRegistry
+from imageproto.receiver.consumers import SaveDirSink, framePath
+from imageproto.receiver.registry import StreamRegistry
 from imageproto.tap import freePort, twistdCommand
 from tests.test_sinks import FakeThreads, cv2, makeJpeg
 

@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.recorder}.
+Tests for L{imageproto.features.recording}.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from imageproto.recorder import Recorder, segmentName
-from imageproto.sinks import ReceivedFrame
+from imageproto.features.recording import Recorder, segmentName
+from imageproto.receiver.consumers import ReceivedFrame
 from imageproto.tap import freePort, twistdCommand
 
 try:

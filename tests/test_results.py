@@ -1,6 +1,6 @@
 """
-Tests for L{imageproto.results} (the sender's C{--results}) and for the
-C{awaitResults} mode of L{imageproto.sender.FrameSender} it relies on.
+Tests for L{imageproto.sender.results} (the sender's C{--results}) and for the
+C{awaitResults} mode of L{imageproto.sender.flow.FrameSender} it relies on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.results import (
+from imageproto.sender.results import (
     RESULTS_FILE,
     SUMMARY_FILE,
     ResultRecord,
@@ -24,7 +24,7 @@ from imageproto.results import (
     annotatedName,
     percentile,
 )
-from imageproto.sender import FrameSender
+from imageproto.sender.flow import FrameSender
 from imageproto.testing import FakeSenderProtocol
 
 DETECT = wire.Welcome(capabilities=wire.SCAP_DETECT)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_security -*-
 """
-Tests for L{imageproto.security}: the security and limit options of both
+Tests for L{imageproto.tap.security}: the security and limit options of both
 taps, parsed and applied.
 """
 
@@ -11,8 +11,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto import security
-from imageproto.factories import ReceiverFactory, SenderFactory
+from imageproto.tap import security
+from imageproto.protocol.factories import ReceiverFactory, SenderFactory
 from imageproto.tap import receiver as receiverTap
 from imageproto.tap import sender as senderTap
 

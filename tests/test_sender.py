@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.sender}: the window, drops, waits, resends and the
+Tests for L{imageproto.sender.flow}: the window, drops, waits, resends and the
 summary, with plain calls and a fake clock.
 """
 
@@ -10,7 +10,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.sender import FrameSender, SenderFailed, percentile
+from imageproto.sender.flow import FrameSender, SenderFailed, percentile
 from imageproto.testing import FakeSenderProtocol
 
 LOST = Failure(ConnectionError("gone"))

@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.services} and the sender end of the wire: the capture
+Tests for L{imageproto.sender.service} and the sender end of the wire: the capture
 loop on a fake clock with a fake thread, reconnect timing on a
 MemoryReactorClock, and L{FrameSenderProtocol} with a StringTransport.
 """
@@ -16,10 +16,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.capture import CaptureError
-from imageproto.factories import SenderFactory
-from imageproto.sender import FrameSender, SenderFailed
-from imageproto.services import CaptureService, SenderConnectionService, SenderService
+from imageproto.sender.sources import CaptureError
+from imageproto.protocol.factories import SenderFactory
+from imageproto.sender.flow import FrameSender, SenderFailed
+from imageproto.sender.service import CaptureService, SenderConnectionService, SenderService
 from imageproto.testing import (
     FakeSenderProtocol,
     FakeThreadRunner,
@@ -391,7 +391,7 @@ class ReconnectTests(SynchronousTestCase):
 
 class SenderProtocolTests(SynchronousTestCase):
     """
-    L{imageproto.protocol.FrameSenderProtocol} with a real FrameSender.
+    L{imageproto.protocol.framing.FrameSenderProtocol} with a real FrameSender.
     """
 
     def setUp(self):

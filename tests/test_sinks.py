@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.sinks}.
+Tests for L{imageproto.receiver.consumers}.
 """
 
 import os
@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from imageproto.sinks import (
+from imageproto.receiver.consumers import (
     CallbackSink,
     IFrameSink,
     LatestFrameHub,

@@ -1,10 +1,10 @@
 """
-Tests for L{imageproto.stats}.
+Tests for L{imageproto.receiver.stats}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.stats import StreamStats, percentile
+from imageproto.receiver.stats import StreamStats, percentile
 
 
 class PercentileTests(SynchronousTestCase):

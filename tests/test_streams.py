@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.streams}.
+Tests for L{imageproto.receiver.registry}.
 """
 
 from twisted.internet.defer import Deferred
@@ -8,9 +8,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from imageproto import wire
-from imageproto.protocol import Refused
-from imageproto.sinks import IFrameSink
-from imageproto.streams import StreamRegistry, checkStreamName
+from imageproto.protocol.framing import Refused
+from imageproto.receiver.consumers import IFrameSink
+from imageproto.receiver.registry import StreamRegistry, checkStreamName
 
 
 class FakeProtocol:

@@ -10,9 +10,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.config import ReceiverConfig
-from imageproto.receiver import ReceiverService, StatsReporter, ThreadPoolService
-from imageproto.sinks import LatestFrameHub, SaveDirSink
+from imageproto.tap.config import ReceiverConfig
+from imageproto.receiver.service import ReceiverService, StatsReporter, ThreadPoolService
+from imageproto.receiver.consumers import LatestFrameHub, SaveDirSink
 from imageproto.tap.receiver import Options, makeService
 
 
@@ -135,7 +135,7 @@ class OptionsTests(SynchronousTestCase):
             import cv2  # noqa: F401
         except ImportError:
             raise self.skipTest("OpenCV is not installed")
-        from imageproto.display import DisplayUnavailable, checkDisplay
+        from imageproto.features.display import DisplayUnavailable, checkDisplay
 
         try:
             checkDisplay()

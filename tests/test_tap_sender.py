@@ -10,7 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.config import CameraSpec, ImagesSpec, PatternSpec, SenderConfig, VideoSpec
+from imageproto.tap.config import CameraSpec, ImagesSpec, PatternSpec, SenderConfig, VideoSpec
 from imageproto.tap.sender import Options, exitProcess, makeService
 
 
@@ -170,7 +170,7 @@ class MakeServiceTests(SynchronousTestCase):
         makeService builds a SenderService holding a connection service and
         a capture service, opening nothing.
         """
-        from imageproto.services import CaptureService, SenderConnectionService, SenderService
+        from imageproto.sender.service import CaptureService, SenderConnectionService, SenderService
 
         reactor = MemoryReactorClock()
         service = makeService(parse("--count", "5", "--max-delay", "2"), reactor)

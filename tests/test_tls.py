@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tls -*-
 """
-Tests for L{imageproto.tls}: certificates made at run time with
+Tests for L{imageproto.protocol.tls}: certificates made at run time with
 C{cryptography}, real TLS handshakes on loopback.
 """
 
@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from imageproto.tls import (
+from imageproto.protocol.tls import (
     TLSConfigError,
     clientCreator,
     parseEndpointString,

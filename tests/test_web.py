@@ -1,5 +1,5 @@
 """
-Tests for L{imageproto.web}: the resources through twisted.web's
+Tests for L{imageproto.features.web.viewer}: the resources through twisted.web's
 C{DummyRequest}, and MJPEG over a real loopback socket.
 """
 
@@ -18,9 +18,9 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.test.requesthelper import DummyRequest
 
-from imageproto.metrics import ReceiverMetrics
-from imageproto.sinks import LatestFrameHub, ReceivedFrame
-from imageproto.web import BOUNDARY, Viewers, WebRoot, webEndpoint
+from imageproto.features.web.metrics import ReceiverMetrics
+from imageproto.receiver.consumers import LatestFrameHub, ReceivedFrame
+from imageproto.features.web.viewer import BOUNDARY, Viewers, WebRoot, webEndpoint
 
 try:
     import cv2
@@ -413,8 +413,8 @@ class ReceiverWiringTests(SynchronousTestCase):
         """
         from twisted.internet.testing import MemoryReactorClock
 
-        from imageproto.metrics import ReceiverMetrics as Metrics
-        from imageproto.recorder import Recorder
+        from imageproto.features.web.metrics import ReceiverMetrics as Metrics
+        from imageproto.features.recording import Recorder
         from imageproto.tap.receiver import Options, makeService
 
         options = Options()
@@ -452,7 +452,7 @@ class ReceiverWiringTests(SynchronousTestCase):
         L{LatestDetections} keeps each stream's newest RESULT for the page.
         """
         from imageproto import wire
-        from imageproto.web import LatestDetections
+        from imageproto.features.web.viewer import LatestDetections
 
         latest = LatestDetections()
         self.assertIsNone(latest("cam1"))

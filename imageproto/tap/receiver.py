@@ -3,7 +3,7 @@
 C{twistd imageproto}: the receiver's command line.
 
 To add an option: declare it in L{Options} (check it in C{postOptions}),
-carry it in L{imageproto.config.ReceiverConfig}, then use it in
+carry it in L{imageproto.tap.config.ReceiverConfig}, then use it in
 L{buildSinks} (a new destination for frames) or L{buildChildren} (a new
 service, such as a web viewer).
 """
@@ -15,11 +15,11 @@ import os
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from imageproto import security
-from imageproto.config import ReceiverConfig
-from imageproto.protocol import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.receiver import ReceiverService
-from imageproto.streams import DEFAULT_MAX_STREAMS
+from imageproto.tap import security
+from imageproto.tap.config import ReceiverConfig
+from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.receiver.service import ReceiverService
+from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
 
 __all__ = ["Options", "makeService", "buildSinks", "buildChildren"]
 
@@ -139,7 +139,7 @@ class Options(usage.Options):
          "Seconds of video per recording file.", _positiveFloat],
         ["detect", None, None,
          "Run a detector on every frame: people, faces, cats, motion, echo, "
-         "onnx:PATH or package.module:Class (see imageproto.detectors)."],
+         "onnx:PATH or package.module:Class (see imageproto.features.inference.detectors)."],
         ["workers", None, 1, "Detector worker threads.", int],
         ["reply", None, None,
          "What goes back to senders: detections (the default with --detect), "
@@ -179,7 +179,7 @@ class Options(usage.Options):
             if os.path.isdir(path):
                 raise usage.UsageError(f"--stats-file {path}: is a directory")
         if self["web"] is not None:
-            from imageproto.web import webEndpoint
+            from imageproto.features.web.viewer import webEndpoint
 
             self["web"] = portDescription(webEndpoint(self["web"]))
         if self["record-dir"] is not None:
@@ -188,11 +188,11 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--record-dir {path}: exists and is not a directory"
                 )
-        from imageproto.inference import checkOptions
+        from imageproto.features.inference.engine import checkOptions
 
         checkOptions(self)
         if self["display"]:
-            from imageproto.display import DisplayUnavailable, checkDisplay
+            from imageproto.features.display import DisplayUnavailable, checkDisplay
 
             try:
                 checkDisplay()
@@ -209,7 +209,7 @@ def buildSinks(config: ReceiverConfig, receiver: ReceiverService) -> list:
     if config.display:
         import cv2
 
-        from imageproto.display import DisplaySink, WindowThread
+        from imageproto.features.display import DisplaySink, WindowThread
 
         sinks.append(DisplaySink(WindowThread(cv2), receiver.runInThread))
     return sinks
@@ -245,11 +245,11 @@ def makeService(options, reactor=None) -> ReceiverService:
         child.setServiceParent(receiver)
     for sink in buildSinks(config, receiver):
         receiver.addSink(sink)
-    from imageproto.inference import attachToReceiver as attachDetection
+    from imageproto.features.inference.engine import attachToReceiver as attachDetection
 
     detector = attachDetection(receiver, options)
     if options.get("web") or options.get("record-dir"):
-        from imageproto.web import LatestDetections, attachToReceiver
+        from imageproto.features.web.viewer import LatestDetections, attachToReceiver
 
         detections = LatestDetections()
         if detector is not None:

@@ -29,8 +29,8 @@ from twisted.internet import error
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
-from imageproto import security
-from imageproto.config import (
+from imageproto.tap import security
+from imageproto.tap.config import (
     CameraSpec,
     ImagesSpec,
     PatternSpec,
@@ -131,7 +131,7 @@ class Options(usage.Options):
             raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
 
     def _imageFolder(self, directory: str) -> str:
-        from imageproto.capture import listImages
+        from imageproto.sender.sources import listImages
 
         directory = os.path.abspath(directory)
         if not os.path.isdir(directory):
@@ -184,18 +184,18 @@ def _hardExit(status: int) -> None:
 
 def buildSource(spec):
     """
-    The L{imageproto.capture} source for a L{SenderConfig}'s C{source}.
+    The L{imageproto.sender.sources} source for a L{SenderConfig}'s C{source}.
     """
-    from imageproto import capture
+    from imageproto.sender import sources
 
     if isinstance(spec, VideoSpec):
-        return capture.VideoFileSource(spec.path, spec.loop)
+        return sources.VideoFileSource(spec.path, spec.loop)
     if isinstance(spec, CameraSpec):
-        return capture.CameraSource(spec.device)
+        return sources.CameraSource(spec.device)
     if isinstance(spec, ImagesSpec):
-        return capture.ImageFolderSource(spec.directory)
+        return sources.ImageFolderSource(spec.directory)
     if isinstance(spec, PatternSpec):
-        return capture.PatternSource(spec.width, spec.height)
+        return sources.PatternSource(spec.width, spec.height)
     raise TypeError(f"not a source spec: {spec!r}")
 
 
@@ -203,14 +203,14 @@ def makeService(options, reactor=None):
     """
     Build the sender's services; nothing is opened until they start.
 
-    @return: a L{imageproto.services.SenderService}.
+    @return: a L{imageproto.sender.service.SenderService}.
     """
     if reactor is None:
         from twisted.internet import reactor
-    from imageproto.capture import Encoder
-    from imageproto.factories import SenderFactory
-    from imageproto.sender import FrameSender
-    from imageproto.services import (
+    from imageproto.sender.sources import Encoder
+    from imageproto.protocol.factories import SenderFactory
+    from imageproto.sender.flow import FrameSender
+    from imageproto.sender.service import (
         CaptureService,
         SenderConnectionService,
         SenderService,
@@ -228,8 +228,8 @@ def makeService(options, reactor=None):
     )
     sink = sender
     if results is not None:
-        from imageproto.capture import listImages
-        from imageproto.results import ResultsTracker, ResultsWriter
+        from imageproto.sender.sources import listImages
+        from imageproto.sender.results import ResultsTracker, ResultsWriter
 
         writer = ResultsWriter(results, reactor=reactor)
         images = listImages(config.source.directory) if isinstance(config.source, ImagesSpec) else ()
@@ -260,7 +260,7 @@ def makeService(options, reactor=None):
         writer.setServiceParent(service)
     if isinstance(config.source, (VideoSpec, ImagesSpec)):
         # A file or folder has an end: show how far along it is.
-        from imageproto.progress import ProgressReporter, expectedFrames
+        from imageproto.sender.progress import ProgressReporter, expectedFrames
 
         total = expectedFrames(config.source, config.count)
         ProgressReporter(sender, total, reactor).setServiceParent(service)

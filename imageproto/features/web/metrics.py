@@ -4,10 +4,10 @@ Prometheus metrics for one receiver, served as text at C{/metrics}.
 
 Each receiver owns a private L{CollectorRegistry} (never the process-wide
 default one), so several receivers in one process, and the tests, do not
-collide.  Counters that the L{imageproto.streams.StreamRegistry} already
+collide.  Counters that the L{imageproto.receiver.registry.StreamRegistry} already
 keeps are read from its C{snapshot()} at scrape time; the latency histogram
 needs every observation, so L{ReceiverMetrics} is also an
-L{imageproto.sinks.IFrameSink} that the registry hands each frame to.
+L{imageproto.receiver.consumers.IFrameSink} that the registry hands each frame to.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from zope.interface import implementer
 
-from imageproto.sinks import IFrameSink
+from imageproto.receiver.consumers import IFrameSink
 
 __all__ = ["ReceiverMetrics", "LATENCY_BUCKETS", "CONTENT_TYPE"]
 

@@ -3,7 +3,7 @@
 The receiver as a service an application can embed; C{twistd imageproto}
 builds on the same L{ReceiverService}.
 
-    from imageproto.receiver import ReceiverService
+    from imageproto.receiver.service import ReceiverService
 
     def onFrame(frame):          # a ReceivedFrame, in the reactor thread
         print(frame.stream, frame.seq, frame.latency, len(frame.jpeg))
@@ -34,10 +34,10 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from imageproto import wire
-from imageproto.factories import ReceiverFactory
-from imageproto.protocol import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.sinks import CallbackSink, LatestFrameHub, SaveDirSink
-from imageproto.streams import DEFAULT_MAX_STREAMS, StreamRegistry
+from imageproto.protocol.factories import ReceiverFactory
+from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.receiver.consumers import CallbackSink, LatestFrameHub, SaveDirSink
+from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
 
 __all__ = [
     "ReceiverService",
@@ -253,7 +253,7 @@ class ReceiverService(MultiService):
     @param endpoint: an C{IStreamServerEndpoint}, a server endpoint string
         (C{"tcp:8080:interface=127.0.0.1"}) or a port number.
     @param onFrame: called with each accepted
-        L{imageproto.sinks.ReceivedFrame} in the reactor thread; may return a
+        L{imageproto.receiver.consumers.ReceivedFrame} in the reactor thread; may return a
         L{Deferred} to hold back the frame's ACK.
     @param saveDir: write every frame to C{saveDir/<stream>/<seq>.jpg} before
         acknowledging it.
@@ -333,7 +333,7 @@ class ReceiverService(MultiService):
 
     def addSink(self, sink) -> None:
         """
-        Send accepted frames to C{sink} (an L{imageproto.sinks.IFrameSink}).
+        Send accepted frames to C{sink} (an L{imageproto.receiver.consumers.IFrameSink}).
         """
         self.registry.addSink(sink)
 

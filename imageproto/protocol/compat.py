@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_compat -*-
 """
 Protocols for hand-written socket clients that do not speak imageproto's
-wire format.  Their frames join the same L{imageproto.streams.StreamRegistry}
+wire format.  Their frames join the same L{imageproto.receiver.registry.StreamRegistry}
 as native senders, so they count in statistics, reach the sinks (viewer,
 saving, recording) and the detector.  PROTOCOL.md, "Compatibility
 protocols", is the description clients are written from.
@@ -36,7 +36,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from imageproto import wire
-from imageproto.protocol import DEFAULT_MAX_MESSAGE_BYTES, Refused, describePeer
+from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Refused, describePeer
 
 __all__ = [
     "FIELD_BYTES",
@@ -118,7 +118,7 @@ def toJpeg(data: bytes) -> bytes:
     """
     if wire.isJpeg(data):
         return data
-    from imageproto.detectors import decodeImage, encodeImage
+    from imageproto.features.inference.detectors import decodeImage, encodeImage
 
     try:
         return encodeImage(decodeImage(data))
@@ -130,9 +130,9 @@ class CompatFactory(ServerFactory):
     """
     Holds what a compatibility protocol reports to.
 
-    @param streams: the receiver's L{imageproto.streams.StreamRegistry}.
+    @param streams: the receiver's L{imageproto.receiver.registry.StreamRegistry}.
     @param clock: an C{IReactorTime} for receive times.
-    @param inference: an L{imageproto.inference.InferenceService} (or
+    @param inference: an L{imageproto.features.inference.engine.InferenceService} (or
         engine), or C{None} when no detector runs.
     @param maxMessageBytes: the largest image accepted (decoded size).
     @param runInThread: for decoding non-JPEG images off the reactor.
@@ -419,7 +419,7 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
 def listen(receiver, description: str, protocol, inference=None):
     """
     A service listening on C{description} with C{protocol}, feeding
-    C{receiver}'s registry (an L{imageproto.receiver.ReceiverService}).
+    C{receiver}'s registry (an L{imageproto.receiver.service.ReceiverService}).
     A port that cannot be opened fails twistd's start.
     """
     from twisted.application.internet import StreamServerEndpointService

@@ -163,7 +163,7 @@ class _Sent:
 
 class ResultsTracker:
     """
-    Sits between the capture loop and the L{imageproto.sender.FrameSender}
+    Sits between the capture loop and the L{imageproto.sender.flow.FrameSender}
     (it is the capture loop's sink and forwards everything), remembering
     for each frame the sender takes its capture time, send time and image
     name; the sender's C{onResult} is L{resultReceived}.
@@ -171,7 +171,7 @@ class ResultsTracker:
     The sender numbers the frames it takes 0, 1, 2, ... in the order they
     are offered, so counting taken frames here gives their seq.
 
-    @param sender: the L{imageproto.sender.FrameSender}.
+    @param sender: the L{imageproto.sender.flow.FrameSender}.
     @param write: called with each L{ResultRecord}.
     @param clock: the sender's C{IReactorTime}.
     @param source: the capture source; an image folder's C{current} names

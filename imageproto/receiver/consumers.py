@@ -2,7 +2,7 @@
 """
 Where accepted frames go: L{IFrameSink} and its implementations.
 
-The L{imageproto.streams.StreamRegistry} hands every accepted frame, as a
+The L{imageproto.receiver.registry.StreamRegistry} hands every accepted frame, as a
 L{ReceivedFrame}, to each sink.  A sink that returns a L{Deferred} from
 C{frameReceived} holds back the sender's ACK until it fires (L{SaveDirSink}
 does, so an ACK means the frame is on disk); a sink that returns C{None}

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from imageproto import wire
-from imageproto.detectors import DetectorSpec, annotate, decodeImage, encodeImage
+from imageproto.features.inference.detectors import DetectorSpec, annotate, decodeImage, encodeImage
 
 __all__ = [
     "REPLY_MODES",
@@ -482,7 +482,7 @@ def checkOptions(options) -> None:
     """
     from twisted.python import usage
 
-    from imageproto.detectors import (
+    from imageproto.features.inference.detectors import (
         DetectorError,
         OnnxOptions,
         loadDetector,
@@ -527,11 +527,11 @@ def checkOptions(options) -> None:
 def attachToReceiver(receiver, options) -> InferenceService | None:
     """
     Add the detector (C{options["detector"]}, from L{checkOptions}) and the
-    compatibility listeners to an L{imageproto.receiver.ReceiverService}.
+    compatibility listeners to an L{imageproto.receiver.service.ReceiverService}.
 
     @return: the L{InferenceService}, or C{None} without C{--detect}.
     """
-    from imageproto import compat
+    from imageproto.protocol import compat
 
     service = None
     spec = options.get("detector")

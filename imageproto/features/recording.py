@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from imageproto.sinks import IFrameSink
+from imageproto.receiver.consumers import IFrameSink
 
 __all__ = ["Recorder", "segmentName", "DEFAULT_SEGMENT_SECONDS"]
 

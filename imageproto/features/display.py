@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from imageproto.sinks import IFrameSink, ReceivedFrame
+from imageproto.receiver.consumers import IFrameSink, ReceivedFrame
 
 __all__ = ["DisplayUnavailable", "checkDisplay", "WindowThread", "DisplaySink"]
 

@@ -35,7 +35,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from imageproto import capture
+from imageproto.sender import sources
 
 __all__ = [
     "CaptureService",
@@ -49,19 +49,19 @@ class CaptureService(Service):
     """
     Reads, encodes and offers frames at a steady rate.
 
-    A C{LoopingCall} drives the loop; each tick runs L{capture.grab} through
+    A C{LoopingCall} drives the loop; each tick runs L{sources.grab} through
     C{runInThread} and waits for it, so captures never overlap and OpenCV
     never blocks the reactor.  Before reading from a finite source the tick
     first waits for C{sink.whenReady()}, so the file is read no faster than
     the network takes it.  A live source is read every tick and the sink
     drops what it cannot send.
 
-    @param source: a frame source (see L{imageproto.capture}).
-    @param sink: the L{imageproto.sender.FrameSender} (C{whenReady},
+    @param source: a frame source (see L{imageproto.sender.sources}).
+    @param sink: the L{imageproto.sender.flow.FrameSender} (C{whenReady},
         C{frameCaptured}, C{sourceExhausted}, C{fail}).
     @param fps: frames per second; C{None} for the source's own rate
         (C{nativeFps()}), 0 for as fast as the pipeline goes.
-    @param encoder: the L{capture.Encoder}.
+    @param encoder: the L{sources.Encoder}.
     @param runInThread: C{f, *args -> Deferred}; by default the service runs
         a one-thread pool of its own, which keeps each capture handle on one
         thread and the reactor's shared pool free.
@@ -134,7 +134,7 @@ class CaptureService(Service):
 
     def _openFailed(self, failure: Failure) -> None:
         self._opening = None
-        if failure.check(capture.CaptureError):
+        if failure.check(sources.CaptureError):
             self.sink.fail(str(failure.value))
         else:
             self.log.failure("opening {source}", failure, source=self.source.description)
@@ -154,7 +154,7 @@ class CaptureService(Service):
         return self._capture()
 
     def _capture(self) -> Deferred:
-        d = self.runInThread(capture.grab, self.source, self.encoder)
+        d = self.runInThread(sources.grab, self.source, self.encoder)
         d.addCallbacks(self._captured, self._captureFailed)
         return d
 
@@ -171,7 +171,7 @@ class CaptureService(Service):
                 self._end(f"{self.frames} frames (--count)")
 
     def _captureFailed(self, failure: Failure):
-        failure.trap(capture.CaptureError)
+        failure.trap(sources.CaptureError)
         # A camera that went away fails every tick: warn once, not at 30 Hz.
         # Each unreadable file of a finite source is worth its own warning.
         quiet = self._failing and self.source.live
@@ -319,7 +319,7 @@ class EndpointConnector:
 
 class SenderConnectionService(Service):
     """
-    Keeps a L{imageproto.factories.SenderFactory} connected through an
+    Keeps a L{imageproto.protocol.factories.SenderFactory} connected through an
     endpoint.
 
     Stopping says BYE if a stream is up, calls C{stopTrying()} before
@@ -327,7 +327,7 @@ class SenderConnectionService(Service):
     up to C{closeTimeout} seconds for buffered bytes to be written.
 
     @param endpoint: the client endpoint.
-    @param factory: the L{imageproto.factories.SenderFactory}.
+    @param factory: the L{imageproto.protocol.factories.SenderFactory}.
     @param destination: the endpoint string, for log lines.
     @param clock: the C{IReactorTime} for the close timeout.
     """
@@ -363,14 +363,14 @@ class SenderConnectionService(Service):
 class SenderService(MultiService):
     """
     One run of the sender: a L{SenderConnectionService} and a
-    L{CaptureService} around one L{imageproto.sender.FrameSender}.
+    L{CaptureService} around one L{imageproto.sender.flow.FrameSender}.
 
     When the sender is done (everything delivered) or fails for good,
     C{onExit} is called with the process's exit status: 0 for done, 1 for a
     failure.  In production it stops the reactor (see
     L{imageproto.tap.sender}).
 
-    @param sender: the L{imageproto.sender.FrameSender}.
+    @param sender: the L{imageproto.sender.flow.FrameSender}.
     @param connection: the L{SenderConnectionService}.
     @param capture: the L{CaptureService}.
     @param onExit: C{int -> None}.

@@ -4,8 +4,8 @@ The sender's decisions: which frames go out, which wait, which are dropped,
 what is resent after a reconnect, and when the run is over.
 
 L{FrameSender} is the C{factory.sender} collaborator of
-L{imageproto.protocol.FrameSenderProtocol}, and the sink of
-L{imageproto.services.CaptureService}.  It touches no socket and no thread: it
+L{imageproto.protocol.framing.FrameSenderProtocol}, and the sink of
+L{imageproto.sender.service.CaptureService}.  It touches no socket and no thread: it
 is driven by plain method calls and reads time from an injected clock, so
 every rule below is tested without a network.
 

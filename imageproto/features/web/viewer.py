@@ -35,7 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
 from zope.interface import implementer
 
-from imageproto.metrics import CONTENT_TYPE, ReceiverMetrics
+from imageproto.features.web.metrics import CONTENT_TYPE, ReceiverMetrics
 
 __all__ = [
     "BOUNDARY",
@@ -325,11 +325,11 @@ class WebRoot(Resource):
     """
     The viewer's resource tree.
 
-    @param hub: the L{imageproto.sinks.LatestFrameHub} of the receiver.
+    @param hub: the L{imageproto.receiver.consumers.LatestFrameHub} of the receiver.
     @param snapshot: a callable returning C{StreamRegistry.snapshot()}.
     @param metrics: the receiver's L{ReceiverMetrics}.
     @param viewers: the L{Viewers} counter L{metrics} reads.
-    @param recorderStats: a callable returning L{imageproto.recorder.Recorder}
+    @param recorderStats: a callable returning L{imageproto.features.recording.Recorder}
         statistics per stream, when recording.
     @param detections: a callable taking a stream name and returning that
         stream's latest detections as JSON-ready data (C{None} for none).
@@ -428,9 +428,9 @@ def makeWebService(
     sink (for the latency histogram), and serves L{WebRoot} on C{endpoint}.
 
     @param endpoint: a C{--web} value (see L{webEndpoint}).
-    @param hub: the receiver's L{imageproto.sinks.LatestFrameHub}.
-    @param registry: the receiver's L{imageproto.streams.StreamRegistry}.
-    @param recorder: the receiver's L{imageproto.recorder.Recorder}, or
+    @param hub: the receiver's L{imageproto.receiver.consumers.LatestFrameHub}.
+    @param registry: the receiver's L{imageproto.receiver.registry.StreamRegistry}.
+    @param recorder: the receiver's L{imageproto.features.recording.Recorder}, or
         C{None}.
     @param detections: see L{WebRoot}.
     @return: C{(service, root)}: a L{StreamServerEndpointService} that
@@ -470,7 +470,7 @@ def attachToReceiver(
 ) -> dict:
     """
     Add the live viewer and the recorder to a
-    L{imageproto.receiver.ReceiverService}, as C{--web}, C{--record-dir} and
+    L{imageproto.receiver.service.ReceiverService}, as C{--web}, C{--record-dir} and
     C{--segment-seconds} ask.
 
     Both are children of C{receiver}, so they start and stop with it; the
@@ -480,7 +480,7 @@ def attachToReceiver(
     @return: C{{"web": (service, root) or None, "recorder": Recorder or
         None}}.
     """
-    from imageproto.recorder import DEFAULT_SEGMENT_SECONDS, Recorder
+    from imageproto.features.recording import DEFAULT_SEGMENT_SECONDS, Recorder
 
     recorder = None
     if recordDir is not None:

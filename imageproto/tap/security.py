@@ -23,15 +23,15 @@ import os
 from twisted.python import usage
 
 from imageproto.wire import SCAP_HEARTBEAT
-from imageproto.auth import TokenFileError, TokenTable, readSenderToken
-from imageproto.limits import (
+from imageproto.protocol.tokens import TokenFileError, TokenTable, readSenderToken
+from imageproto.protocol.limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEARTBEAT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PEER_BUFFER,
 )
-from imageproto.tls import TLSConfigError, clientCreator, parseEndpointString, serverEndpoint
+from imageproto.protocol.tls import TLSConfigError, clientCreator, parseEndpointString, serverEndpoint
 
 __all__ = [
     "RECEIVER_OPTIONS",
@@ -157,7 +157,7 @@ def receiverEndpoint(options, reactor):
 def applyToReceiverFactory(factory, options) -> None:
     """
     Set the limits and token table from checked C{options} on a
-    L{imageproto.factories.ReceiverFactory}.
+    L{imageproto.protocol.factories.ReceiverFactory}.
     """
     get = options.get
     factory.tokens = get("tokens")
@@ -232,7 +232,7 @@ def senderEndpoint(options, reactor):
 def applyToSenderFactory(factory, options) -> None:
     """
     Set the token and liveness settings from checked C{options} on a
-    L{imageproto.factories.SenderFactory}.
+    L{imageproto.protocol.factories.SenderFactory}.
     """
     get = options.get
     factory.token = get("token")

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_streams -*-
 """
 The receiver's registry of named streams: the C{factory.streams}
-collaborator of L{imageproto.protocol.FrameReceiverProtocol}.
+collaborator of L{imageproto.protocol.framing.FrameReceiverProtocol}.
 
 It decides who may stream under which name, drops resent duplicates, hands
 accepted frames to the sinks and keeps per-stream statistics.
@@ -25,9 +25,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imageproto import wire
-from imageproto.protocol import Refused
-from imageproto.sinks import ReceivedFrame
-from imageproto.stats import StreamStats
+from imageproto.protocol.framing import Refused
+from imageproto.receiver.consumers import ReceivedFrame
+from imageproto.receiver.stats import StreamStats
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
@@ -106,7 +106,7 @@ class StreamRegistry:
     All streams a receiver knows, live or not.
 
     @param clock: an C{IReactorTime} (for connection times and L{snapshot}).
-    @param sinks: L{imageproto.sinks.IFrameSink}s every accepted frame goes to.
+    @param sinks: L{imageproto.receiver.consumers.IFrameSink}s every accepted frame goes to.
     @param maxStreams: how many streams may be live at once.
     @param rememberSeqs: accepted sequence numbers remembered per stream to
         recognise resent frames.

@@ -199,7 +199,7 @@ class ProgressReporter(Service):
 
     @param sender: an object with C{name} and C{summary()} returning an
         object with C{sent} and C{acknowledged} (an
-        L{imageproto.sender.FrameSender}).
+        L{imageproto.sender.flow.FrameSender}).
     @param total: the frames the source holds, or C{None}.
     @param clock: an C{IReactorTime}.
     @param display: an object with C{show(progress)} and C{close()}; chosen
@@ -260,18 +260,18 @@ def expectedFrames(spec, count: int = 0) -> int | None:
     """
     How many frames a sender's source will send, for the progress total.
 
-    @param spec: an L{imageproto.config} source spec; only C{VideoSpec}
+    @param spec: an L{imageproto.tap.config} source spec; only C{VideoSpec}
         (without C{loop}) and C{ImagesSpec} have a known length.
     @param count: the sender's C{--count} limit, 0 for none.
     @return: the number, or C{None} when unknown.  Reading a video's frame
         count opens the file, so call this before the reactor runs (from
         C{makeService}), not on it.
     """
-    from imageproto.config import ImagesSpec, VideoSpec
+    from imageproto.tap.config import ImagesSpec, VideoSpec
 
     total = None
     if isinstance(spec, ImagesSpec):
-        from imageproto.capture import listImages
+        from imageproto.sender.sources import listImages
 
         total = len(listImages(spec.directory))
     elif isinstance(spec, VideoSpec) and not spec.loop:

@@ -167,7 +167,7 @@ class StreamStats:
     def snapshot(self, now: float, connected: bool) -> dict:
         """
         A JSON-ready summary, the value kept under a stream's name in
-        L{imageproto.streams.StreamRegistry.snapshot}.
+        L{imageproto.receiver.registry.StreamRegistry.snapshot}.
         """
         return {
             "frames": self.frames,

@@ -8,12 +8,12 @@ from __future__ import annotations
 from twisted.internet.protocol import ReconnectingClientFactory, ServerFactory
 from twisted.logger import Logger
 
-from imageproto.limits import (
+from imageproto.protocol.limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PEER_BUFFER,
 )
-from imageproto.protocol import (
+from imageproto.protocol.framing import (
     DEFAULT_MAX_MESSAGE_BYTES,
     FrameReceiverProtocol,
     FrameSenderProtocol,
@@ -26,17 +26,17 @@ class ReceiverFactory(ServerFactory):
     """
     Builds L{FrameReceiverProtocol}s for one listening port.
 
-    @ivar streams: the L{imageproto.streams.StreamRegistry} every connection
+    @ivar streams: the L{imageproto.receiver.registry.StreamRegistry} every connection
         reports to.
     @ivar maxMessageBytes: the largest message read from a sender.
     @ivar capabilities: the C{wire.SCAP_*} flags sent in WELCOME.
     @ivar heartbeat: seconds between PINGs announced in WELCOME (0: none).
     @ivar clock: an C{IReactorTime}, for receive timestamps.
 
-    Security and limits (L{imageproto.limits}, L{imageproto.auth}); set them
+    Security and limits (L{imageproto.protocol.limits}, L{imageproto.protocol.tokens}); set them
     after construction:
 
-    @ivar tokens: an L{imageproto.auth.TokenTable} senders must prove a
+    @ivar tokens: an L{imageproto.protocol.tokens.TokenTable} senders must prove a
         token from, or C{None} for no authentication.
     @ivar maxConnections: connections over this are refused with ERROR 10.
     @ivar handshakeTimeout: seconds from connect to WELCOME, or C{None}.
@@ -44,7 +44,7 @@ class ReceiverFactory(ServerFactory):
     @ivar maxPeerBuffer: bytes of one peer's unsettled frames before reads
         from it pause.
     @ivar peers: the open connections.
-    @ivar inference: an L{imageproto.inference.InferenceService} that each
+    @ivar inference: an L{imageproto.features.inference.engine.InferenceService} that each
         accepted frame is submitted to after its ACK (its RESULT goes back on
         the same connection), or C{None} when no detector runs.
     """
@@ -80,7 +80,7 @@ class SenderFactory(ReconnectingClientFactory):
     """
     Connects (and reconnects, with backoff) one sender to a receiver.
 
-    @ivar sender: the L{imageproto.sender.FrameSender} that decides what to
+    @ivar sender: the L{imageproto.sender.flow.FrameSender} that decides what to
         send; it outlives each connection.  Told through C{fail()} when
         C{maxRetries} consecutive attempts have failed.
     """

@@ -7,12 +7,12 @@ Decisions live in the collaborators, not here:
 
   - L{FrameReceiverProtocol} (server side) uses C{self.factory.streams}, an
     object with C{attach}, C{frameReceived}, C{frameRejected} and C{detach}
-    (see L{imageproto.streams.StreamRegistry}).
+    (see L{imageproto.receiver.registry.StreamRegistry}).
   - L{FrameSenderProtocol} (client side) uses C{self.factory.sender}, an
     object with C{hello}, C{connected}, C{acked}, C{rejected},
     C{resultReceived}, C{refused}, C{failed} and C{disconnected}, and
     optionally C{drained}, called when the transport's send buffer empties
-    after a pause (see L{imageproto.sender.FrameSender}).
+    after a pause (see L{imageproto.sender.flow.FrameSender}).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
 from imageproto import wire
-from imageproto.auth import AuthenticationFailed, computeDigest, newNonce
-from imageproto.limits import (
+from imageproto.protocol.tokens import AuthenticationFailed, computeDigest, newNonce
+from imageproto.protocol.limits import (
     ABORT_GRACE,
     PeerBuffer,
     ReadGate,
@@ -307,7 +307,7 @@ class FrameReceiverProtocol(MessageProtocol):
 
     def _startLimits(self) -> None:
         """
-        Apply the factory's limits (see L{imageproto.limits}): refuse a
+        Apply the factory's limits (see L{imageproto.protocol.limits}): refuse a
         connection over C{maxConnections}, start the handshake deadline, and
         pause reading while this peer's backlog is over C{maxPeerBuffer} or
         our send buffer to it is full.
@@ -451,7 +451,7 @@ class FrameReceiverProtocol(MessageProtocol):
     def _infer(self, inference, stream, frame: wire.Frame) -> None:
         """
         After the ACK: hand the frame to the detector (C{factory.inference},
-        an L{imageproto.inference.InferenceService}) and send its RESULT on
+        an L{imageproto.features.inference.engine.InferenceService}) and send its RESULT on
         this connection when it completes, if the sender understands RESULT
         (C{CAP_RESULTS}), replies are on (C{--reply} is not C{none}) and it
         is still connected.  A live sender's stale frames are skipped and
@@ -631,7 +631,7 @@ def _greet(
     inputs: _ReceiverInputs, core: FrameReceiverProtocol, hello: wire.Hello
 ) -> None:
     """
-    With C{factory.tokens} (an L{imageproto.auth.TokenTable}), answer HELLO
+    With C{factory.tokens} (an L{imageproto.protocol.tokens.TokenTable}), answer HELLO
     with a fresh CHALLENGE; otherwise attach the stream now.
     """
     if core.factory.tokens is None:
