@@ -129,9 +129,10 @@ class _Counter:
 
 class _MinimalStreams:
     """
-    Stands in for L{imageproto.receiver.registry.StreamRegistry} (C{--imageproto
-    minimal}): accepts every stream, records each frame's seq and one-way
-    latency, acknowledges at once, and reports when the sender leaves.
+    Stands in for the receiver's stream registry and frame pipeline
+    (C{--imageproto minimal}): accepts every stream, records each frame's seq
+    and one-way latency, acknowledges at once, and reports when the sender
+    leaves.
     """
 
     def __init__(self, reactor) -> None:
@@ -143,17 +144,12 @@ class _MinimalStreams:
     def attach(self, name, capabilities, session, protocol):
         return _Stream(name)
 
-    def frameReceived(self, stream, frame, receiveTime):
-        from twisted.internet.defer import succeed
-
+    def frameReceived(self, stream, frame, channel):
         if self.start is None:
             self.start, self.cpu0 = time.perf_counter(), _cpu()
         self.seqs.append(frame.seq)
-        self.latencies.append(receiveTime - frame.captureTime)
-        return succeed(None)
-
-    def frameRejected(self, stream, frame):
-        self.seqs.append(-1)
+        self.latencies.append(self.reactor.seconds() - frame.captureTime)
+        channel.acknowledge(frame.seq)
 
     def detach(self, stream, protocol):
         cpu1 = _cpu()
@@ -273,7 +269,8 @@ def _runMinimalReceiver(args) -> None:
 
     from imageproto.protocol.factories import ReceiverFactory
 
-    factory = ReceiverFactory(_MinimalStreams(reactor), reactor)
+    streams = _MinimalStreams(reactor)
+    factory = ReceiverFactory(streams, reactor, pipeline=streams)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     _emit({"port": port.getHost().port})
     reactor.run()

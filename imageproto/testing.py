@@ -20,7 +20,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from imageproto.protocol.framing import TransportPressure
+from imageproto.protocol.sending import TransportPressure
 
 __all__ = [
     "waitFor",

@@ -9,6 +9,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
+from tests.helpers import StubRegistry
 from imageproto.protocol.tokens import (
     AUTH_CONTEXT,
     AuthenticationFailed,
@@ -228,7 +229,7 @@ class HandshakeTests(SynchronousTestCase):
         from tests.test_limits import FakeSender, FakeStreams
 
         clock = Clock()
-        server = ReceiverFactory(FakeStreams(), clock)
+        server = ReceiverFactory(FakeStreams(), clock, pipeline=StubRegistry())
         if serverTokens is not None:
             server.tokens = TokenTable.parse(serverTokens)
         client = SenderFactory(FakeSender(name), clock)
@@ -253,7 +254,7 @@ class HandshakeTests(SynchronousTestCase):
         client, server, _ = self.connect(f"{TOKEN_A} cam-*", TOKEN_A)
         self.assertIsNotNone(client.welcomed)
         self.assertEqual(self.client.sender.events[0][0], "connected")
-        self.assertEqual([s.name for s in self.server.streams.attached], ["cam-1"])
+        self.assertEqual([name for name, _ in self.server.streams.attached], ["cam-1"])
 
     def test_wrongToken(self) -> None:
         """
@@ -311,7 +312,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertIsNotNone(client.welcomed)
         # Record a valid AUTH the way an eavesdropper would: from a fresh
         # exchange whose challenge we can see.
-        factory = ReceiverFactory(FakeStreams(), Clock())
+        factory = ReceiverFactory(FakeStreams(), Clock(), pipeline=StubRegistry())
         factory.tokens = TokenTable.parse(f"{TOKEN_A} *")
         first = factory.buildProtocol(None)
         firstTransport = StringTransport()
@@ -346,7 +347,7 @@ class HandshakeTests(SynchronousTestCase):
         from imageproto.protocol.factories import ReceiverFactory
         from tests.test_limits import FakeStreams, framed, messages
 
-        proto = ReceiverFactory(FakeStreams(), Clock()).buildProtocol(None)
+        proto = ReceiverFactory(FakeStreams(), Clock(), pipeline=StubRegistry()).buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
         proto.dataReceived(framed(wire.Auth(SERVER_NONCE, SERVER_NONCE)))

@@ -27,9 +27,13 @@ from imageproto.protocol.compat import (
     CompatFactory,
     LengthPrefixedImageProtocol,
 )
-from imageproto.features.inference.engine import InferenceEngine, Processed
+from imageproto.features.inference.engine import (
+    InferenceConsumer,
+    InferenceEngine,
+    Processed,
+)
 from imageproto.receiver.consumers import CallbackSink
-from imageproto.receiver.registry import StreamRegistry
+from tests.helpers import receiverStack
 from tests.test_client import readJpeg
 
 try:
@@ -69,14 +73,15 @@ class Harness:
     def __init__(self, protocol, inference=None, maxMessageBytes=1 << 20):
         self.clock = MemoryReactorClock()
         self.frames = []
-        self.registry = StreamRegistry(
-            self.clock, sinks=[CallbackSink(self.frames.append)]
-        )
+        consumers = [CallbackSink(self.frames.append)]
+        if inference is not None:
+            consumers.append(inference)
+        self.registry, self.pipeline = receiverStack(self.clock, consumers)
         self.factory = CompatFactory(
             protocol,
             self.registry,
+            self.pipeline,
             self.clock,
-            inference=inference,
             maxMessageBytes=maxMessageBytes,
             runInThread=syncThread,
         )
@@ -227,7 +232,7 @@ class Base64Tests(SynchronousTestCase):
                 submitted.append((stream, frame.seq, kw["live"]))
                 return Deferred()
 
-        self.h.factory.inference = Inference()
+        self.h.pipeline.addConsumer(InferenceConsumer(Inference()))
         proto, _ = self.h.connect()
         proto.dataReceived(base64Frame(self.jpeg, self.when) * 2)
         self.assertEqual(
@@ -269,7 +274,7 @@ class LE32Tests(SynchronousTestCase):
             return d
 
         engine = InferenceEngine(lambda *a: None, run, reply="detections")
-        h = Harness(LengthPrefixedImageProtocol, inference=engine)
+        h = Harness(LengthPrefixedImageProtocol, inference=InferenceConsumer(engine))
         proto, transport = h.connect()
         proto.dataReceived(le32(self.jpeg))
         self.assertEqual(transport.value(), b"")
@@ -344,10 +349,12 @@ class RealSocketTests(TestCase):
         if cv2 is None:
             raise self.skipTest("cv2 is not installed")
         self.frames = []
-        self.registry = StreamRegistry(reactor, sinks=[CallbackSink(self.frames.append)])
+        self.registry, self.pipeline = receiverStack(
+            reactor, [CallbackSink(self.frames.append)]
+        )
 
     def listen(self, protocol):
-        factory = CompatFactory(protocol, self.registry, reactor)
+        factory = CompatFactory(protocol, self.registry, self.pipeline, reactor)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port

@@ -35,7 +35,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from imageproto import wire
 from imageproto.protocol.tokens import TokenTable
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
-from tests.test_limits import FakeSender, FakeStreams, messages
+from tests.helpers import StubRegistry
+from tests.test_limits import FakeSender, messages
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(64)) + b"\xff\xd9"
 DECODER_INPUTS = 100_000
@@ -110,9 +111,10 @@ def checkDecoder(data: bytes) -> None:
 
 def receiverProtocol(tokens: bool):
     clock = Clock()
-    streams = FakeStreams()
-    streams.frameReceived = lambda stream, frame, when: succeed(None)
-    factory = ReceiverFactory(streams, clock, maxMessageBytes=4096, heartbeat=1)
+    streams = StubRegistry(clock)
+    factory = ReceiverFactory(
+        streams, clock, maxMessageBytes=4096, heartbeat=1, pipeline=streams
+    )
     factory.idleTimeout = 3
     if tokens:
         factory.tokens = TokenTable.parse("imageproto-test-token-0001 *")

@@ -16,7 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
 from imageproto.features.inference.detectors import DetectorSpec, loadDetector
+from imageproto.receiver.pipeline import ConsumerBase
+from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
 from imageproto.features.inference.engine import (
+    InferenceConsumer,
     FrameProcessor,
     InferenceEngine,
     InferenceService,
@@ -354,22 +357,67 @@ class ServiceTests(SynchronousTestCase):
         self.assertFalse(service._pool.started)
 
 
-    def test_observersSeeEveryResult(self):
+    def test_resultAfterAckToWatchersAndSender(self):
         """
-        Every RESULT the detector produces goes to each result observer with
-        its stream name, and still to the submitter.
+        Through the receiver's pipeline, a frame's RESULT reaches the
+        consumers that watch results and goes to the frame's channel after
+        its ACK, even when the detector finishes before the frame is stored.
         """
-        service = InferenceService(
-            DetectorSpec("e", object, echo=True), reactor=MemoryReactorClock()
-        )
+        clock = MemoryReactorClock()
         threads = FakeThreads()
-        service.engine = InferenceEngine(lambda *a: None, threads)
+        engine = InferenceEngine(lambda *a: None, threads)
+        store = Deferred()
+
+        class Storing(ConsumerBase):
+            def frameReceived(self, frame):
+                return store
+
         seen = []
-        service.addResultObserver(lambda stream, result: seen.append((stream, result.seq)))
-        d = service.submit("cam", frameOf(3))
+
+        class Watching(ConsumerBase):
+            def frameReceived(self, frame):
+                pass
+
+            def resultReady(self, frame, result):
+                seen.append((frame.stream, result.seq))
+
+        registry, pipeline = receiverStack(
+            clock, [Storing(), InferenceConsumer(engine), Watching()]
+        )
+        stream = registry.attach("cam", wire.CAP_RESULTS, 1, object())
+        channel = RecordingChannel()
+        pipeline.frameReceived(stream, wire.Frame(3, FAKE_JPEG), channel)
         threads.finish(0, [])
         self.assertEqual(seen, [("cam", 3)])
-        self.assertEqual(self.successResultOf(d).seq, 3)
+        self.assertEqual((channel.acks, channel.results), ([], []))
+        store.callback(None)
+        self.assertEqual(channel.acks, [3])
+        self.assertEqual([r.seq for r in channel.results], [3])
+
+    def test_rejectedFrameGetsNoResult(self):
+        """
+        A frame the pipeline rejects in the end (it could not be stored)
+        gets no RESULT, though the detector answered it first.
+        """
+        clock = MemoryReactorClock()
+        threads = FakeThreads()
+        store = Deferred()
+
+        class Storing(ConsumerBase):
+            def frameReceived(self, frame):
+                return store
+
+        registry, pipeline = receiverStack(
+            clock, [Storing(), InferenceConsumer(InferenceEngine(lambda *a: None, threads))]
+        )
+        stream = registry.attach("cam", wire.CAP_RESULTS, 1, object())
+        channel = RecordingChannel()
+        pipeline.frameReceived(stream, wire.Frame(3, FAKE_JPEG), channel)
+        threads.finish(0, [])
+        store.errback(OSError("disk full"))
+        self.assertEqual(channel.results, [])
+        self.assertEqual([seq for seq, _ in channel.rejects], [3])
+        self.flushLoggedErrors(OSError)
 
 
 class ReceiverTapTests(SynchronousTestCase):
@@ -405,23 +453,26 @@ class ReceiverTapTests(SynchronousTestCase):
         self.assertEqual(options["detector"].name, "faces")
         self.assertEqual(options["reply"], "detections")
         receiver = makeService(options, reactor=MemoryReactorClock())
-        self.assertIsInstance(receiver.factory.inference, InferenceService)
-        self.assertEqual(receiver.factory.inference.workers, 2)
+        (service,) = [s for s in receiver if isinstance(s, InferenceService)]
+        self.assertEqual(service.workers, 2)
+        self.assertIn(service.consumer, receiver.pipeline.consumers)
         self.assertEqual(receiver.factory.capabilities & wire.SCAP_DETECT, wire.SCAP_DETECT)
         self.assertFalse(receiver.factory.capabilities & wire.SCAP_ANNOTATED)
 
     def test_webViewerGetsDetections(self):
         """
         With C{--detect} and C{--web}, the viewer's latest-detections store
-        observes the detector's results, so the page can draw the boxes.
+        is a consumer of the pipeline, which tells it every result, so the
+        page can draw the boxes.
         """
         from imageproto.tap.receiver import makeService
         from imageproto.features.web.viewer import LatestDetections
 
         options = self.parse("--detect", "echo", "--web", "tcp:0:interface=127.0.0.1")
         receiver = makeService(options, reactor=MemoryReactorClock())
-        (observer,) = receiver.factory.inference._observers
-        self.assertIsInstance(observer.__self__, LatestDetections)
+        kinds = [type(c) for c in receiver.pipeline.consumers]
+        self.assertIn(InferenceConsumer, kinds)
+        self.assertIn(LatestDetections, kinds)
 
     def test_annotatedCapability(self):
         """
@@ -443,7 +494,7 @@ class ReceiverTapTests(SynchronousTestCase):
         receiver = makeService(
             self.parse("--detect", "echo", "--reply", "none"), reactor=MemoryReactorClock()
         )
-        self.assertIsNotNone(receiver.factory.inference)
+        self.assertIn(InferenceConsumer, [type(c) for c in receiver.pipeline.consumers])
         self.assertFalse(receiver.factory.capabilities & wire.SCAP_DETECT)
 
     def test_errors(self):

@@ -14,6 +14,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
+from tests.helpers import StubRegistry
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
 from imageproto.protocol.limits import (
     ABORT_GRACE,
@@ -45,31 +46,12 @@ def messages(transport: StringTransport) -> list:
     return out
 
 
-class FakeStreams:
+def FakeStreams():
     """
-    A StreamRegistry stand-in: frames stay pending until the test fires
-    their Deferreds.
+    A registry and pipeline stand-in whose frames stay pending until the
+    test fires the Deferreds in its C{pending}.
     """
-
-    def __init__(self) -> None:
-        self.pending: list[Deferred] = []
-        self.attached = []
-
-    def attach(self, name, capabilities, session, protocol):
-        stream = type("Stream", (), {"name": name})()
-        self.attached.append(stream)
-        return stream
-
-    def detach(self, stream, protocol) -> None:
-        self.attached.remove(stream)
-
-    def frameReceived(self, stream, frame, receiveTime) -> Deferred:
-        d = Deferred()
-        self.pending.append(d)
-        return d
-
-    def frameRejected(self, stream, frame) -> None:
-        pass
+    return StubRegistry(hold=True)
 
 
 class FakeSender:
@@ -92,7 +74,10 @@ class FakeSender:
 
 
 def receiverFactory(clock: Clock, **settings) -> ReceiverFactory:
-    factory = ReceiverFactory(FakeStreams(), clock, heartbeat=settings.pop("heartbeat", 0))
+    streams = FakeStreams()
+    factory = ReceiverFactory(
+        streams, clock, heartbeat=settings.pop("heartbeat", 0), pipeline=streams
+    )
     for key, value in settings.items():
         setattr(factory, key, value)
     return factory

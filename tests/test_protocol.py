@@ -20,7 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from imageproto import wire
 from imageproto.protocol.tokens import TokenTable, computeDigest
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
-from imageproto.protocol.framing import MessageProtocol, Refused
+from imageproto.protocol.framing import MessageProtocol
+from imageproto.receiver.consumers import CallbackSink
+from imageproto.wire import Refused
+from tests.helpers import StubRegistry, receiverStack
 from tests.test_wire import TINY_JPEG, protocolBlocks, wireBytes
 
 
@@ -272,50 +275,13 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(len(buffer), 0)
 
 
-class StubStream:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class StubRegistry:
-    """
-    Enough of L{imageproto.receiver.registry.StreamRegistry} for the receiving
-    protocol: it refuses names in C{refusals} and answers each frame with
-    the Deferred in C{answers}, or an already-fired one.
-    """
-
-    def __init__(self) -> None:
-        self.refusals: dict = {}
-        self.answers: dict = {}
-        self.attached: list = []
-        self.frames: list = []
-        self.rejected: list = []
-        self.detached: list = []
-
-    def attach(self, name, *rest):
-        # rest: capabilities, (session,) protocol
-        if name in self.refusals:
-            raise self.refusals[name]
-        stream = StubStream(name)
-        self.attached.append((name, rest[-1]))
-        return stream
-
-    def frameReceived(self, stream, frame, receiveTime):
-        self.frames.append((stream.name, frame, receiveTime))
-        return self.answers.pop(frame.seq, None) or succeed(None)
-
-    def frameRejected(self, stream, frame):
-        self.rejected.append((stream.name, frame.seq))
-
-    def detach(self, stream, protocol):
-        self.detached.append((stream.name, protocol))
-
-
 def receiver(maxMessageBytes: int = wire.Welcome().maxMessageBytes, **kwargs):
-    registry = StubRegistry()
     clock = Clock()
     clock.advance(1000)
-    factory = ReceiverFactory(registry, clock, maxMessageBytes=maxMessageBytes, **kwargs)
+    registry = StubRegistry(clock)
+    factory = ReceiverFactory(
+        registry, clock, maxMessageBytes=maxMessageBytes, pipeline=registry, **kwargs
+    )
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
@@ -456,18 +422,25 @@ class ReceiverProtocolTests(SynchronousTestCase):
 
     def test_nonJpegRejected(self):
         """
-        A FRAME whose payload is not a JPEG is REJECTed without reaching the
-        registry's C{frameReceived}; the connection stays and the next
-        frame is acknowledged.
+        With the real registry and pipeline, a FRAME whose payload is not a
+        JPEG is REJECTed and counted without reaching a consumer; the
+        connection stays and the next frame is acknowledged.
         """
-        proto, transport, registry = self.handshake()
+        clock = Clock()
+        seen = []
+        registry, pipeline = receiverStack(clock, [CallbackSink(seen.append)])
+        proto = ReceiverFactory(registry, clock, pipeline=pipeline).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(framed(HELLO))
+        transport.clear()
         proto.dataReceived(framed(wire.Frame(3, b"PNG?")) + framed(wire.Frame(4, TINY_JPEG)))
         self.assertEqual(
             written(transport),
             [wire.Reject(3, "payload is not a JPEG"), wire.Ack(4)],
         )
-        self.assertEqual(registry.rejected, [("cam-1", 3)])
-        self.assertEqual([f.seq for _, f, _ in registry.frames], [4])
+        self.assertEqual(registry.stats("cam-1").rejected, 1)
+        self.assertEqual([f.seq for f in seen], [4])
         self.assertFalse(transport.disconnecting)
 
     def test_registryFailureRejects(self):
@@ -569,9 +542,15 @@ class ReceiverProtocolTests(SynchronousTestCase):
     def test_workedExample(self):
         """
         Fed the sender's lines of PROTOCOL.md's worked example, the receiver
-        writes exactly the receiver's lines, and closes after the BYE.
+        (its real registry and pipeline) writes exactly the receiver's
+        lines, and closes after the BYE.
         """
-        proto, transport, _ = receiver()
+        clock = Clock()
+        registry, pipeline = receiverStack(clock)
+        factory = ReceiverFactory(registry, clock, pipeline=pipeline)
+        proto = factory.buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
         [session] = protocolBlocks("session")
         lines = [line.split(" ", 1) for line in session.splitlines() if line and line[0] in "CS"]
         expected = b""
@@ -940,7 +919,7 @@ class BothEndsTests(SynchronousTestCase):
         """
         registry = StubRegistry()
         clock = Clock()
-        serverFactory = ReceiverFactory(registry, clock)
+        serverFactory = ReceiverFactory(registry, clock, pipeline=registry)
         stub = StreamingSender(3)
         clientFactory = SenderFactory(stub, clock=clock)
         client, server, pump = iosim.connectedServerAndClient(
@@ -996,7 +975,7 @@ class TransportTuningTests(SynchronousTestCase):
         Connecting sets C{TCP_NODELAY} on a TCP transport, at both ends.
         """
         for factory in (
-            ReceiverFactory(StubRegistry(), Clock()),
+            ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()),
             SenderFactory(StubSender(), clock=Clock()),
         ):
             transport = _TcpTransport()
@@ -1012,7 +991,7 @@ class TransportTuningTests(SynchronousTestCase):
         from imageproto.protocol.framing import READ_BYTES
 
         for factory, expected in (
-            (ReceiverFactory(StubRegistry(), Clock()), READ_BYTES),
+            (ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()), READ_BYTES),
             (SenderFactory(StubSender(), clock=Clock()), 65536),
         ):
             transport = _TcpTransport()
@@ -1037,7 +1016,7 @@ class TransportTuningTests(SynchronousTestCase):
         A transport whose socket refuses C{TCP_NODELAY} (a UNIX socket)
         still gets a working connection.
         """
-        proto = ReceiverFactory(StubRegistry(), Clock()).buildProtocol(None)
+        proto = ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()).buildProtocol(None)
         transport = _UnixTransport()
         proto.makeConnection(transport)
         self.assertIsNotNone(transport.producer)

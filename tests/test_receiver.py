@@ -28,7 +28,7 @@ from imageproto.receiver.service import (
     writeJsonAtomically,
 )
 from imageproto.receiver.consumers import SaveDirSink, framePath
-from imageproto.receiver.registry import StreamRegistry
+from tests.helpers import FAKE_JPEG, deliver, receiverStack
 from imageproto.tap import freePort, twistdCommand
 from tests.test_sinks import FakeThreads, cv2, makeJpeg
 
@@ -99,12 +99,15 @@ class ReceiverProtocolTests(SynchronousTestCase):
         self.clock.advance(1000)
         self.threads = FakeThreads()
         self.saveDir = self.mktemp()
-        self.registry = StreamRegistry(self.clock, maxStreams=4)
+        self.registry, self.pipeline = receiverStack(self.clock, maxStreams=4)
         self.factory = ReceiverFactory(
-            self.registry, self.clock, maxMessageBytes=self.maxBytes
+            self.registry,
+            self.clock,
+            maxMessageBytes=self.maxBytes,
+            pipeline=self.pipeline,
         )
         self.seen = []
-        self.registry.addSink(_Recorder(self.seen))
+        self.pipeline.addConsumer(_Recorder(self.seen))
 
     def connect(self, port=40000):
         return Connection(self.factory, port)
@@ -208,7 +211,7 @@ class ReceiverProtocolTests(SynchronousTestCase):
         With a L{SaveDirSink}, the ACK goes out only after the file is
         written, and the file holds the frame's exact bytes.
         """
-        self.registry.addSink(SaveDirSink(self.saveDir, self.threads))
+        self.pipeline.addConsumer(SaveDirSink(self.saveDir, self.threads))
         c = self.connect()
         self.hello(c)
         c.send(self.frame(4))
@@ -225,7 +228,7 @@ class ReceiverProtocolTests(SynchronousTestCase):
         os.makedirs(self.saveDir)
         with open(os.path.join(self.saveDir, "cam"), "wb"):
             pass
-        self.registry.addSink(SaveDirSink(self.saveDir, self.threads))
+        self.pipeline.addConsumer(SaveDirSink(self.saveDir, self.threads))
         c = self.connect()
         self.hello(c)
         c.send(self.frame(0))
@@ -413,7 +416,7 @@ class StatsReporterTests(SynchronousTestCase):
     def setUp(self):
         self.clock = MemoryReactorClock()
         self.clock.advance(500)
-        self.registry = StreamRegistry(self.clock)
+        self.registry, self.pipeline = receiverStack(self.clock)
         self.threads = FakeThreads()
         directory = self.mktemp()
         os.makedirs(directory)
@@ -436,7 +439,7 @@ class StatsReporterTests(SynchronousTestCase):
         self.threads.runAll()
         self.assertEqual(self.read(), {"streams": {}})
         stream = self.registry.attach("cam", 0, 1, object())
-        self.registry.frameReceived(stream, wire.Frame(0, b"j", 499.0), 500.0)
+        deliver(self.pipeline, stream, wire.Frame(0, FAKE_JPEG, 499.0))
         self.clock.advance(0.5)
         self.assertEqual(self.threads.calls, [])
         self.clock.advance(0.5)
@@ -484,7 +487,7 @@ class StatsReporterTests(SynchronousTestCase):
         """
         reporter = self.reporter(logInterval=5.0)
         stream = self.registry.attach("cam", 0, 1, object())
-        self.registry.frameReceived(stream, wire.Frame(0, b"jpeg", 499.9), 500.0)
+        deliver(self.pipeline, stream, wire.Frame(0, FAKE_JPEG, 499.9))
         reporter.startService()
         with capturedLogs() as events:
             self.clock.advance(4.9)
@@ -493,7 +496,7 @@ class StatsReporterTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(
             (event["stream"], event["frames"], event["bytes"], event["state"]),
-            ("cam", 1, 4, "connected"),
+            ("cam", 1, len(FAKE_JPEG), "connected"),
         )
         self.assertAlmostEqual(event["p50"], 100.0, places=3)
         reporter.stopService()
@@ -524,7 +527,7 @@ class ReceiverServiceTests(SynchronousTestCase):
         self.assertIn(StreamServerEndpointService, kinds)
         self.assertIn(StatsReporter, kinds)
         self.assertEqual(
-            [type(s).__name__ for s in service.registry.sinks],
+            [type(s).__name__ for s in service.pipeline.consumers],
             ["LatestFrameHub", "SaveDirSink", "CallbackSink"],
         )
         self.assertEqual(service.registry.maxStreams, 3)

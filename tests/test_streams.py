@@ -8,9 +8,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from imageproto import wire
-from imageproto.protocol.framing import Refused
-from imageproto.receiver.consumers import IFrameSink
-from imageproto.receiver.registry import StreamRegistry, checkStreamName
+from imageproto.wire import Refused
+from imageproto.receiver.pipeline import IFrameConsumer
+from tests.helpers import FAKE_JPEG, Rejected, deliver, receiverStack
+from imageproto.wire import checkStreamName
 
 
 class FakeProtocol:
@@ -25,7 +26,7 @@ class FakeProtocol:
         self.failures.append((code, reason))
 
 
-@implementer(IFrameSink)
+@implementer(IFrameConsumer)
 class RecordingSink:
     """
     Records what it is told; C{hold} makes C{frameReceived} return a
@@ -47,6 +48,9 @@ class RecordingSink:
             return d
         return None
 
+    def resultReady(self, frame, result):
+        pass
+
     def streamStarted(self, name):
         self.events.append(("started", name))
 
@@ -57,7 +61,7 @@ class RecordingSink:
         self.closed += 1
 
 
-def frame(seq, jpeg=b"jpeg", captureTime=100.0, dropped=0):
+def frame(seq, jpeg=FAKE_JPEG, captureTime=100.0, dropped=0):
     return wire.Frame(seq, jpeg, captureTime, captureTime + 0.001, dropped)
 
 
@@ -81,17 +85,23 @@ class NameTests(SynchronousTestCase):
             self.assertIn(repr(name), e.reason)
 
 
+def makeRegistry(clock, sinks=(), **options):
+    """
+    A registry whose listener is a pipeline handing frames to C{sinks}.
+    """
+    registry, pipeline = receiverStack(clock, sinks, **options)
+    return registry
+
+
 class RegistryTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000.0)
         self.sink = RecordingSink()
-        self.registry = StreamRegistry(self.clock, [self.sink], maxStreams=2)
+        self.registry = makeRegistry(self.clock, [self.sink], maxStreams=2)
 
     def accept(self, stream, seq, **kw):
-        return self.successResultOf(
-            self.registry.frameReceived(stream, frame(seq, **kw), self.clock.seconds())
-        )
+        return self.successResultOf(deliver(self.registry.listener, stream, frame(seq, **kw)))
 
     def test_attach(self):
         """
@@ -170,15 +180,17 @@ class RegistryTests(SynchronousTestCase):
         counted.
         """
         stream = self.registry.attach("cam", 0, 1, FakeProtocol())
-        self.accept(stream, 3, jpeg=b"abcde", captureTime=999.5, dropped=2)
+        self.accept(stream, 3, captureTime=999.5, dropped=2)
         [received] = self.sink.frames
         self.assertEqual(
             (received.stream, received.seq, received.jpeg, received.captureTime,
              received.sendTime, received.receiveTime, received.senderDropped),
-            ("cam", 3, b"abcde", 999.5, 999.501, 1000.0, 2),
+            ("cam", 3, FAKE_JPEG, 999.5, 999.501, 1000.0, 2),
         )
         stats = self.registry.stats("cam")
-        self.assertEqual((stats.frames, stats.bytes, stats.dropped), (1, 5, 2))
+        self.assertEqual(
+            (stats.frames, stats.bytes, stats.dropped), (1, len(FAKE_JPEG), 2)
+        )
 
     def test_duplicateAfterReconnect(self):
         """
@@ -218,14 +230,14 @@ class RegistryTests(SynchronousTestCase):
         """
         Only the latest C{rememberSeqs} accepted numbers are remembered.
         """
-        registry = StreamRegistry(self.clock, [self.sink], rememberSeqs=4)
+        registry = makeRegistry(self.clock, [self.sink], rememberSeqs=4)
         stream = registry.attach("cam", 0, 1, FakeProtocol())
         for seq in range(10):
-            registry.frameReceived(stream, frame(seq), 0.0)
+            deliver(registry.listener, stream, frame(seq))
         self.assertEqual(sorted(stream._accepted), [6, 7, 8, 9])
         self.assertEqual(len(stream._acceptedOrder), 4)
-        registry.frameReceived(stream, frame(9), 0.0)
-        registry.frameReceived(stream, frame(2), 0.0)
+        deliver(registry.listener, stream, frame(9))
+        deliver(registry.listener, stream, frame(2))
         self.assertEqual([f.seq for f in self.sink.frames][-1], 2)
         self.assertEqual(registry.stats("cam").duplicates, 1)
 
@@ -235,9 +247,9 @@ class RegistryTests(SynchronousTestCase):
         frame is counted then.
         """
         slow = RecordingSink(hold=True)
-        self.registry.addSink(slow)
+        self.registry.listener.addConsumer(slow)
         stream = self.registry.attach("cam", 0, 1, FakeProtocol())
-        d = self.registry.frameReceived(stream, frame(0), 5.0)
+        d = deliver(self.registry.listener, stream, frame(0))
         self.assertNoResult(d)
         self.assertEqual(self.registry.stats("cam").frames, 0)
         slow.pending[0].callback(None)
@@ -250,10 +262,10 @@ class RegistryTests(SynchronousTestCase):
         again; it shares the first copy's outcome.
         """
         slow = RecordingSink(hold=True)
-        registry = StreamRegistry(self.clock, [slow])
+        registry = makeRegistry(self.clock, [slow])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
-        first = registry.frameReceived(stream, frame(0), 5.0)
-        second = registry.frameReceived(stream, frame(0), 5.1)
+        first = deliver(registry.listener, stream, frame(0))
+        second = deliver(registry.listener, stream, frame(0))
         self.assertEqual(len(slow.frames), 1)
         self.assertNoResult(second)
         slow.pending[0].callback(None)
@@ -263,17 +275,18 @@ class RegistryTests(SynchronousTestCase):
 
     def test_sinkFailure(self):
         """
-        When a sink fails, the L{Deferred} fails with the sink's own error,
-        the frame is not counted, and a resend is tried again.
+        When a sink fails, the frame is rejected and the sink's own error is
+        logged; the frame is not counted, and a resend is tried again.
         """
         slow = RecordingSink(hold=True)
-        registry = StreamRegistry(self.clock, [slow])
+        registry = makeRegistry(self.clock, [slow])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
-        d = registry.frameReceived(stream, frame(0), 5.0)
+        d = deliver(registry.listener, stream, frame(0))
         slow.pending[0].errback(OSError("disk full"))
-        self.failureResultOf(d, OSError)
+        self.failureResultOf(d, Rejected)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual(registry.stats("cam").frames, 0)
-        registry.frameReceived(stream, frame(0), 5.0)
+        deliver(registry.listener, stream, frame(0))
         self.assertEqual(len(slow.frames), 2)
 
     def test_sinkRaises(self):
@@ -285,9 +298,10 @@ class RegistryTests(SynchronousTestCase):
             def frameReceived(self, frame):
                 raise RuntimeError("broken")
 
-        registry = StreamRegistry(self.clock, [Broken()])
+        registry = makeRegistry(self.clock, [Broken()])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
-        self.failureResultOf(registry.frameReceived(stream, frame(0), 5.0), RuntimeError)
+        self.failureResultOf(deliver(registry.listener, stream, frame(0)), Rejected)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_sinksAcceptingAtOnceSettleAtOnce(self):
         """
@@ -295,7 +309,7 @@ class RegistryTests(SynchronousTestCase):
         and remembered before C{frameReceived} returns.
         """
         stream = self.registry.attach("cam", 0, 1, FakeProtocol())
-        d = self.registry.frameReceived(stream, frame(0), 5.0)
+        d = deliver(self.registry.listener, stream, frame(0))
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(self.registry.stats("cam").frames, 1)
         self.assertTrue(stream.wasAccepted(0))
@@ -312,18 +326,22 @@ class RegistryTests(SynchronousTestCase):
                 raise RuntimeError("broken")
 
         after = RecordingSink()
-        registry = StreamRegistry(self.clock, [Broken(), after])
+        registry = makeRegistry(self.clock, [Broken(), after])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
-        self.failureResultOf(registry.frameReceived(stream, frame(0), 5.0), RuntimeError)
+        self.failureResultOf(deliver(registry.listener, stream, frame(0)), Rejected)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual([f.seq for f in after.frames], [0])
         self.assertEqual(registry.stats("cam").frames, 0)
 
     def test_frameRejected(self):
         """
-        C{frameRejected} counts the frame as rejected; sinks never see it.
+        A frame that is not a JPEG is rejected and counted as rejected;
+        sinks never see it.
         """
         stream = self.registry.attach("cam", 0, 1, FakeProtocol())
-        self.registry.frameRejected(stream, frame(0, jpeg=b"GIF89a"))
+        self.failureResultOf(
+            deliver(self.registry.listener, stream, frame(0, jpeg=b"GIF89a")), Rejected
+        )
         self.assertEqual(self.registry.stats("cam").rejected, 1)
         self.assertEqual(self.sink.frames, [])
 
@@ -332,7 +350,7 @@ class RegistryTests(SynchronousTestCase):
         Beyond C{maxIdle} disconnected streams, the one seen least recently
         is forgotten when a new name arrives.
         """
-        registry = StreamRegistry(self.clock, maxIdle=2)
+        registry = makeRegistry(self.clock, maxIdle=2)
         for name in ("a", "b", "c"):
             protocol = FakeProtocol()
             stream = registry.attach(name, 0, 1, protocol)
@@ -383,7 +401,7 @@ class RegistryTests(SynchronousTestCase):
         self.registry.detach(stream, live)
         self.successResultOf(d)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.successResultOf(self.registry.close())
+        self.successResultOf(self.registry.listener.close())
         self.assertEqual(self.sink.closed, 1)
 
     def test_disconnectAllAborts(self):

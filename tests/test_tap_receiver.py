@@ -186,9 +186,9 @@ class MakeServiceTests(SynchronousTestCase):
             {ThreadPoolService, StreamServerEndpointService, StatsReporter} <= kinds
         )
         self.assertEqual(
-            [type(s) for s in service.registry.sinks], [LatestFrameHub, SaveDirSink]
+            [type(s) for s in service.pipeline.consumers], [LatestFrameHub, SaveDirSink]
         )
-        self.assertEqual(service.registry.sinks[1].directory, "/tmp/f")
+        self.assertEqual(service.pipeline.consumers[1].directory, "/tmp/f")
         self.assertEqual(service.factory.maxMessageBytes, 4096)
         self.assertEqual(service.registry.maxStreams, 5)
         self.assertEqual(service.reporter.statsFile, "/tmp/s.json")
@@ -209,4 +209,4 @@ class MakeServiceTests(SynchronousTestCase):
         Without --save-dir only the latest-frame hub receives frames.
         """
         service = makeService(parse(), reactor=MemoryReactorClock())
-        self.assertEqual([type(s) for s in service.registry.sinks], [LatestFrameHub])
+        self.assertEqual([type(s) for s in service.pipeline.consumers], [LatestFrameHub])

@@ -427,7 +427,7 @@ class ReceiverWiringTests(SynchronousTestCase):
         service = makeService(options, reactor=reactor)
         [recorder] = [c for c in service if isinstance(c, Recorder)]
         self.assertEqual(recorder.segmentSeconds, 60.0)
-        kinds = [type(s) for s in service.registry.sinks]
+        kinds = [type(s) for s in service.pipeline.consumers]
         self.assertIn(Recorder, kinds)
         self.assertIn(Metrics, kinds)
         self.assertEqual(reactor.tcpServers, [])
@@ -444,7 +444,7 @@ class ReceiverWiringTests(SynchronousTestCase):
         options.parseOptions(["--port", "0"])
         service = makeService(options, reactor=MemoryReactorClock())
         self.assertEqual(
-            [type(s).__name__ for s in service.registry.sinks], ["LatestFrameHub"]
+            [type(s).__name__ for s in service.pipeline.consumers], ["LatestFrameHub"]
         )
 
     def test_latestDetections(self) -> None:
@@ -453,11 +453,13 @@ class ReceiverWiringTests(SynchronousTestCase):
         """
         from imageproto import wire
         from imageproto.features.web.viewer import LatestDetections
+        from imageproto.receiver.pipeline import ReceivedFrame
 
         latest = LatestDetections()
         self.assertIsNone(latest("cam1"))
         box = {"label": "cat", "confidence": 0.5, "box": [1, 2, 3, 4]}
-        latest.resultReady("cam1", wire.Result(3, [box], 2500))
+        frame = ReceivedFrame("cam1", 3, 1.0, 1.0, 1.0, b"")
+        latest.resultReady(frame, wire.Result(3, [box], 2500))
         self.assertEqual(
             latest("cam1"), {"seq": 3, "detections": [box], "processing_ms": 2.5}
         )

@@ -27,7 +27,6 @@ import binascii
 import calendar
 import math
 import random
-import re
 import struct
 from datetime import datetime
 
@@ -36,7 +35,12 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from imageproto import wire
-from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, Refused, describePeer
+from zope.interface import implementer
+
+from imageproto.protocol.channel import IFrameChannel
+from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, describePeer
+from imageproto.protocol.limits import ReadGate
+from imageproto.wire import Refused, toStreamName
 
 __all__ = [
     "FIELD_BYTES",
@@ -54,7 +58,6 @@ __all__ = [
 FIELD_BYTES = 64
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _LE32 = struct.Struct("<I")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # Unsettled frames of one base64 peer before we stop reading from it.
 _HIGH_WATER = 8
 
@@ -72,7 +75,7 @@ def streamNameFor(prefix: str, host: str, port: int | None = None) -> str:
     with any other character (C{:} of IPv6) turned into C{_}.
     """
     name = f"{prefix}-{host}" + (f"-{port}" if port is not None else "")
-    return _UNSAFE.sub("_", name)[-64:].lstrip(".") or prefix
+    return toStreamName(name, fallback=prefix)
 
 
 def parseLengthField(field: bytes, limit: int) -> int:
@@ -118,10 +121,10 @@ def toJpeg(data: bytes) -> bytes:
     """
     if wire.isJpeg(data):
         return data
-    from imageproto.features.inference.detectors import decodeImage, encodeImage
+    from imageproto.common.jpeg import decodeJpeg, encodeJpeg
 
     try:
-        return encodeImage(decodeImage(data))
+        return encodeJpeg(decodeJpeg(data))
     except ValueError as e:
         raise CompatError(str(e)) from None
 
@@ -131,9 +134,8 @@ class CompatFactory(ServerFactory):
     Holds what a compatibility protocol reports to.
 
     @param streams: the receiver's L{imageproto.receiver.registry.StreamRegistry}.
+    @param pipeline: the receiver's L{imageproto.receiver.pipeline.FramePipeline}.
     @param clock: an C{IReactorTime} for receive times.
-    @param inference: an L{imageproto.features.inference.engine.InferenceService} (or
-        engine), or C{None} when no detector runs.
     @param maxMessageBytes: the largest image accepted (decoded size).
     @param runInThread: for decoding non-JPEG images off the reactor.
     """
@@ -142,15 +144,15 @@ class CompatFactory(ServerFactory):
         self,
         protocol,
         streams,
+        pipeline,
         clock,
-        inference=None,
         maxMessageBytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         runInThread=deferToThread,
     ) -> None:
         self.protocol = protocol
         self.streams = streams
+        self.pipeline = pipeline
         self.clock = clock
-        self.inference = inference
         self.maxMessageBytes = maxMessageBytes
         self.runInThread = runInThread
         # One session per listener, and sequence numbers per stream name
@@ -165,6 +167,7 @@ class CompatFactory(ServerFactory):
         return seq
 
 
+@implementer(IFrameChannel)
 class _CompatProtocol(Protocol):
     """
     What both compatibility protocols share: a buffer, a stream attached on
@@ -184,6 +187,7 @@ class _CompatProtocol(Protocol):
     def connectionMade(self) -> None:
         self._buffer = bytearray()
         self._unsettled = 0
+        self.gate = ReadGate(self.transport.pauseProducing, self.transport.resumeProducing)
         self.log.debug("{kind} connection from {peer}", kind=self.prefix, peer=self.peer)
 
     def streamName(self) -> str:
@@ -246,32 +250,22 @@ class _CompatProtocol(Protocol):
         one carries on (its frames still count).
         """
 
-    def _deliver(self, frame: wire.Frame, annotated: bool):
-        """
-        Hand C{frame} to the registry and then the detector.
+    # -- IFrameChannel ------------------------------------------------------
 
-        @return: a Deferred firing with the RESULT (or C{None}) once the
-            sinks accepted it and the detector, if any, answered.
-        """
-        stream = self.stream
-        d = self.factory.streams.frameReceived(
-            stream, frame, self.factory.clock.seconds()
-        )
-        inference = self.factory.inference
+    wantsImage = False
 
-        def accepted(_):
-            if inference is None:
-                return None
-            return inference.submit(
-                stream.name,
-                frame,
-                live=self.live,
-                key=self,
-                alive=lambda: not self._closing,
-                annotated=annotated,
-            )
+    def isOpen(self) -> bool:
+        return not self._closing
 
-        return d.addCallback(accepted)
+    def pauseReading(self, reason: str) -> None:
+        self.gate.hold(reason)
+
+    def resumeReading(self, reason: str) -> None:
+        if not self._closing:
+            self.gate.release(reason)
+
+    def sendResult(self, result: wire.Result) -> None:
+        pass
 
     def connectionLost(self, reason) -> None:
         self._closing = True
@@ -330,21 +324,22 @@ class Base64StreamProtocol(_CompatProtocol):
         )
         self._unsettled += 1
         if self._unsettled >= _HIGH_WATER:
-            # The sinks (saving to disk, say) are behind: let TCP push back.
-            self.transport.pauseProducing()
-        self._deliver(frame, annotated=False).addBoth(self._settled, seq)
+            # The consumers (saving to disk, say) are behind: let TCP push
+            # back.
+            self.pauseReading("backlog")
+        self.factory.pipeline.frameReceived(self.stream, frame, self)
 
-    def _settled(self, outcome, seq: int) -> None:
+    def acknowledge(self, seq: int) -> None:
+        self._settled()
+
+    def reject(self, seq: int, reason: str) -> None:
+        # Nothing goes back on this protocol: the pipeline has logged why.
+        self._settled()
+
+    def _settled(self) -> None:
         self._unsettled -= 1
-        if self._unsettled == _HIGH_WATER // 2 and not self._closing:
-            self.transport.resumeProducing()
-        if hasattr(outcome, "getErrorMessage"):
-            self.log.failure(
-                "frame {seq} from {peer} could not be accepted",
-                outcome,
-                seq=seq,
-                peer=self.peer,
-            )
+        if self._unsettled <= _HIGH_WATER // 2:
+            self.resumeReading("backlog")
 
 
 class LengthPrefixedImageProtocol(_CompatProtocol):
@@ -395,15 +390,25 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
             return
         seq = self.factory.nextSeq(self.stream.name)
         now = self.factory.clock.seconds()
-        frame = wire.Frame(seq, jpeg, now, now)
-        self._deliver(frame, annotated=True).addCallbacks(
-            self._answer, self._failed, callbackArgs=(jpeg,)
-        )
+        self._jpeg = jpeg
+        self.factory.pipeline.frameReceived(self.stream, wire.Frame(seq, jpeg, now, now), self)
 
-    def _answer(self, result, jpeg: bytes) -> None:
+    # The answer is a picture: the marked-up one when a detector runs.
+    wantsImage = True
+
+    def acknowledge(self, seq: int) -> None:
+        if not self.factory.pipeline.answers:
+            self._answer(self._jpeg)
+
+    def sendResult(self, result: wire.Result) -> None:
+        self._answer(result.jpeg or self._jpeg)
+
+    def reject(self, seq: int, reason: str) -> None:
+        self.drop(f"the server could not accept the image: {reason}")
+
+    def _answer(self, out: bytes) -> None:
         if self._closing:
             return
-        out = result.jpeg if result is not None and result.jpeg else jpeg
         self.transport.write(_LE32.pack(len(out)) + out)
         self.log.debug(
             "answered {peer} with {size} bytes", peer=self.peer, size=len(out)
@@ -411,12 +416,8 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
         self._closing = True
         self.transport.loseConnection()
 
-    def _failed(self, failure) -> None:
-        self.log.failure("image from {peer} could not be accepted", failure, peer=self.peer)
-        self.drop("the server could not accept the image")
 
-
-def listen(receiver, description: str, protocol, inference=None):
+def listen(receiver, description: str, protocol):
     """
     A service listening on C{description} with C{protocol}, feeding
     C{receiver}'s registry (an L{imageproto.receiver.service.ReceiverService}).
@@ -428,8 +429,8 @@ def listen(receiver, description: str, protocol, inference=None):
     factory = CompatFactory(
         protocol,
         receiver.registry,
+        receiver.pipeline,
         receiver.reactor,
-        inference=inference,
         maxMessageBytes=receiver.factory.maxMessageBytes,
         runInThread=receiver.runInThread,
     )

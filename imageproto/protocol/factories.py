@@ -13,11 +13,9 @@ from imageproto.protocol.limits import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PEER_BUFFER,
 )
-from imageproto.protocol.framing import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    FrameReceiverProtocol,
-    FrameSenderProtocol,
-)
+from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.protocol.receiving import FrameReceiverProtocol
+from imageproto.protocol.sending import FrameSenderProtocol
 
 __all__ = ["ReceiverFactory", "SenderFactory"]
 
@@ -26,8 +24,10 @@ class ReceiverFactory(ServerFactory):
     """
     Builds L{FrameReceiverProtocol}s for one listening port.
 
-    @ivar streams: the L{imageproto.receiver.registry.StreamRegistry} every connection
-        reports to.
+    @ivar streams: the L{imageproto.receiver.registry.StreamRegistry} that
+        decides who may stream under which name.
+    @ivar pipeline: the L{imageproto.receiver.pipeline.FramePipeline} every
+        FRAME goes to.
     @ivar maxMessageBytes: the largest message read from a sender.
     @ivar capabilities: the C{wire.SCAP_*} flags sent in WELCOME.
     @ivar heartbeat: seconds between PINGs announced in WELCOME (0: none).
@@ -44,9 +44,6 @@ class ReceiverFactory(ServerFactory):
     @ivar maxPeerBuffer: bytes of one peer's unsettled frames before reads
         from it pause.
     @ivar peers: the open connections.
-    @ivar inference: an L{imageproto.features.inference.engine.InferenceService} that each
-        accepted frame is submitted to after its ACK (its RESULT goes back on
-        the same connection), or C{None} when no detector runs.
     """
 
     protocol = FrameReceiverProtocol
@@ -58,7 +55,6 @@ class ReceiverFactory(ServerFactory):
     # tap turns both on (DEFAULT_HEARTBEAT, DEFAULT_IDLE_TIMEOUT).
     idleTimeout = None
     maxPeerBuffer = DEFAULT_MAX_PEER_BUFFER
-    inference = None
 
     def __init__(
         self,
@@ -67,8 +63,10 @@ class ReceiverFactory(ServerFactory):
         maxMessageBytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         capabilities: int = 0,
         heartbeat: int = 0,
+        pipeline=None,
     ) -> None:
         self.streams = streams
+        self.pipeline = pipeline
         self.clock = clock
         self.maxMessageBytes = maxMessageBytes
         self.capabilities = capabilities

@@ -31,12 +31,12 @@ Pure logic: no Twisted and no sockets here.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
 from fnmatch import fnmatchcase
 
 from attrs import field, frozen
+
+from imageproto.wire.digest import AUTH_CONTEXT, computeDigest, newNonce
 
 __all__ = [
     "AUTH_CONTEXT",
@@ -50,9 +50,7 @@ __all__ = [
     "readSenderToken",
 ]
 
-AUTH_CONTEXT = b"imageproto-auth-v1"
 MIN_TOKEN_LENGTH = 16
-NONCE_BYTES = 32
 
 
 class TokenFileError(ValueError):
@@ -72,31 +70,6 @@ class AuthenticationFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def newNonce() -> bytes:
-    """
-    A fresh random nonce from the operating system's CSPRNG.
-    """
-    return os.urandom(NONCE_BYTES)
-
-
-def computeDigest(
-    token: bytes, serverNonce: bytes, clientNonce: bytes, name: str
-) -> bytes:
-    """
-    The AUTH digest: HMAC-SHA256 keyed with C{token} over
-    C{AUTH_CONTEXT + serverNonce + clientNonce + name.encode("utf-8")}.
-
-    @param token: the shared token's UTF-8 bytes.
-    @param serverNonce: the 32 bytes of the CHALLENGE.
-    @param clientNonce: the sender's own 32 random bytes.
-    @param name: the stream name the sender gave in HELLO.
-    """
-    if len(serverNonce) != NONCE_BYTES or len(clientNonce) != NONCE_BYTES:
-        raise ValueError("nonces must be 32 bytes")
-    message = AUTH_CONTEXT + serverNonce + clientNonce + name.encode("utf-8")
-    return hmac.new(token, message, hashlib.sha256).digest()
 
 
 def _checkToken(text: str, where: str) -> bytes:

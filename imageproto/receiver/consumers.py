@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.test_sinks -*-
 """
-Where accepted frames go: L{IFrameSink} and its implementations.
+The receiver's own frame consumers (see L{imageproto.receiver.pipeline}):
+the latest-frame hub the viewer reads, the C{--save-dir} writer, and the
+application's callback.
 
-The L{imageproto.receiver.registry.StreamRegistry} hands every accepted frame, as a
-L{ReceivedFrame}, to each sink.  A sink that returns a L{Deferred} from
-C{frameReceived} holds back the sender's ACK until it fires (L{SaveDirSink}
-does, so an ACK means the frame is on disk); a sink that returns C{None}
-does not.
+A consumer that returns a L{Deferred} from C{frameReceived} holds back the
+sender's ACK until it fires (L{SaveDirSink} does, so an ACK means the frame
+is on disk); one that returns C{None} does not.
 """
 
 from __future__ import annotations
@@ -15,116 +15,28 @@ import itertools
 import os
 from typing import Callable
 
-from attrs import define, field, frozen
+from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from zope.interface import Interface, implementer
+from zope.interface import implementer
+
+from imageproto.receiver.pipeline import (
+    ConsumerBase,
+    IFrameConsumer,
+    IFrameSink,
+    ReceivedFrame,
+)
 
 __all__ = [
     "ReceivedFrame",
     "IFrameSink",
+    "IFrameConsumer",
+    "ConsumerBase",
     "LatestFrameHub",
     "SaveDirSink",
     "CallbackSink",
     "framePath",
 ]
-
-
-@frozen
-class ReceivedFrame:
-    """
-    One frame as the receiver accepted it.
-
-    @ivar stream: the stream's name.
-    @ivar seq: the sender's sequence number (starts again when the sender
-        restarts).
-    @ivar captureTime: capture time on the sender's clock.
-    @ivar sendTime: send time on the sender's clock.
-    @ivar receiveTime: receive time on the receiver's clock.
-    @ivar jpeg: the JPEG bytes exactly as sent.
-    @ivar senderDropped: frames the sender had dropped so far in its session.
-    """
-
-    stream: str
-    seq: int
-    captureTime: float
-    sendTime: float
-    receiveTime: float
-    jpeg: bytes = field(repr=False)
-    senderDropped: int = 0
-
-    @property
-    def latency(self) -> float:
-        """
-        Seconds from capture to receipt (includes the two clocks' offset).
-        """
-        return self.receiveTime - self.captureTime
-
-    def decode(self):
-        """
-        Decode the JPEG into a BGR C{numpy} array.
-
-        This costs milliseconds per frame: call it in a worker thread (for
-        example through C{deferToThread}), never on the reactor.
-
-        @raise ValueError: if OpenCV cannot decode the bytes.
-        """
-        import cv2
-        import numpy
-
-        image = cv2.imdecode(numpy.frombuffer(self.jpeg, numpy.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"frame {self.seq} of {self.stream!r} is not decodable")
-        return image
-
-
-class IFrameSink(Interface):
-    """
-    A consumer of accepted frames.  All methods are called in the reactor
-    thread.
-    """
-
-    def frameReceived(frame):
-        """
-        A frame was accepted.
-
-        @param frame: a L{ReceivedFrame}.
-        @return: C{None}, or a L{Deferred} that delays the ACK until it fires
-            (an errback makes the receiver REJECT the frame instead).
-        """
-
-    def streamStarted(name):
-        """
-        A stream went live (its first connection, or its first since the
-        last one closed).
-        """
-
-    def streamStopped(name):
-        """
-        A stream's connection closed and no newer one replaced it.
-        """
-
-    def close():
-        """
-        The receiver is shutting down.
-
-        @return: C{None}, or a L{Deferred} that fires when the sink is done.
-        """
-
-
-class _SinkBase:
-    """
-    No-op lifecycle methods for sinks that only care about frames.
-    """
-
-    def streamStarted(self, name: str) -> None:
-        pass
-
-    def streamStopped(self, name: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @define(eq=False)
@@ -133,8 +45,8 @@ class _Subscription:
     callback: Callable
 
 
-@implementer(IFrameSink)
-class LatestFrameHub(_SinkBase):
+@implementer(IFrameConsumer)
+class LatestFrameHub(ConsumerBase):
     """
     Keeps the latest frame of each stream and tells subscribers about new
     ones: what a live viewer (MJPEG, C{latest.jpg}) reads from.
@@ -228,8 +140,8 @@ def _writeAtomically(path: str, data: bytes) -> None:
         raise
 
 
-@implementer(IFrameSink)
-class SaveDirSink(_SinkBase):
+@implementer(IFrameConsumer)
+class SaveDirSink(ConsumerBase):
     """
     Writes each frame's bytes, untouched, to C{DIR/<stream>/<seq>.jpg} (see
     L{framePath}) in a worker thread; the frame is acknowledged only once the
@@ -253,8 +165,8 @@ class SaveDirSink(_SinkBase):
         return self._runInThread(_writeAtomically, path, frame.jpeg)
 
 
-@implementer(IFrameSink)
-class CallbackSink(_SinkBase):
+@implementer(IFrameConsumer)
+class CallbackSink(ConsumerBase):
     """
     Calls C{callback(frame)} with each L{ReceivedFrame}: the hook for
     applications that embed the receiver.

@@ -1,59 +1,33 @@
 # -*- test-case-name: tests.test_streams -*-
 """
 The receiver's registry of named streams: the C{factory.streams}
-collaborator of L{imageproto.protocol.framing.FrameReceiverProtocol}.
+collaborator of L{imageproto.protocol.receiving.FrameReceiverProtocol}.
 
-It decides who may stream under which name, drops resent duplicates, hands
-accepted frames to the sinks and keeps per-stream statistics.
+It decides who may stream under which name, replaces an older connection by
+a newer one, and keeps each stream's statistics and its memory of accepted
+frames (which the pipeline reads to recognise resent ones).  It tells the
+pipeline when a stream starts and stops.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 
 from attrs import define, field
-from twisted.internet.defer import (
-    Deferred,
-    FirstError,
-    fail,
-    gatherResults,
-    maybeDeferred,
-    succeed,
-)
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from imageproto import wire
-from imageproto.protocol.framing import Refused
-from imageproto.receiver.consumers import ReceivedFrame
 from imageproto.receiver.stats import StreamStats
+from imageproto.wire import Refused, checkStreamName
 
 __all__ = [
     "DEFAULT_MAX_STREAMS",
     "Stream",
     "StreamRegistry",
-    "checkStreamName",
 ]
 
 DEFAULT_MAX_STREAMS = 64
-
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def checkStreamName(name: str) -> None:
-    """
-    Enforce the naming rule: 1 to 64 characters of C{[A-Za-z0-9._-]}, not
-    starting with C{.} (a name becomes a directory name).
-
-    @raise Refused: with C{wire.ERR_BAD_NAME} if C{name} breaks the rule.
-    """
-    if not _NAME.fullmatch(name) or name.startswith("."):
-        raise Refused(
-            wire.ERR_BAD_NAME,
-            f"stream name {name!r} must be 1-64 characters of A-Z a-z 0-9 . _ - "
-            "and must not start with '.'",
-        )
 
 
 @define(eq=False)
@@ -106,7 +80,9 @@ class StreamRegistry:
     All streams a receiver knows, live or not.
 
     @param clock: an C{IReactorTime} (for connection times and L{snapshot}).
-    @param sinks: L{imageproto.receiver.consumers.IFrameSink}s every accepted frame goes to.
+    @param listener: told C{streamStarted(name)} and C{streamStopped(name)}
+        (the receiver's L{imageproto.receiver.pipeline.FramePipeline}), or
+        C{None}.
     @param maxStreams: how many streams may be live at once.
     @param rememberSeqs: accepted sequence numbers remembered per stream to
         recognise resent frames.
@@ -120,14 +96,14 @@ class StreamRegistry:
     def __init__(
         self,
         clock,
-        sinks=(),
+        listener=None,
         maxStreams: int = DEFAULT_MAX_STREAMS,
         rememberSeqs: int = 1024,
         maxIdle: int = 256,
         statsWindow: float = 5.0,
     ) -> None:
         self.clock = clock
-        self.sinks = list(sinks)
+        self.listener = listener
         self.maxStreams = maxStreams
         self.rememberSeqs = rememberSeqs
         self.maxIdle = maxIdle
@@ -135,23 +111,9 @@ class StreamRegistry:
         self._streams: dict[str, Stream] = {}
         self._detachWaiters: list = []
 
-    def addSink(self, sink) -> None:
-        """
-        Send accepted frames to C{sink} too (an L{IFrameSink}).
-        """
-        self.sinks.append(sink)
-
     def _notify(self, method: str, name: str) -> None:
-        for sink in self.sinks:
-            try:
-                getattr(sink, method)(name)
-            except Exception:
-                self.log.failure(
-                    "{sink!r}.{method}({stream!r}) failed",
-                    sink=sink,
-                    method=method,
-                    stream=name,
-                )
+        if self.listener is not None:
+            getattr(self.listener, method)(name)
 
     def liveCount(self) -> int:
         return sum(1 for s in self._streams.values() if s.connected)
@@ -216,91 +178,6 @@ class StreamRegistry:
         waiters, self._detachWaiters = self._detachWaiters, []
         for waiter in waiters:
             waiter()
-
-    def frameRejected(self, stream: Stream, frame: wire.Frame) -> None:
-        """
-        C{frame} was refused before reaching the sinks (not a JPEG).
-        """
-        stream.stats.frameRejected(self.clock.seconds())
-
-    def frameReceived(
-        self, stream: Stream, frame: wire.Frame, receiveTime: float
-    ) -> Deferred:
-        """
-        Hand C{frame} to every sink.
-
-        A frame already accepted in this session (the sender resends what it
-        had no ACK for after a reconnect) is counted as a duplicate and
-        acknowledged again without reaching the sinks; one still being
-        accepted shares the first copy's outcome.
-
-        @return: a L{Deferred} that fires once every sink has accepted the
-            frame, or fails if one of them failed.
-        """
-        seq = frame.seq
-        if stream.wasAccepted(seq):
-            stream.stats.duplicateReceived(receiveTime)
-            return succeed(None)
-        key = (stream.session, seq)
-        waiters = stream._pending.get(key)
-        if waiters is not None:
-            stream.stats.duplicateReceived(receiveTime)
-            waiter = Deferred()
-            waiters.append(waiter)
-            return waiter
-        received = ReceivedFrame(
-            stream=stream.name,
-            seq=seq,
-            captureTime=frame.captureTime,
-            sendTime=frame.sendTime,
-            receiveTime=receiveTime,
-            jpeg=frame.jpeg,
-            senderDropped=frame.dropped,
-        )
-        # Most sinks accept at once (return None); only those with work to
-        # finish, such as the save-dir writer, return a Deferred.  Gathering
-        # Deferreds costs as much as the rest of the receive path, so only
-        # pay for it when some sink needs it.
-        outcomes = []
-        for sink in self.sinks:
-            try:
-                outcome = sink.frameReceived(received)
-            except Exception:
-                outcome = fail()
-            if isinstance(outcome, Deferred):
-                outcomes.append(outcome)
-        if not outcomes:
-            self._accepted(stream, stream.session, frame, receiveTime)
-            return succeed(None)
-
-        waiters = stream._pending[key] = [Deferred()]
-
-        def settled(result):
-            del stream._pending[key]
-            if isinstance(result, Failure):
-                # Report the sink's own exception, not gatherResults' wrapper.
-                if result.check(FirstError):
-                    result = result.value.subFailure
-                for waiter in waiters:
-                    waiter.errback(result)
-                return
-            self._accepted(stream, key[0], frame, receiveTime)
-            for waiter in waiters:
-                waiter.callback(None)
-
-        gatherResults(outcomes, consumeErrors=True).addBoth(settled)
-        return waiters[0]
-
-    def _accepted(
-        self, stream: Stream, session: int, frame: wire.Frame, receiveTime: float
-    ) -> None:
-        # A frame of an earlier session, settled after its sender came back
-        # with a new one, counts for nothing in the new session.
-        if stream.session == session:
-            stream.remember(frame.seq)
-            stream.stats.frameAccepted(
-                frame.seq, len(frame.jpeg), frame.captureTime, receiveTime, frame.dropped
-            )
 
     def streams(self) -> list[Stream]:
         return list(self._streams.values())
@@ -372,13 +249,3 @@ class StreamRegistry:
         for protocol in live:
             protocol.fail(code, reason)
         return done
-
-    def close(self) -> Deferred:
-        """
-        Close every sink.
-
-        @return: a L{Deferred} that fires when all have closed.
-        """
-        return gatherResults(
-            [maybeDeferred(sink.close) for sink in self.sinks], consumeErrors=True
-        ).addCallback(lambda _: None)

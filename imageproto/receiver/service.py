@@ -35,8 +35,9 @@ from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.protocol.factories import ReceiverFactory
-from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.consumers import CallbackSink, LatestFrameHub, SaveDirSink
+from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
 
 __all__ = [
@@ -230,18 +231,19 @@ class _ListeningEndpoint:
 class _ShutdownService(Service):
     """
     At shutdown: tell live senders the receiver is going away, then close
-    the sinks.  It is the last child, so it stops first.
+    the consumers.  It is the last child, so it stops first.
     """
 
-    def __init__(self, registry: StreamRegistry) -> None:
+    def __init__(self, registry: StreamRegistry, pipeline: FramePipeline) -> None:
         self.registry = registry
+        self.pipeline = pipeline
 
     def stopService(self) -> Deferred:
         super().stopService()
         d = self.registry.disconnectAll(
             wire.ERR_SHUTDOWN, "the receiver is shutting down"
         )
-        d.addCallback(lambda _: self.registry.close())
+        d.addCallback(lambda _: self.pipeline.close())
         return d
 
 
@@ -266,6 +268,7 @@ class ReceiverService(MultiService):
     @param threads: size of the worker pool for writes and decodes.
 
     @ivar registry: the L{StreamRegistry} (statistics: C{registry.snapshot()}).
+    @ivar pipeline: the L{FramePipeline} every accepted frame goes through.
     @ivar hub: a L{LatestFrameHub} holding each stream's newest frame.
     @ivar factory: the L{ReceiverFactory}.
     @ivar runInThread: runs a call in this receiver's worker pool.
@@ -302,14 +305,18 @@ class ReceiverService(MultiService):
         self.runInThread = self.pool.runInThread
 
         self.hub = LatestFrameHub()
-        self.registry = StreamRegistry(reactor, [self.hub], maxStreams=maxStreams)
+        self.pipeline = FramePipeline(reactor, [self.hub])
+        self.registry = StreamRegistry(reactor, self.pipeline, maxStreams=maxStreams)
         if saveDir is not None:
-            self.addSink(SaveDirSink(saveDir, self.runInThread))
+            self.addConsumer(SaveDirSink(saveDir, self.runInThread))
         if onFrame is not None:
-            self.addSink(CallbackSink(onFrame))
+            self.addConsumer(CallbackSink(onFrame))
 
         self.factory = ReceiverFactory(
-            self.registry, reactor, maxMessageBytes=maxMessageBytes
+            self.registry,
+            reactor,
+            maxMessageBytes=maxMessageBytes,
+            pipeline=self.pipeline,
         )
         self._listeningEndpoint = _ListeningEndpoint(endpoint)
         self.listening = StreamServerEndpointService(
@@ -329,13 +336,23 @@ class ReceiverService(MultiService):
             fileInterval=statsFileInterval,
         )
         self.reporter.setServiceParent(self)
-        _ShutdownService(self.registry).setServiceParent(self)
+        _ShutdownService(self.registry, self.pipeline).setServiceParent(self)
 
-    def addSink(self, sink) -> None:
+    def addConsumer(self, consumer) -> None:
         """
-        Send accepted frames to C{sink} (an L{imageproto.receiver.consumers.IFrameSink}).
+        Send accepted frames to C{consumer} (an
+        L{imageproto.receiver.pipeline.IFrameConsumer}) too.
         """
-        self.registry.addSink(sink)
+        self.pipeline.addConsumer(consumer)
+
+    addSink = addConsumer
+
+    def advertise(self, capabilities: int) -> None:
+        """
+        Announce C{capabilities} (C{wire.SCAP_*} flags) in every WELCOME,
+        for a consumer that changes what senders get (a detector's RESULTs).
+        """
+        self.factory.capabilities |= capabilities
 
     def whenListening(self) -> Deferred:
         """

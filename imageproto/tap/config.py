@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from attrs import field, frozen  # noqa: F401
 
-from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__: list[str] = ["ReceiverConfig"]
 

@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from imageproto.tap import security
 from imageproto.tap.config import ReceiverConfig
-from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.service import ReceiverService
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
 
@@ -244,17 +244,24 @@ def makeService(options, reactor=None) -> ReceiverService:
     for child in buildChildren(config, receiver):
         child.setServiceParent(receiver)
     for sink in buildSinks(config, receiver):
-        receiver.addSink(sink)
+        receiver.addConsumer(sink)
     from imageproto.features.inference.engine import attachToReceiver as attachDetection
 
-    detector = attachDetection(receiver, options)
+    attachDetection(receiver, options)
+    from imageproto.protocol import compat
+
+    for option, protocol in (
+        ("compat-base64", compat.Base64StreamProtocol),
+        ("compat-le32", compat.LengthPrefixedImageProtocol),
+    ):
+        if options.get(option) is not None:
+            compat.listen(receiver, options[option], protocol).setServiceParent(receiver)
     if options.get("web") or options.get("record-dir"):
         from imageproto.features.web.viewer import LatestDetections, attachToReceiver
 
+        # The viewer draws each stream's newest boxes over its picture.
         detections = LatestDetections()
-        if detector is not None:
-            # The viewer draws each stream's newest boxes over its picture.
-            detector.addResultObserver(detections.resultReady)
+        receiver.addConsumer(detections)
         attachToReceiver(
             receiver,
             web=options.get("web"),

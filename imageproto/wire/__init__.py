@@ -1,8 +1,25 @@
 """
-The imageproto wire format: message classes and pure encode/decode, bytes in
-and objects out, with no Twisted and no OpenCV.  See L{imageproto.wire.codec}
-and C{PROTOCOL.md}.
+The imageproto wire format, bytes in and objects out, with no Twisted and no
+OpenCV: the messages (L{imageproto.wire.messages}), their encoding
+(L{imageproto.wire.codec}), errors (L{imageproto.wire.errors}), the stream
+name rule (L{imageproto.wire.names}) and the authentication digest
+(L{imageproto.wire.digest}).  C{PROTOCOL.md} is the normative description.
+
+Everything public is importable from here: C{from imageproto import wire;
+wire.Frame(...)}.
 """
 
+from imageproto.wire import codec, digest, errors, messages, names
 from imageproto.wire.codec import *  # noqa: F401,F403
-from imageproto.wire.codec import __all__  # noqa: F401
+from imageproto.wire.digest import *  # noqa: F401,F403
+from imageproto.wire.errors import *  # noqa: F401,F403
+from imageproto.wire.messages import *  # noqa: F401,F403
+from imageproto.wire.names import *  # noqa: F401,F403
+
+__all__ = [
+    *messages.__all__,
+    *errors.__all__,
+    *codec.__all__,
+    *names.__all__,
+    *digest.__all__,
+]

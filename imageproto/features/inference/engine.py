@@ -39,7 +39,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from zope.interface import implementer
+
 from imageproto import wire
+from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 from imageproto.features.inference.detectors import DetectorSpec, annotate, decodeImage, encodeImage
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "InferenceStats",
     "InferenceEngine",
     "InferenceService",
+    "InferenceConsumer",
     "checkOptions",
     "attachToReceiver",
 ]
@@ -366,6 +370,74 @@ def _toResult(seq: int, processed: Processed) -> wire.Result | None:
     return result
 
 
+@implementer(IFrameConsumer)
+class InferenceConsumer(ConsumerBase):
+    """
+    The detector as a consumer of the receiver's pipeline: queues each frame
+    on an L{InferenceEngine} and answers it with the RESULT when it is done.
+    The ACK does not wait for the detector.  A finite stream's backlog
+    pauses reading from its connection; a live stream's stale frames are
+    skipped and get no answer.
+
+    @param engine: the L{InferenceEngine}.
+    @param reply: C{"detections"} or C{"annotated"} sends RESULTs to senders
+        that take them; C{"none"} only shows them (in the viewer).
+    """
+
+    log = Logger()
+    # Frames get an answer from this consumer (see FramePipeline.answers).
+    answers = True
+
+    def __init__(self, engine: InferenceEngine, reply: str = "detections") -> None:
+        if reply not in REPLY_MODES:
+            raise ValueError(f"reply must be one of {REPLY_MODES}")
+        self.engine = engine
+        self.reply = reply
+
+    def frameReceived(self, frame) -> None:
+        channel = frame.channel
+        wantsImage = bool(getattr(channel, "wantsImage", False))
+        d = self.engine.submit(
+            frame.stream,
+            frame,
+            live=frame.live,
+            key=channel if channel is not None else frame.stream,
+            flow=None if channel is None else _ChannelFlow(channel),
+            alive=channel.isOpen if channel is not None else (lambda: True),
+            annotated=self.reply == "annotated" or wantsImage,
+        )
+        toSender = self.reply != "none" or wantsImage
+
+        def answered(result):
+            if result is not None:
+                frame.reply(result, toSender)
+
+        d.addCallback(answered).addErrback(
+            lambda f: self.log.failure(
+                "RESULT for frame {seq} of {stream} not delivered",
+                f,
+                seq=frame.seq,
+                stream=frame.stream,
+            )
+        )
+
+
+class _ChannelFlow:
+    """
+    Lets the detector's backlog pause reading from a frame's connection,
+    beside the connection's other reasons to pause.
+    """
+
+    def __init__(self, channel) -> None:
+        self._channel = channel
+
+    def pauseProducing(self) -> None:
+        self._channel.pauseReading("inference")
+
+    def resumeProducing(self) -> None:
+        self._channel.resumeReading("inference")
+
+
 class InferenceService(Service):
     """
     Owns the worker thread pool and the L{InferenceEngine} over it.
@@ -389,7 +461,6 @@ class InferenceService(Service):
         self.reply = reply
         self.workers = workers
         self._reactor = reactor
-        self._observers: list = []
         self._pool = ThreadPool(minthreads=0, maxthreads=workers, name="inference")
         self.engine = InferenceEngine(
             FrameProcessor(spec),
@@ -399,27 +470,7 @@ class InferenceService(Service):
             serial=spec.serial,
             maxQueued=maxQueued,
         )
-
-    def addResultObserver(self, observer: Callable[[str, wire.Result], None]) -> None:
-        """
-        Call C{observer(stream, result)} with every RESULT the detector
-        produces (whether or not its sender asked for it), for example so
-        the web viewer can draw the newest boxes.
-        """
-        self._observers.append(observer)
-
-    def submit(self, stream: str, *args, **kwargs) -> Deferred:
-        """
-        L{InferenceEngine.submit}, telling the result observers.
-        """
-
-        def observe(result):
-            if result is not None:
-                for observer in self._observers:
-                    observer(stream, result)
-            return result
-
-        return self.engine.submit(stream, *args, **kwargs).addCallback(observe)
+        self.consumer = InferenceConsumer(self.engine, reply)
 
     def startService(self) -> None:
         super().startService()
@@ -526,32 +577,23 @@ def checkOptions(options) -> None:
 
 def attachToReceiver(receiver, options) -> InferenceService | None:
     """
-    Add the detector (C{options["detector"]}, from L{checkOptions}) and the
-    compatibility listeners to an L{imageproto.receiver.service.ReceiverService}.
+    Add the detector (C{options["detector"]}, from L{checkOptions}) to an
+    L{imageproto.receiver.service.ReceiverService} as one more consumer of
+    its pipeline, and announce its RESULTs in WELCOME.
 
     @return: the L{InferenceService}, or C{None} without C{--detect}.
     """
-    from imageproto.protocol import compat
-
-    service = None
     spec = options.get("detector")
-    if spec is not None:
-        reply = options.get("reply", "detections")
-        service = InferenceService(
-            spec, workers=options.get("workers", 1), reply=reply, reactor=receiver.reactor
-        )
-        service.setServiceParent(receiver)
-        receiver.factory.inference = service
-        if reply != "none":
-            receiver.factory.capabilities |= wire.SCAP_DETECT
-        if reply == "annotated":
-            receiver.factory.capabilities |= wire.SCAP_ANNOTATED
-    for option, protocol in (
-        ("compat-base64", compat.Base64StreamProtocol),
-        ("compat-le32", compat.LengthPrefixedImageProtocol),
-    ):
-        if options.get(option) is not None:
-            compat.listen(receiver, options[option], protocol, service).setServiceParent(
-                receiver
-            )
+    if spec is None:
+        return None
+    reply = options.get("reply", "detections")
+    service = InferenceService(
+        spec, workers=options.get("workers", 1), reply=reply, reactor=receiver.reactor
+    )
+    service.setServiceParent(receiver)
+    receiver.addConsumer(service.consumer)
+    if reply != "none":
+        receiver.advertise(wire.SCAP_DETECT)
+    if reply == "annotated":
+        receiver.advertise(wire.SCAP_ANNOTATED)
     return service

@@ -36,6 +36,7 @@ from twisted.web.static import File
 from zope.interface import implementer
 
 from imageproto.features.web.metrics import CONTENT_TYPE, ReceiverMetrics
+from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 
 __all__ = [
     "BOUNDARY",
@@ -70,23 +71,26 @@ def webEndpoint(description: str) -> str:
     return f"tcp:{description}" if description.isdigit() else description
 
 
-class LatestDetections:
+@implementer(IFrameConsumer)
+class LatestDetections(ConsumerBase):
     """
-    The newest detector answer of each stream, for the page to draw.
-
-    Whoever sends RESULT messages calls L{resultReady}; L{WebRoot} takes
-    this object as its C{detections} callable.
+    The newest detector answer of each stream, for the page to draw: a
+    consumer of the receiver's pipeline that watches answers.  L{WebRoot}
+    takes this object as its C{detections} callable.
     """
 
     def __init__(self) -> None:
         self._latest: dict[str, dict] = {}
 
-    def resultReady(self, stream: str, result) -> None:
+    def frameReceived(self, frame) -> None:
+        pass
+
+    def resultReady(self, frame, result) -> None:
         """
-        Remember C{result} (a L{imageproto.wire.Result}) as C{stream}'s
-        latest.
+        Remember C{result} (a L{imageproto.wire.Result}) as the latest of
+        C{frame}'s stream.
         """
-        self._latest[stream] = {
+        self._latest[frame.stream] = {
             "seq": result.seq,
             "detections": list(result.detections),
             "processing_ms": result.processingMicros / 1000.0,
@@ -417,6 +421,7 @@ def makeWebService(
     endpoint: str,
     hub,
     registry,
+    pipeline,
     reactor=None,
     recorder=None,
     detections: Callable = _noDetections,
@@ -424,12 +429,14 @@ def makeWebService(
     """
     Build the viewer's listening service for a receiver.
 
-    Creates the receiver's L{ReceiverMetrics}, adds it to C{registry} as a
-    sink (for the latency histogram), and serves L{WebRoot} on C{endpoint}.
+    Creates the receiver's L{ReceiverMetrics}, adds it to C{pipeline} as a
+    consumer (for the latency histogram), and serves L{WebRoot} on
+    C{endpoint}.
 
     @param endpoint: a C{--web} value (see L{webEndpoint}).
     @param hub: the receiver's L{imageproto.receiver.consumers.LatestFrameHub}.
     @param registry: the receiver's L{imageproto.receiver.registry.StreamRegistry}.
+    @param pipeline: the receiver's L{imageproto.receiver.pipeline.FramePipeline}.
     @param recorder: the receiver's L{imageproto.features.recording.Recorder}, or
         C{None}.
     @param detections: see L{WebRoot}.
@@ -441,7 +448,7 @@ def makeWebService(
     viewers = Viewers()
     recorderStats = recorder.stats if recorder is not None else _noStats
     metrics = ReceiverMetrics(registry.snapshot, viewers.counts, recorderStats)
-    registry.addSink(metrics)
+    pipeline.addConsumer(metrics)
     root = WebRoot(
         hub,
         registry.snapshot,
@@ -488,7 +495,7 @@ def attachToReceiver(
             recordDir,
             segmentSeconds=segmentSeconds or DEFAULT_SEGMENT_SECONDS,
         )
-        receiver.addSink(recorder)
+        receiver.addConsumer(recorder)
         recorder.setServiceParent(receiver)
     viewer = None
     if web is not None:
@@ -496,6 +503,7 @@ def attachToReceiver(
             web,
             receiver.hub,
             receiver.registry,
+            receiver.pipeline,
             reactor=receiver.reactor,
             recorder=recorder,
             detections=detections,
