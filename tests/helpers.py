@@ -80,6 +80,7 @@ class RecordingChannel:
     def __init__(self) -> None:
         self.acks: list = []
         self.rejects: list = []
+        self.retries: list = []
         self.results: list = []
         self.paused: set = set()
         self.open = True
@@ -90,8 +91,9 @@ class RecordingChannel:
         for d in self._waiting.pop(seq, []):
             d.callback(None)
 
-    def reject(self, seq: int, reason: str) -> None:
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         self.rejects.append((seq, reason))
+        self.retries.append(retry)
         for d in self._waiting.pop(seq, []):
             d.errback(Rejected(reason))
 
@@ -195,3 +197,31 @@ class StubRegistry:
 
         answer.addCallbacks(accepted, refused)
         return done
+
+
+def savedFrames(directory: str, stream: str) -> list:
+    """
+    The paths of C{stream}'s frames under a C{--save-dir} C{directory}, in
+    the order C{ls} lists them (session folders, then frames).
+    """
+    import os
+
+    root = os.path.join(directory, stream)
+    if not os.path.isdir(root):
+        return []
+    return [
+        os.path.join(root, folder, name)
+        for folder in sorted(os.listdir(root))
+        for name in sorted(os.listdir(os.path.join(root, folder)))
+        if not name.startswith(".")
+    ]
+
+
+def savedFrame(directory: str, stream: str, seq: int) -> str:
+    """
+    The one saved file of frame C{seq} of C{stream}.
+    """
+    import os
+
+    [path] = [p for p in savedFrames(directory, stream) if os.path.basename(p) == f"{seq:08d}.jpg"]
+    return path

@@ -332,7 +332,7 @@ class Base64StreamProtocol(_CompatProtocol):
     def acknowledge(self, seq: int) -> None:
         self._settled()
 
-    def reject(self, seq: int, reason: str) -> None:
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         # Nothing goes back on this protocol: the pipeline has logged why.
         self._settled()
 
@@ -403,7 +403,7 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
     def sendResult(self, result: wire.Result) -> None:
         self._answer(result.jpeg or self._jpeg)
 
-    def reject(self, seq: int, reason: str) -> None:
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         self.drop(f"the server could not accept the image: {reason}")
 
     def _answer(self, out: bytes) -> None:

@@ -36,7 +36,8 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.protocol.factories import ReceiverFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.receiver.consumers import CallbackSink, LatestFrameHub, SaveDirSink
+from imageproto.receiver.consumers import CallbackSink, LatestFrameHub
+from imageproto.receiver.savedir import SaveDirSink
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
 
@@ -91,6 +92,7 @@ _LOGGED = (
     "gaps",
     "dropped",
     "rejected",
+    "storage_errors",
     "duplicates",
     "reconnects",
 )
@@ -132,7 +134,8 @@ class StatsReporter(Service):
             self.log.info(
                 "stream {stream}: {state}, {fps} fps, {frames} frames, {bytes} "
                 "bytes, latency p50 {p50} ms p95 {p95} ms p99 {p99} ms, gaps "
-                "{gaps}, dropped {dropped}, rejected {rejected}, duplicates "
+                "{gaps}, dropped {dropped}, rejected {rejected} (storage errors "
+                "{storage_errors}), duplicates "
                 "{duplicates}, reconnects {reconnects}",
                 stream=name,
                 state="connected" if stats["connected"] else "disconnected",

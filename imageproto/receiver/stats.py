@@ -47,7 +47,9 @@ class StreamStats:
     @ivar connections: accepted HELLOs.
     @ivar reconnects: accepted HELLOs after the first under this name (a
         sender coming back, or a newer connection replacing a live one).
-    @ivar rejected: frames refused because they were not JPEGs.
+    @ivar rejected: frames refused: not JPEGs, or not stored.
+    @ivar storageErrors: frames refused because they could not be stored (a
+        full disk), counted in L{rejected} too.
     @ivar duplicates: resent frames that were already accepted.
     @ivar lastSeen: receive time of the latest message counted, or C{None}.
     """
@@ -60,6 +62,7 @@ class StreamStats:
     connections: int = 0
     reconnects: int = 0
     rejected: int = 0
+    storageErrors: int = 0
     duplicates: int = 0
     lastSeen: float | None = None
     _since: float | None = field(default=None, init=False)
@@ -128,6 +131,10 @@ class StreamStats:
         self.rejected += 1
         self.lastSeen = now
 
+    def storageFailed(self, now: float) -> None:
+        self.storageErrors += 1
+        self.frameRejected(now)
+
     def duplicateReceived(self, now: float) -> None:
         self.duplicates += 1
         self.lastSeen = now
@@ -179,6 +186,7 @@ class StreamStats:
             "connections": self.connections,
             "reconnects": self.reconnects,
             "rejected": self.rejected,
+            "storage_errors": self.storageErrors,
             "duplicates": self.duplicates,
             "connected": connected,
             "last_seen": self.lastSeen,

@@ -53,7 +53,12 @@ _STREAM_COUNTERS = (
     ("imageproto_gaps", "gaps", "Sequence numbers skipped within a session."),
     ("imageproto_connections", "connections", "Accepted sender handshakes."),
     ("imageproto_reconnects", "reconnects", "Handshakes after the first."),
-    ("imageproto_rejected_frames", "rejected", "Frames refused (not JPEG)."),
+    ("imageproto_rejected_frames", "rejected", "Frames refused (not JPEG, or not stored)."),
+    (
+        "imageproto_storage_errors",
+        "storage_errors",
+        "Frames refused because they could not be stored (a full disk).",
+    ),
     ("imageproto_duplicate_frames", "duplicates", "Resent frames ignored."),
 )
 
