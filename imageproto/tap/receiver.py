@@ -134,7 +134,11 @@ class Options(usage.Options):
          "on this port number or server endpoint, e.g. 8081 or "
          "tcp:8081:interface=127.0.0.1."],
         ["record-dir", None, None,
-         "Record each stream as MJPG AVI files in DIR."],
+         "Record each stream as video files in DIR, each frame at its capture "
+         "time."],
+        ["record-format", None, "mkv",
+         "Recording format: mkv (each JPEG as received, in Matroska) or mp4 "
+         "(re-encoded as H.264, which browsers play)."],
         ["segment-seconds", None, 300.0,
          "Seconds of video per recording file.", _positiveFloat],
         ["detect", None, None,
@@ -188,6 +192,13 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--record-dir {path}: exists and is not a directory"
                 )
+        from imageproto.features.recording import FORMATS
+
+        if self["record-format"] not in FORMATS:
+            raise usage.UsageError(
+                f"--record-format {self['record-format']}: must be one of "
+                f"{', '.join(FORMATS)}"
+            )
         from imageproto.features.inference.engine import checkOptions
 
         checkOptions(self)
@@ -255,11 +266,13 @@ def makeService(options, reactor=None) -> ReceiverService:
         if detector is not None:
             # The viewer draws each stream's newest boxes over its picture.
             detector.addResultObserver(detections.resultReady)
-        attachToReceiver(
+        attached = attachToReceiver(
             receiver,
             web=options.get("web"),
             recordDir=options.get("record-dir"),
             segmentSeconds=options.get("segment-seconds"),
             detections=detections,
         )
+        if attached["recorder"] is not None:
+            attached["recorder"].format = options.get("record-format", "mkv")
     return receiver
