@@ -266,13 +266,18 @@ def makeService(options, reactor=None) -> ReceiverService:
         if detector is not None:
             # The viewer draws each stream's newest boxes over its picture.
             detector.addResultObserver(detections.resultReady)
-        attached = attachToReceiver(
+        attachToReceiver(
             receiver,
             web=options.get("web"),
             recordDir=options.get("record-dir"),
             segmentSeconds=options.get("segment-seconds"),
             detections=detections,
         )
-        if attached["recorder"] is not None:
-            attached["recorder"].format = options.get("record-format", "mkv")
+    if options.get("record-dir"):
+        from imageproto.features.recording import Recorder
+
+        # attachToReceiver builds the recorder but takes no format (yet).
+        for child in receiver:
+            if isinstance(child, Recorder):
+                child.format = options.get("record-format", "mkv")
     return receiver

@@ -186,6 +186,12 @@ class Recorder(Service):
         )
         return None
 
+    def resultReady(self, frame, result) -> None:
+        """
+        A detector's answer to C{frame}: not recorded.  (The receiver's
+        frame pipeline tells every consumer of answers.)
+        """
+
     def streamStarted(self, name: str) -> None:
         pass
 
