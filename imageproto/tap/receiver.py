@@ -134,7 +134,11 @@ class Options(usage.Options):
          "on this port number or server endpoint, e.g. 8081 or "
          "tcp:8081:interface=127.0.0.1."],
         ["record-dir", None, None,
-         "Record each stream as MJPG AVI files in DIR."],
+         "Record each stream as video files in DIR, each frame at its capture "
+         "time."],
+        ["record-format", None, "mkv",
+         "Recording format: mkv (each JPEG as received, in Matroska) or mp4 "
+         "(re-encoded as H.264, which browsers play)."],
         ["segment-seconds", None, 300.0,
          "Seconds of video per recording file.", _positiveFloat],
         ["detect", None, None,
@@ -188,6 +192,13 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--record-dir {path}: exists and is not a directory"
                 )
+        from imageproto.features.recording import FORMATS
+
+        if self["record-format"] not in FORMATS:
+            raise usage.UsageError(
+                f"--record-format {self['record-format']}: must be one of "
+                f"{', '.join(FORMATS)}"
+            )
         from imageproto.features.inference.engine import checkOptions
 
         checkOptions(self)
@@ -269,4 +280,11 @@ def makeService(options, reactor=None) -> ReceiverService:
             segmentSeconds=options.get("segment-seconds"),
             detections=detections,
         )
+    if options.get("record-dir"):
+        from imageproto.features.recording import Recorder
+
+        # attachToReceiver builds the recorder but takes no format (yet).
+        for child in receiver:
+            if isinstance(child, Recorder):
+                child.format = options.get("record-format", "mkv")
     return receiver
