@@ -12,6 +12,7 @@ from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import StreamRegistry
+from imageproto.receiver.savedir import savedFrames
 
 __all__ = [
     "FAKE_JPEG",
@@ -199,24 +200,6 @@ class StubRegistry:
         return done
 
 
-def savedFrames(directory: str, stream: str) -> list:
-    """
-    The paths of C{stream}'s frames under a C{--save-dir} C{directory}, in
-    the order C{ls} lists them (session folders, then frames).
-    """
-    import os
-
-    root = os.path.join(directory, stream)
-    if not os.path.isdir(root):
-        return []
-    return [
-        os.path.join(root, folder, name)
-        for folder in sorted(os.listdir(root))
-        for name in sorted(os.listdir(os.path.join(root, folder)))
-        if not name.startswith(".")
-    ]
-
-
 def savedFrame(directory: str, stream: str, seq: int) -> str:
     """
     The one saved file of frame C{seq} of C{stream}.
@@ -225,3 +208,62 @@ def savedFrame(directory: str, stream: str, seq: int) -> str:
 
     [path] = [p for p in savedFrames(directory, stream) if os.path.basename(p) == f"{seq:08d}.jpg"]
     return path
+
+
+# -- real twistd processes ---------------------------------------------------
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from twisted.internet import defer, error, reactor  # noqa: E402
+from twisted.internet.protocol import ProcessProtocol  # noqa: E402
+
+from imageproto.tap import twistdCommand  # noqa: E402
+
+
+class _Process(ProcessProtocol):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.output = bytearray()
+        self.ended = defer.Deferred()
+        self.status = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.status = reason.value.exitCode
+        self.ended.callback(self.status)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")
+
+
+class TwistdProcesses:
+    """
+    A TestCase mixin: C{spawn} runs C{twistd -n ARGS} in C{self.directory}/NAME
+    and kills it at cleanup if the test has not ended it.
+    """
+
+    def spawn(self, name: str, args, env=None) -> _Process:
+        process = _Process(name)
+        cwd = os.path.join(self.directory, name)
+        os.makedirs(cwd, exist_ok=True)
+        transport = reactor.spawnProcess(
+            process, sys.executable, twistdCommand() + list(args), env=env or os.environ.copy(), path=cwd
+        )
+
+        def cleanup():
+            if process.status is None:
+                try:
+                    transport.signalProcess("KILL")
+                except error.ProcessExitedAlready:
+                    return None
+                return process.ended
+            return None
+
+        self.addCleanup(cleanup)
+        return process

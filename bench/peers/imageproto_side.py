@@ -37,8 +37,8 @@ def _senderClasses():
     them.  The only import of imageproto's internal module paths in
     C{bench.peers}.
     """
-    from imageproto.factories import SenderFactory
-    from imageproto.sender import FrameSender
+    from imageproto.protocol.factories import SenderFactory
+    from imageproto.sender.flow import FrameSender
 
     return FrameSender, SenderFactory
 

@@ -45,7 +45,7 @@ from imageproto.receiver.pipeline import (
     StorageError,
 )
 
-__all__ = ["SaveDirSink", "framePath", "sessionFolder", "TEMPORARY_ERRORS"]
+__all__ = ["SaveDirSink", "framePath", "savedFrames", "sessionFolder", "TEMPORARY_ERRORS"]
 
 # Conditions that pass without the receiver's help: space or quota freed,
 # descriptors closed, a flaky disk.  Anything else (permissions, a
@@ -196,3 +196,23 @@ class SaveDirSink(ConsumerBase):
                 how=", and senders told to retry," if temporary else "",
             )
         raise StorageError(reason, temporary)
+
+
+def savedFrames(directory: str, stream: str) -> list[str]:
+    """
+    The files of C{stream}'s frames under C{directory}, in capture order
+    (session folders in order, then frames).
+    """
+    root = os.path.join(directory, stream)
+    if not os.path.isdir(root):
+        return []
+    paths = []
+    for folder in sorted(os.listdir(root)):
+        inside = os.path.join(root, folder)
+        if os.path.isdir(inside):
+            paths.extend(
+                os.path.join(inside, name)
+                for name in sorted(os.listdir(inside))
+                if name.endswith(".jpg") and not name.startswith(".")
+            )
+    return paths

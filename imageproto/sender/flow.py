@@ -107,6 +107,13 @@ class Summary:
         connection was lost.
     @ivar reconnects: handshakes after the first.
     @ivar results: RESULT messages received.
+    @ivar skipped: frames of a resumed finite source that the receiver
+        already held (a run after a crash goes on where the last stopped).
+    @ivar notStored: frames the receiver could not store (it said the
+        condition was temporary) still unstored when the sender gave up.
+    @ivar unacknowledged: frames sent but neither acknowledged, rejected
+        nor counted lost when the summary was taken (a sender stopped while
+        frames were in flight).
     @ivar rttP50: median send-to-ACK time in seconds (sender's clock), or
         C{None} without ACKs.
     @ivar rttP95: the 95th percentile, likewise.
@@ -122,6 +129,9 @@ class Summary:
     results: int
     rttP50: float | None
     rttP95: float | None
+    skipped: int = 0
+    notStored: int = 0
+    unacknowledged: int = 0
 
 
 @define
@@ -133,6 +143,8 @@ class _Counts:
     dropped: int = 0
     lost: int = 0
     results: int = 0
+    skipped: int = 0
+    notStored: int = 0
 
 
 @define
@@ -145,6 +157,10 @@ class _Pending:
     captureTime: float
     sentAt: float | None = None
     sends: int = 0
+    # When the receiver first said it could not store this frame for now,
+    # and the call that sends it again.
+    refusedSince: float | None = None
+    retryCall: object = None
 
 
 class FrameSender:
@@ -157,6 +173,12 @@ class FrameSender:
     @param window: the most frames unacknowledged at once.
     @param session: the HELLO session id; random by default.
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
+    @param resumable: a finite source whose C{session} names its content
+        (see L{imageproto.sender.resume}): HELLO says so (C{CAP_RESUME}), and
+        frames the receiver already holds are skipped.
+    @param retryFor: seconds a finite source keeps sending again a frame
+        the receiver could not store for now (a full disk) before giving it
+        up as not stored.
     @param awaitResults: for a finite source, when the server detects
         (C{SCAP_DETECT}), a frame stays in the window after its ACK until its
         RESULT arrives, the run is not done before every RESULT is in
@@ -179,6 +201,8 @@ class FrameSender:
         session: int | None = None,
         onResult: Callable[[wire.Result], object] | None = None,
         awaitResults: bool = False,
+        resumable: bool = False,
+        retryFor: float = 60.0,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
@@ -201,17 +225,27 @@ class FrameSender:
         self._handshakes = 0
         self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
         self._counts = _Counts()
+        self.resumable = resumable and not live
+        self.retryFor = retryFor
+        self._resumeFrom = 0
+        self._lastRefusal = ""
 
     # -- what the protocol calls ------------------------------------------
 
     def hello(self) -> wire.Hello:
-        capabilities = wire.CAP_RESULTS | (wire.CAP_LIVE if self.live else 0)
+        capabilities = wire.CAP_RESULTS | wire.CAP_RETRY
+        if self.live:
+            capabilities |= wire.CAP_LIVE
+        if self.resumable:
+            capabilities |= wire.CAP_RESUME
         return wire.Hello(self.name, capabilities, self.session)
 
     def connected(self, protocol, welcome: wire.Welcome) -> None:
         self._handshakes += 1
         self.protocol = protocol
         self.welcome = welcome
+        if welcome.resume and self.resumable:
+            self._resume(welcome.resume)
         self.log.info(
             "streaming {name!r} to {peer} (connection {n}, {pending} frames "
             "to resend)",
@@ -249,14 +283,58 @@ class FrameSender:
             self._awaiting[seq] = pending
         self._settled()
 
-    def rejected(self, seq: int, reason: str) -> None:
-        if self._unacked.pop(seq, None) is None:
+    def rejected(self, seq: int, reason: str, retry: bool = False) -> None:
+        pending = self._unacked.get(seq)
+        if pending is None:
             return
+        if retry and not self.live:
+            self._retryLater(seq, pending, reason)
+            return
+        del self._unacked[seq]
         self._counts.rejected += 1
+        self._lastRefusal = reason
         self.log.warn(
             "the server rejected frame {seq}: {reason}", seq=seq, reason=reason
         )
         self._settled()
+
+    def _retryLater(self, seq: int, pending: _Pending, reason: str) -> None:
+        """
+        The receiver could not store frame C{seq} for now: send it again
+        after a pause that doubles up to 8 s, until L{retryFor} seconds have
+        passed since the first refusal; then count it as not stored.
+        """
+        now = self.clock.seconds()
+        if pending.refusedSince is None:
+            pending.refusedSince = now
+            self.log.warn(
+                "the server cannot store frame {seq} now: {reason}; sending it "
+                "again for up to {limit} s",
+                seq=seq,
+                reason=reason,
+                limit=self.retryFor,
+            )
+        waited = now - pending.refusedSince
+        if waited >= self.retryFor:
+            del self._unacked[seq]
+            self._counts.notStored += 1
+            self._lastRefusal = reason
+            self.log.error(
+                "gave up on frame {seq} after {waited:.0f} s: {reason}",
+                seq=seq,
+                waited=waited,
+                reason=reason,
+            )
+            self._settled()
+            return
+        delay = min(8.0, 0.5 * 2 ** min(pending.sends, 4), self.retryFor - waited)
+
+        def again():
+            pending.retryCall = None
+            if self._unacked.get(seq) is pending and self.protocol is not None:
+                self._transmit(seq, pending)
+
+        pending.retryCall = self.clock.callLater(delay, again)
 
     def resultReceived(self, result: wire.Result) -> None:
         """
@@ -360,6 +438,10 @@ class FrameSender:
             return False
         seq = self._nextSeq
         self._nextSeq += 1
+        if seq < self._resumeFrom:
+            # The receiver has it from an earlier run.
+            self._counts.skipped += 1
+            return True
         pending = _Pending(jpeg, captureTime)
         self._unacked[seq] = pending
         if self.protocol is not None:
@@ -387,6 +469,8 @@ class FrameSender:
     def summary(self) -> Summary:
         return Summary(
             reconnects=max(0, self._handshakes - 1),
+            unacknowledged=sum(1 for p in self._unacked.values() if p.sends)
+            + len(self._awaiting),
             **asdict(self._counts),
             rttP50=percentile(self._rtts, 0.5),
             rttP95=percentile(self._rtts, 0.95),
@@ -403,7 +487,8 @@ class FrameSender:
             "sender {name!r} {outcome}: {sent} sent, {acknowledged} "
             "acknowledged, {rejected} rejected, {dropped} dropped, {lost} lost, "
             "{resent} resent, {reconnects} reconnects, round trip "
-            "p50 {p50} s, p95 {p95} s",
+            "p50 {p50} s, p95 {p95} s; {skipped} skipped (already on the "
+            "receiver), {notStored} not stored, {unacknowledged} unacknowledged",
             name=self.name,
             outcome=outcome,
             p50=_seconds(summary.rttP50),
@@ -430,6 +515,27 @@ class FrameSender:
 
     # -- internals ---------------------------------------------------------
 
+    def _resume(self, point: int) -> None:
+        """
+        The receiver holds every frame numbered below C{point}: settle those
+        still outstanding, and skip the rest as they are captured.
+        """
+        if point <= self._resumeFrom:
+            return
+        self._resumeFrom = point
+        held = [seq for seq in self._unacked if seq < point]
+        for seq in held:
+            pending = self._unacked.pop(seq)
+            if pending.retryCall is not None and pending.retryCall.active():
+                pending.retryCall.cancel()
+            self._counts.acknowledged += 1
+        self.log.info(
+            "the receiver holds frames 0 to {last} of this source already; going on "
+            "from frame {point}",
+            last=point - 1,
+            point=point,
+        )
+
     def _transmit(self, seq: int, pending: _Pending) -> None:
         now = self.clock.seconds()
         if pending.sends:
@@ -455,7 +561,16 @@ class FrameSender:
         ):
             if self.protocol is not None:
                 self.protocol.sayGoodbye("done")
-            self._finish(self.logSummary("done"))
+            missing = self._counts.rejected + self._counts.notStored
+            if self.live or not missing:
+                self._finish(self.logSummary("done"))
+                return
+            # A finite source that was not delivered whole is no success.
+            self.logSummary("finished")
+            self.fail(
+                f"{missing} of {self._nextSeq - self._counts.skipped} frames were "
+                f"not stored by the receiver (last reason: {self._lastRefusal})"
+            )
             return
         if self._waiters and self.ready:
             waiters, self._waiters = self._waiters, []
@@ -476,7 +591,18 @@ def _fire(d: Deferred, outcome) -> None:
         d.callback(outcome)
 
 
-_COUNTS = ("sent", "acknowledged", "rejected", "dropped", "lost", "resent", "reconnects")
+_COUNTS = (
+    "sent",
+    "acknowledged",
+    "rejected",
+    "dropped",
+    "lost",
+    "resent",
+    "reconnects",
+    "skipped",
+    "notStored",
+    "unacknowledged",
+)
 
 
 def _seconds(value: float | None) -> str:

@@ -122,7 +122,7 @@ class Options(usage.Options):
         ["max-frame-bytes", None, DEFAULT_MAX_MESSAGE_BYTES,
          "Largest message (frame) accepted from a sender, in bytes."],
         ["save-dir", None, None,
-         "Write every frame to DIR/<stream>/<seq>.jpg before acknowledging it."],
+         "Write every frame under DIR/<stream>/<session>/<seq>.jpg before acknowledging it; a new sender run never overwrites an earlier one (README: Saved frames)."],
         ["stats-interval", None, 5.0,
          "Seconds between statistics log lines."],
         ["stats-file", None, None,

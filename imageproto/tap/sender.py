@@ -79,6 +79,9 @@ class Options(usage.Options):
 
     optFlags = [
         ["loop", None, "With --video: start again at the end."],
+        ["no-resume", None, "Send a video or folder from its start even if the "
+         "receiver holds frames of it from an earlier run (by default a run "
+         "after a crash goes on where the last one stopped)."],
     ]
 
     optParameters = [
@@ -97,6 +100,7 @@ class Options(usage.Options):
         ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
         ["max-retries", None, None, "Give up after this many failed reconnections [default: never]", _atLeast(0)],
+        ["retry-for", None, 60.0, "Seconds to keep sending again a frame the receiver cannot store for now (a full disk) before counting it as not stored and exiting non-zero.", _atLeast(0, float)],
         ["results", None, None, "Write every detector RESULT to this folder: results.jsonl, annotated images, summary.json; the run ends once every frame's RESULT is in."],
     ] + security.SENDER_OPTIONS
 
@@ -219,12 +223,31 @@ def makeService(options, reactor=None):
     config = SenderConfig.fromOptions(options)
     source = buildSource(config.source)
     results = options.get("results")
+    session = None
+    if isinstance(config.source, (VideoSpec, ImagesSpec)) and not options.get("no-resume"):
+        from imageproto.sender.resume import sourceSession
+
+        kind, path = (
+            ("video", config.source.path)
+            if isinstance(config.source, VideoSpec)
+            else ("images", config.source.directory)
+        )
+        session = sourceSession(
+            config.name,
+            kind,
+            path,
+            (config.width, config.height, config.quality, config.count,
+             getattr(config.source, "loop", False)),
+        )
     sender = FrameSender(
         config.name,
         source.live,
         reactor,
         window=config.window,
+        session=session,
         awaitResults=results is not None,
+        resumable=session is not None,
+        retryFor=options.get("retry-for", 60.0),
     )
     sink = sender
     if results is not None:
