@@ -56,7 +56,8 @@ SUMMARY = re.compile(
     r"(?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, (?P<rejected>\d+) "
     r"rejected, (?P<dropped>\d+) dropped, (?P<lost>\d+) lost, (?P<resent>\d+) "
     r"resent, (?P<reconnects>\d+) reconnects, round trip p50 (?P<p50>\S+) s, "
-    r"p95 (?P<p95>\S+) s"
+    r"p95 (?P<p95>\S+) s; (?P<skipped>\d+) skipped \(already on the receiver\), "
+    r"(?P<notStored>\d+) not stored, (?P<unacknowledged>\d+) unacknowledged"
 )
 # Heartbeat and idle timeout the scenarios give the receiver: a dead peer is
 # noticed within IDLE seconds, and the sender waits three heartbeats.
@@ -490,6 +491,7 @@ def stall(workdir: str, stallSeconds: float = 8.0, fps: float = 30.0):
             "sender peak before stall KiB": steadyPeak,
             "sender peak at end of stall KiB": stalledPeak,
             "acknowledged": summary["acknowledged"],
+            "unacknowledged": summary["unacknowledged"],
             "proxy connections": proxy.accepted,
         },
     )
