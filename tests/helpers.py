@@ -212,6 +212,15 @@ def savedFrame(directory: str, stream: str, seq: int) -> str:
 
 # -- real twistd processes ---------------------------------------------------
 
+import re  # noqa: E402
+
+# The sender's closing summary line, as it logs it.
+SUMMARY = re.compile(
+    r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
+    r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
+)
+
+
 import os  # noqa: E402
 import sys  # noqa: E402
 

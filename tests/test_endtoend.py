@@ -24,17 +24,13 @@ from imageproto import wire
 from imageproto.tap import freePort, listening, twistdCommand
 from imageproto.testing import waitFor
 from imageproto.receiver.savedir import savedFrames
-from tests.helpers import TwistdProcesses
+from tests.helpers import SUMMARY, TwistdProcesses
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter.
 TWISTD = twistdCommand()
 FRAMES = 48
 FPS = 16.0
-SUMMARY = re.compile(
-    r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
-    r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
-)
 
 
 

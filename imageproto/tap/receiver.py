@@ -152,7 +152,10 @@ class Options(usage.Options):
         ["onnx-classes", None, None, "onnx: class names file, one per line."],
         ["onnx-layout", None, "auto", "onnx: output layout, auto, yolov5 "
          "([1,N,5+C]) or yolov8 ([1,4+C,N])."],
-        ["confidence", None, 0.25, "onnx: minimum confidence.", float],
+        ["confidence", None, None,
+         "Minimum confidence (0 to 1) for a detection to be reported, for "
+         "every detector, package.module:Class included [default: 0.25; "
+         "0 for motion, echo and package.module:Class].", float],
         ["nms", None, 0.45, "onnx: non-maximum suppression IoU threshold.", float],
         ["compat-base64", None, None,
          "Also accept base64 frame streams (see PROTOCOL.md) on this port."],
@@ -199,8 +202,15 @@ class Options(usage.Options):
                 f"--record-format {self['record-format']}: must be one of "
                 f"{', '.join(FORMATS)}"
             )
+        from imageproto.features.inference.detectors import defaultConfidence
         from imageproto.features.inference.engine import checkOptions
 
+        if self["confidence"] is None:
+            self["confidence"] = defaultConfidence(self["detect"])
+        elif not 0.0 <= self["confidence"] <= 1.0:
+            raise usage.UsageError(
+                f"--confidence {self['confidence']}: must be between 0 and 1"
+            )
         checkOptions(self)
         if self["display"]:
             from imageproto.features.display import DisplayUnavailable, checkDisplay

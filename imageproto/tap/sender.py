@@ -63,7 +63,7 @@ def _quality(value):
 
 class Options(usage.Options):
     synopsis = (
-        "[--video PATH [--loop] | --camera INDEX|URL | --images DIR] "
+        "[--video PATH [--loop] | --camera INDEX|URL|picamera2[:N] | --images DIR] "
         "[--connect ENDPOINT | --host HOST --port PORT] [options]"
     )
     longdesc = (
@@ -89,7 +89,7 @@ class Options(usage.Options):
         ["host", None, None, "Receiver host (shorthand for --connect tcp:HOST:PORT)."],
         ["port", "p", None, "Receiver port (shorthand, with --host)", usage.portCoerce],
         ["video", None, None, "Send this video file."],
-        ["camera", None, None, "Send this camera: a device index or a URL (rtsp://...)."],
+        ["camera", None, None, "Send this camera: a device index, a URL (rtsp://...), or picamera2[:N] for Raspberry Pi camera N (default 0) through picamera2."],
         ["images", None, None, "Send each image in this folder once, sorted by name."],
         ["name", "n", None, "Stream name [default: this host's name]."],
         ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate]", _atLeast(0, float)],
@@ -123,16 +123,33 @@ class Options(usage.Options):
             if os.path.exists(self["results"]) and not os.path.isdir(self["results"]):
                 raise usage.UsageError(f"--results {self['results']} is not a folder")
         if self["camera"] is not None:
-            camera = self["camera"].strip()
-            if not camera:
-                raise usage.UsageError("--camera needs a device index or a URL")
-            self["camera"] = int(camera) if camera.isdigit() else camera
+            self["camera"] = self._camera(self["camera"].strip())
         self["connect"] = self._endpoint()
         security.checkSenderOptions(self)
         if self["name"] is None:
             self["name"] = socket.gethostname() or "imageproto"
         if not self["name"] or len(self["name"].encode("utf-8")) > 255:
             raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
+
+    def _camera(self, camera: str):
+        if not camera:
+            raise usage.UsageError("--camera needs a device index or a URL")
+        if camera.isdigit():
+            return int(camera)
+        if not camera.startswith("picamera2"):
+            return camera
+        from imageproto.sender import sources
+
+        try:
+            index = sources.parsePicamera2(camera)
+            if index is None:
+                return camera
+            sources.checkPicamera2()
+        except (ValueError, sources.CaptureError) as e:
+            raise usage.UsageError(str(e)) from None
+        return sources.Picamera2Device(
+            index, self["width"], self["height"], self["fps"] or None
+        )
 
     def _imageFolder(self, directory: str) -> str:
         from imageproto.sender.sources import listImages
