@@ -46,6 +46,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imageproto import wire
+from imageproto.common.numbers import percentile
 
 __all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
 
@@ -66,19 +67,6 @@ def newSession() -> int:
     A random u64 that names this run of the sender (see L{wire.Hello}).
     """
     return random.SystemRandom().getrandbits(64)
-
-
-def percentile(values, fraction: float) -> float | None:
-    """
-    The nearest-rank percentile of C{values}, or C{None} when empty.
-
-    @param fraction: 0.5 for the median, 0.95 for p95.
-    """
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
 
 
 class SenderFailed(Exception):

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from imageproto import wire
+from imageproto.common.numbers import percentile
 
 __all__ = [
     "RESULTS_FILE",
@@ -65,17 +66,6 @@ def annotatedName(seq: int, image: str | None) -> str:
     if os.path.splitext(base)[1].lower() in (".jpg", ".jpeg"):
         return base
     return base + ".jpg"
-
-
-def percentile(values, fraction: float):
-    """
-    The nearest-rank percentile of C{values}, or C{None} when empty.
-    """
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
-    return ordered[rank - 1]
 
 
 @frozen
