@@ -11,7 +11,6 @@ is on disk); one that returns C{None} does not.
 
 from __future__ import annotations
 
-import itertools
 import os
 from typing import Callable
 
@@ -20,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from imageproto.common.files import writeBytesAtomically
 from imageproto.receiver.pipeline import (
     ConsumerBase,
     IFrameConsumer,
@@ -115,29 +115,13 @@ def framePath(directory: str, stream: str, seq: int) -> str:
     return os.path.join(directory, stream, f"{seq:08d}.jpg")
 
 
-_tempNames = itertools.count()
-
-
-def _writeAtomically(path: str, data: bytes) -> None:
+def _writeFrame(path: str, data: bytes) -> None:
     """
-    Write C{data} to a hidden temporary name beside C{path}, then rename it,
-    so a reader never sees half a file.  Runs in a worker thread.
+    Write one frame's file, creating its stream's directory on first use.
+    Runs in a worker thread.
     """
-    directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(
-        directory, f".{name}.{os.getpid()}.{next(_tempNames)}.part"
-    )
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    writeBytesAtomically(path, data)
 
 
 @implementer(IFrameConsumer)
@@ -145,7 +129,8 @@ class SaveDirSink(ConsumerBase):
     """
     Writes each frame's bytes, untouched, to C{DIR/<stream>/<seq>.jpg} (see
     L{framePath}) in a worker thread; the frame is acknowledged only once the
-    file is in place.
+    file is in place and synced to the disk (see
+    L{imageproto.common.files}), so an ACK survives a power cut.
 
     A sender that restarts numbers its frames from the start again, so its
     new frames overwrite the old run's files of the same numbers.
@@ -162,7 +147,7 @@ class SaveDirSink(ConsumerBase):
 
     def frameReceived(self, frame: ReceivedFrame) -> Deferred:
         path = framePath(self.directory, frame.stream, frame.seq)
-        return self._runInThread(_writeAtomically, path, frame.jpeg)
+        return self._runInThread(_writeFrame, path, frame.jpeg)
 
 
 @implementer(IFrameConsumer)

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from imageproto import wire
+from imageproto.common.files import writeBytesAtomically, writeJsonAtomically
 from imageproto.common.numbers import percentile
 
 __all__ = [
@@ -264,18 +265,15 @@ class ResultsTracker:
 
 def _append(directory: str, record: ResultRecord) -> None:
     if record.jpeg:
-        path = os.path.join(directory, record.annotated)
-        with open(path + ".part", "wb") as f:
-            f.write(record.jpeg)
-        os.replace(path + ".part", path)
+        writeBytesAtomically(os.path.join(directory, record.annotated), record.jpeg)
     with open(os.path.join(directory, RESULTS_FILE), "a", encoding="utf-8") as f:
         f.write(json.dumps(record.toJSON(), separators=(",", ":")) + "\n")
 
 
 def _writeSummary(directory: str, summary: ResultsSummary) -> None:
-    with open(os.path.join(directory, SUMMARY_FILE), "w", encoding="utf-8") as f:
-        json.dump(summary.toJSON(), f, indent=2)
-        f.write("\n")
+    writeJsonAtomically(
+        os.path.join(directory, SUMMARY_FILE), summary.toJSON(), indent=2, sortKeys=False
+    )
 
 
 def _prepare(directory: str) -> None:
