@@ -43,7 +43,8 @@ from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
-from imageproto.features.inference.detectors import DetectorSpec, annotate, decodeImage, encodeImage
+from imageproto.common.jpeg import decodeJpeg, encodeJpeg
+from imageproto.features.inference.detectors import DetectorSpec, annotate
 
 __all__ = [
     "REPLY_MODES",
@@ -95,9 +96,9 @@ class FrameProcessor:
         if self.spec.echo:
             # Nothing to find: skip decoding, send the frame back as it came.
             return Processed([], _micros(started), jpeg if annotated else b"")
-        image = decodeImage(jpeg)
+        image = decodeJpeg(jpeg)
         detections = self._detector().detect(image, stream)
-        out = encodeImage(annotate(image, detections)) if annotated else b""
+        out = encodeJpeg(annotate(image, detections)) if annotated else b""
         return Processed(list(detections), _micros(started), out)
 
 
