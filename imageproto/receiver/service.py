@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.common.files import writeJsonAtomically
+from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.factories import ReceiverFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.consumers import CallbackSink, LatestFrameHub, SaveDirSink
@@ -278,8 +279,7 @@ class ReceiverService(MultiService):
         threads: int = 4,
     ) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = defaultReactor(reactor)
         self.reactor = reactor
         if isinstance(endpoint, int):
             endpoint = f"tcp:{endpoint}"

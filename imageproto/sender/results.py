@@ -41,6 +41,7 @@ from twisted.python.threadpool import ThreadPool
 from imageproto import wire
 from imageproto.common.files import writeBytesAtomically, writeJsonAtomically
 from imageproto.common.numbers import percentile
+from imageproto.common.reactor import defaultReactor
 
 __all__ = [
     "RESULTS_FILE",
@@ -297,8 +298,7 @@ class ResultsWriter(Service):
         self.directory = directory
         self._pool = None
         if runInThread is None:
-            if reactor is None:
-                from twisted.internet import reactor
+            reactor = defaultReactor(reactor)
             self._pool = ThreadPool(minthreads=0, maxthreads=1, name="results")
             runInThread = partial(deferToThreadPool, reactor, self._pool)
         self.runInThread = runInThread

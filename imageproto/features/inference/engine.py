@@ -44,6 +44,7 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 from imageproto.common.jpeg import decodeJpeg, encodeJpeg
+from imageproto.common.reactor import defaultReactor
 from imageproto.features.inference.detectors import DetectorSpec, annotate
 
 __all__ = [
@@ -456,8 +457,7 @@ class InferenceService(Service):
         reactor=None,
         maxQueued: int = 32,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = defaultReactor(reactor)
         self.spec = spec
         self.reply = reply
         self.workers = workers

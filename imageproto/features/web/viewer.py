@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.static import File
 from zope.interface import implementer
 
+from imageproto.common.reactor import defaultReactor
 from imageproto.features.web.metrics import CONTENT_TYPE, ReceiverMetrics
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 
@@ -443,8 +444,7 @@ def makeWebService(
     @return: C{(service, root)}: a L{StreamServerEndpointService} that
         listens when started, and the L{WebRoot} it serves.
     """
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     viewers = Viewers()
     recorderStats = recorder.stats if recorder is not None else _noStats
     metrics = ReceiverMetrics(registry.snapshot, viewers.counts, recorderStats)
