@@ -124,7 +124,8 @@ def throughputBoth(detector: str, jpegs: list) -> dict:
 
     from imageproto import wire
     from imageproto.features.inference.detectors import loadDetector
-    from imageproto.features.inference.engine import FrameProcessor, InferenceEngine
+    from imageproto.features.inference.processor import FrameProcessor
+    from imageproto.features.inference.scheduler import InferenceEngine
 
     figures = {}
 

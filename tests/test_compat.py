@@ -27,11 +27,9 @@ from imageproto.protocol.compat import (
     CompatFactory,
     LengthPrefixedImageProtocol,
 )
-from imageproto.features.inference.engine import (
-    InferenceConsumer,
-    InferenceEngine,
-    Processed,
-)
+from imageproto.features.inference.consumer import InferenceConsumer
+from imageproto.features.inference.processor import Processed
+from imageproto.features.inference.scheduler import InferenceEngine
 from imageproto.receiver.consumers import CallbackSink
 from tests.helpers import receiverStack
 from tests.test_client import readJpeg
