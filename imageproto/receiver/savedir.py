@@ -18,7 +18,8 @@ Resuming); a frame whose file already exists (the receiver restarted in
 between) is recognised, acknowledged and counted as a duplicate, not
 written again.
 
-Files are written under a temporary name and renamed, in a worker thread.
+Files are written under a temporary name, flushed to the disk and renamed
+(L{imageproto.common.files.writeBytesAtomically}), in a worker thread.
 A write that fails rejects the frame with the reason; a full disk is
 temporary (the sender is told to retry), and is logged once until frames
 can be stored again, which happens by itself when space returns.
@@ -27,7 +28,6 @@ can be stored again, which happens by itself when space returns.
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import threading
 import time
@@ -37,6 +37,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from imageproto.common.files import writeBytesAtomically
 from imageproto.receiver.pipeline import (
     ALREADY_STORED,
     ConsumerBase,
@@ -75,24 +76,6 @@ def framePath(directory: str, stream: str, folder: str, seq: int) -> str:
     return os.path.join(directory, stream, folder, f"{seq:08d}.jpg")
 
 
-_tempNames = itertools.count()
-
-
-def _writeAtomically(path: str, data: bytes) -> None:
-    directory, name = os.path.split(path)
-    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{next(_tempNames)}.part")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
 class _Folders:
     """
     The session folders in use, found or made in worker threads: a session
@@ -128,7 +111,7 @@ class _Folders:
         path = framePath(self.directory, stream, self.folder(stream, session, start), seq)
         if os.path.exists(path):
             return path, False
-        _writeAtomically(path, jpeg)
+        writeBytesAtomically(path, jpeg)
         return path, True
 
 

@@ -16,8 +16,6 @@ builds on the same L{ReceiverService}.
 
 from __future__ import annotations
 
-import json
-import os
 from functools import partial
 from typing import Callable
 
@@ -34,6 +32,8 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.common.files import writeJsonAtomically
+from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.factories import ReceiverFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.consumers import CallbackSink, LatestFrameHub
@@ -71,18 +71,6 @@ class ThreadPoolService(Service):
         # Runs queued work (the last frame writes, the final stats file) to
         # completion, then joins the threads.
         self.pool.stop()
-
-
-def writeJsonAtomically(path: str, value) -> None:
-    """
-    Write C{value} as JSON to C{path} through a temporary file and
-    C{os.replace}, so readers see the old or the new file, never a part.
-    """
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(temporary, path)
 
 
 _LOGGED = (
@@ -294,8 +282,7 @@ class ReceiverService(MultiService):
         threads: int = 4,
     ) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = defaultReactor(reactor)
         self.reactor = reactor
         if isinstance(endpoint, int):
             endpoint = f"tcp:{endpoint}"

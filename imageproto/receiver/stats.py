@@ -6,26 +6,13 @@ calls and timestamps, so it is tested without sockets or real time.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from attrs import define, field
 
+from imageproto.common.numbers import percentile
+
 __all__ = ["StreamStats", "percentile"]
-
-
-def percentile(ordered: list, fraction: float):
-    """
-    The nearest-rank percentile of an ascending list.
-
-    @param ordered: values sorted in ascending order.
-    @param fraction: the percentile as a fraction, C{0.95} for p95.
-    @return: one of C{ordered}'s values, or C{None} when it is empty.
-    """
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 @define

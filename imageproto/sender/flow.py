@@ -37,28 +37,25 @@ opened) fails that Deferred with L{SenderFailed} instead.
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Callable
 
-from attrs import asdict, define, frozen
+from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imageproto import wire
+from imageproto.common.numbers import percentile  # re-exported
+from imageproto.sender.outcome import Counts, SenderFailed, Summary
 
 __all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
 
-# ERROR codes that, even before WELCOME, say "not now" rather than "never".
-# ERROR codes after which a sender reconnects with backoff; every other code
-# is permanent (PROTOCOL.md, "ERROR codes").
+# ERROR codes that say "not now" rather than "never", even before WELCOME:
+# after them a sender reconnects with backoff; every other code is permanent
+# (PROTOCOL.md, "ERROR codes").
 _TRANSIENT_ERRORS = frozenset(
     [wire.ERR_STREAM_LIMIT, wire.ERR_TIMEOUT, wire.ERR_SHUTDOWN, wire.ERR_BUSY]
 )
-
-
-# Round-trip samples kept for the summary's percentiles (bounded memory).
-RTT_SAMPLES = 10_000
 
 
 def newSession() -> int:
@@ -66,85 +63,6 @@ def newSession() -> int:
     A random u64 that names this run of the sender (see L{wire.Hello}).
     """
     return random.SystemRandom().getrandbits(64)
-
-
-def percentile(values, fraction: float) -> float | None:
-    """
-    The nearest-rank percentile of C{values}, or C{None} when empty.
-
-    @param fraction: 0.5 for the median, 0.95 for p95.
-    """
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
-class SenderFailed(Exception):
-    """
-    The sender stopped for good before delivering everything.
-
-    @ivar reason: a sentence for the log and the process's output.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@frozen
-class Summary:
-    """
-    What one run of the sender did.
-
-    @ivar sent: distinct frames sent at least once.
-    @ivar resent: extra transmissions after reconnects.
-    @ivar acknowledged: frames the server ACKed.
-    @ivar rejected: frames the server REJECTed.
-    @ivar dropped: frames a live source captured that were never sent.
-    @ivar lost: frames of a live source sent but unacknowledged when their
-        connection was lost.
-    @ivar reconnects: handshakes after the first.
-    @ivar results: RESULT messages received.
-    @ivar skipped: frames of a resumed finite source that the receiver
-        already held (a run after a crash goes on where the last stopped).
-    @ivar notStored: frames the receiver could not store (it said the
-        condition was temporary) still unstored when the sender gave up.
-    @ivar unacknowledged: frames sent but neither acknowledged, rejected
-        nor counted lost when the summary was taken (a sender stopped while
-        frames were in flight).
-    @ivar rttP50: median send-to-ACK time in seconds (sender's clock), or
-        C{None} without ACKs.
-    @ivar rttP95: the 95th percentile, likewise.
-    """
-
-    sent: int
-    resent: int
-    acknowledged: int
-    rejected: int
-    dropped: int
-    lost: int
-    reconnects: int
-    results: int
-    rttP50: float | None
-    rttP95: float | None
-    skipped: int = 0
-    notStored: int = 0
-    unacknowledged: int = 0
-
-
-@define
-class _Counts:
-    sent: int = 0
-    resent: int = 0
-    acknowledged: int = 0
-    rejected: int = 0
-    dropped: int = 0
-    lost: int = 0
-    results: int = 0
-    skipped: int = 0
-    notStored: int = 0
 
 
 @define
@@ -222,9 +140,7 @@ class FrameSender:
         self._exhausted = False
         self._outcome = None
         self._doneWaiters: list[Deferred] = []
-        self._handshakes = 0
-        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
-        self._counts = _Counts()
+        self._counts = Counts()
         self.resumable = resumable and not live
         self.retryFor = retryFor
         self._resumeFrom = 0
@@ -241,7 +157,7 @@ class FrameSender:
         return wire.Hello(self.name, capabilities, self.session)
 
     def connected(self, protocol, welcome: wire.Welcome) -> None:
-        self._handshakes += 1
+        self._counts.handshakes += 1
         self.protocol = protocol
         self.welcome = welcome
         if welcome.resume and self.resumable:
@@ -251,7 +167,7 @@ class FrameSender:
             "to resend)",
             name=self.name,
             peer=protocol.peer,
-            n=self._handshakes,
+            n=self._counts.handshakes,
             pending=len(self._unacked),
         )
         for seq, pending in self._unacked.items():
@@ -273,7 +189,7 @@ class FrameSender:
             self.log.debug("ACK for frame {seq}, not outstanding", seq=seq)
             return
         self._counts.acknowledged += 1
-        self._rtts.append(self.clock.seconds() - pending.sentAt)
+        self._counts.roundTrips.append(self.clock.seconds() - pending.sentAt)
         if (
             self.awaitResults
             and not self.live
@@ -467,13 +383,9 @@ class FrameSender:
     # -- results -----------------------------------------------------------
 
     def summary(self) -> Summary:
-        return Summary(
-            reconnects=max(0, self._handshakes - 1),
+        return self._counts.summary(
             unacknowledged=sum(1 for p in self._unacked.values() if p.sends)
-            + len(self._awaiting),
-            **asdict(self._counts),
-            rttP50=percentile(self._rtts, 0.5),
-            rttP95=percentile(self._rtts, 0.95),
+            + len(self._awaiting)
         )
 
     def logSummary(self, outcome: str) -> Summary:
@@ -483,18 +395,7 @@ class FrameSender:
         @return: the summary.
         """
         summary = self.summary()
-        self.log.info(
-            "sender {name!r} {outcome}: {sent} sent, {acknowledged} "
-            "acknowledged, {rejected} rejected, {dropped} dropped, {lost} lost, "
-            "{resent} resent, {reconnects} reconnects, round trip "
-            "p50 {p50} s, p95 {p95} s; {skipped} skipped (already on the "
-            "receiver), {notStored} not stored, {unacknowledged} unacknowledged",
-            name=self.name,
-            outcome=outcome,
-            p50=_seconds(summary.rttP50),
-            p95=_seconds(summary.rttP95),
-            **{k: getattr(summary, k) for k in _COUNTS},
-        )
+        summary.logTo(self.log, self.name, outcome)
         return summary
 
     def whenDone(self) -> Deferred:
@@ -589,21 +490,3 @@ def _fire(d: Deferred, outcome) -> None:
         d.errback(Failure(outcome))
     else:
         d.callback(outcome)
-
-
-_COUNTS = (
-    "sent",
-    "acknowledged",
-    "rejected",
-    "dropped",
-    "lost",
-    "resent",
-    "reconnects",
-    "skipped",
-    "notStored",
-    "unacknowledged",
-)
-
-
-def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

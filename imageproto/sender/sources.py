@@ -53,6 +53,8 @@ import numpy
 from attrs import field, frozen
 from attrs.validators import ge, instance_of, optional
 
+from imageproto.common.jpeg import encodeJpeg
+
 __all__ = [
     "CaptureError",
     "Captured",
@@ -109,7 +111,7 @@ class Encoder:
             raise ValueError(f"JPEG quality must be 1..100, not {quality}")
         self.width = width
         self.height = height
-        self._params = [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
+        self.quality = int(quality)
 
     def _size(self, image: numpy.ndarray) -> tuple[int, int] | None:
         h, w = image.shape[:2]
@@ -132,10 +134,10 @@ class Encoder:
         size = self._size(image)
         if size is not None:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", image, self._params)
-        if not ok:
-            raise CaptureError("OpenCV could not JPEG-encode the image")
-        return buf.tobytes()
+        try:
+            return encodeJpeg(image, self.quality)
+        except ValueError as e:
+            raise CaptureError("OpenCV could not JPEG-encode the image") from e
 
 
 def grab(source, encoder: Encoder, now: Callable[[], float] = time.time):

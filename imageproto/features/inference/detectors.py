@@ -74,6 +74,8 @@ from imageproto.features.inference.detectors_onnx import (
     readClassNames,
 )
 
+from imageproto.common.jpeg import decodeJpeg, encodeJpeg
+
 __all__ = [
     "DetectorError",
     "DetectorSpec",
@@ -133,31 +135,10 @@ def squash(score: float) -> float:
     return z / (1.0 + z)
 
 
-def decodeImage(data: bytes):
-    """
-    Decode JPEG (or any format OpenCV reads) bytes to a BGR array.
-
-    @raise ValueError: if the bytes are not an image OpenCV can read.
-    """
-    import cv2
-    import numpy
-
-    image = cv2.imdecode(numpy.frombuffer(data, numpy.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{len(data)} bytes are not a readable image")
-    return image
-
-
-def encodeImage(image, quality: int = 85) -> bytes:
-    """
-    JPEG-encode a BGR array.
-    """
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return buf.tobytes()
+# The codec calls are written once, in imageproto.common.jpeg; these names
+# stay for code that imports them from here (imageproto.client does).
+decodeImage = decodeJpeg
+encodeImage = encodeJpeg
 
 
 _COLOURS = [(0, 200, 0), (0, 120, 255), (255, 80, 0), (200, 0, 200), (0, 200, 200)]

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from zope.interface import implementer
 
 from imageproto.receiver.consumers import IFrameSink
+from imageproto.receiver.pipeline import ConsumerBase
 
 __all__ = ["ReceiverMetrics", "LATENCY_BUCKETS", "CONTENT_TYPE"]
 
@@ -78,7 +79,7 @@ def _noStats() -> dict:
 
 
 @implementer(IFrameSink)
-class ReceiverMetrics:
+class ReceiverMetrics(ConsumerBase):
     """
     The metrics of one receiver and their text exposition.
 
@@ -115,15 +116,6 @@ class ReceiverMetrics:
 
     def frameReceived(self, frame) -> None:
         self._latency.labels(frame.stream).observe(frame.latency)
-
-    def streamStarted(self, name: str) -> None:
-        pass
-
-    def streamStopped(self, name: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     # prometheus_client collector protocol
 
