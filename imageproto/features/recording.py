@@ -38,7 +38,13 @@ from zope.interface import implementer
 
 from imageproto.receiver.consumers import IFrameSink
 
-__all__ = ["Recorder", "segmentName", "DEFAULT_SEGMENT_SECONDS"]
+__all__ = [
+    "Recorder",
+    "segmentName",
+    "DEFAULT_SEGMENT_SECONDS",
+    "RecordingConfig",
+    "attachRecording",
+]
 
 DEFAULT_SEGMENT_SECONDS = 300.0
 DEFAULT_MAX_QUEUED = 120
@@ -381,3 +387,31 @@ class Recorder(Service):
             stream=stream,
             path=segment.path,
         )
+
+
+@frozen
+class RecordingConfig:
+    """
+    Record every stream under C{directory} (absolute).
+
+    A new recording setting is a field here, passed on by L{attachRecording}
+    and filled from its option in L{imageproto.tap.config}.
+
+    @ivar segmentSeconds: the longest span of receive time one file holds.
+    """
+
+    directory: str
+    segmentSeconds: float = DEFAULT_SEGMENT_SECONDS
+
+
+def attachRecording(receiver, config: RecordingConfig) -> Recorder:
+    """
+    Add a L{Recorder} to an L{imageproto.receiver.service.ReceiverService}:
+    a consumer of its pipeline and a child service, so that stopping the
+    receiver waits until every queued frame is written and every file
+    finished.
+    """
+    recorder = Recorder(config.directory, segmentSeconds=config.segmentSeconds)
+    receiver.addConsumer(recorder)
+    recorder.setServiceParent(receiver)
+    return recorder

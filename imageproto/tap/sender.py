@@ -26,10 +26,9 @@ import sys
 from functools import partial
 
 from twisted.internet import error
-from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
-from imageproto.tap import security
+from imageproto.tap import checks, security
 from imageproto.tap.config import (
     CameraSpec,
     ImagesSpec,
@@ -44,21 +43,14 @@ DEFAULT_CONNECT = "tcp:localhost:8080"
 
 
 def _atLeast(minimum, kind=int):
-    def coerce(value):
-        number = kind(value)
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        return number
-
-    coerce.coerceDoc = f"At least {minimum}."
-    return coerce
+    return checks.coercer(kind, minimum, doc=f"At least {minimum}.")
 
 
-def _quality(value):
-    number = int(value)
-    if not 1 <= number <= 100:
-        raise ValueError("must be 1..100")
-    return number
+_CHECKS = [
+    ("video", checks.existingFile),
+    ("images", checks.existingDirectory),
+    ("results", checks.directory),
+]
 
 
 class Options(usage.Options):
@@ -92,7 +84,7 @@ class Options(usage.Options):
         ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate]", _atLeast(0, float)],
         ["width", None, 0, "Resize frames to this width (0: keep).", _atLeast(0)],
         ["height", None, 0, "Resize frames to this height (0: keep).", _atLeast(0)],
-        ["quality", "q", 90, "JPEG quality, 1..100.", _quality],
+        ["quality", "q", 90, "JPEG quality, 1..100.", checks.coercer(int, 1, 100)],
         ["count", None, 0, "Stop after sending this many frames (0: no limit).", _atLeast(0)],
         ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
@@ -108,56 +100,36 @@ class Options(usage.Options):
             )
         if self["loop"] and self["video"] is None:
             raise usage.UsageError("--loop applies to --video only")
-        if self["video"] is not None:
-            self["video"] = os.path.abspath(self["video"])
-            if not os.path.isfile(self["video"]):
-                raise usage.UsageError(f"no such video file: {self['video']}")
+        checks.apply(self, _CHECKS)
         if self["images"] is not None:
-            self["images"] = self._imageFolder(self["images"])
-        if self["results"] is not None:
-            self["results"] = os.path.abspath(self["results"])
-            if os.path.exists(self["results"]) and not os.path.isdir(self["results"]):
-                raise usage.UsageError(f"--results {self['results']} is not a folder")
+            from imageproto.sender.sources import listImages
+
+            if not listImages(self["images"]):
+                raise usage.UsageError(f"no image files in {self['images']}")
         if self["camera"] is not None:
             camera = self["camera"].strip()
             if not camera:
                 raise usage.UsageError("--camera needs a device index or a URL")
             self["camera"] = int(camera) if camera.isdigit() else camera
-        self["connect"] = self._endpoint()
+        self["connect"] = checks.clientEndpoint("connect", self._endpoint())
         security.checkSenderOptions(self)
         if self["name"] is None:
             self["name"] = socket.gethostname() or "imageproto"
         if not self["name"] or len(self["name"].encode("utf-8")) > 255:
             raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
-
-    def _imageFolder(self, directory: str) -> str:
-        from imageproto.sender.sources import listImages
-
-        directory = os.path.abspath(directory)
-        if not os.path.isdir(directory):
-            raise usage.UsageError(f"no such folder: {directory}")
-        if not listImages(directory):
-            raise usage.UsageError(f"no image files in {directory}")
-        return directory
+        # Built once here, so that a bad token file is a usage error before
+        # anything starts; makeService uses it.
+        self.config = SenderConfig.fromOptions(self)
 
     def _endpoint(self) -> str:
         host, port = self["host"], self["port"]
         if self["connect"] is not None:
             if host is not None or port is not None:
                 raise usage.UsageError("use --connect or --host/--port, not both")
-            description = self["connect"]
-        elif host is not None or port is not None:
-            description = f"tcp:{host or 'localhost'}:{port or 8080}"
-        else:
-            description = DEFAULT_CONNECT
-        from twisted.internet import reactor
-
-        try:
-            # Building an endpoint parses the description and opens nothing.
-            clientFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as e:
-            raise usage.UsageError(f"bad --connect {description!r}: {e}") from None
-        return description
+            return self["connect"]
+        if host is not None or port is not None:
+            return f"tcp:{host or 'localhost'}:{port or 8080}"
+        return DEFAULT_CONNECT
 
 
 def exitProcess(reactor, status: int) -> None:
@@ -203,6 +175,8 @@ def makeService(options, reactor=None):
     """
     Build the sender's services; nothing is opened until they start.
 
+    @param options: parsed L{Options}; their C{config} is used.
+
     @return: a L{imageproto.sender.service.SenderService}.
     """
     if reactor is None:
@@ -216,9 +190,9 @@ def makeService(options, reactor=None):
         SenderService,
     )
 
-    config = SenderConfig.fromOptions(options)
+    config: SenderConfig = options.config
     source = buildSource(config.source)
-    results = options.get("results")
+    results = config.results
     sender = FrameSender(
         config.name,
         source.live,
@@ -241,9 +215,12 @@ def makeService(options, reactor=None):
         maxDelay=config.maxDelay,
         maxRetries=config.maxRetries,
     )
-    security.applyToSenderFactory(factory, options)
+    security.applyToSenderFactory(factory, config.security, config.limits)
     connection = SenderConnectionService(
-        security.senderEndpoint(options, reactor), factory, config.connect, reactor
+        security.senderEndpoint(config.connect, config.security, reactor),
+        factory,
+        config.connect,
+        reactor,
     )
     captureService = CaptureService(
         source,
