@@ -22,7 +22,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from imageproto.features.compat import attachCompat
-from imageproto.features.display import attachDisplay
+from imageproto.features.display import DisplayUnavailable, attachDisplay, checkDisplay
 from imageproto.features.inference.engine import REPLY_MODES, attachInference
 from imageproto.features.recording import attachRecording
 from imageproto.features.web.viewer import attachWeb
@@ -124,8 +124,6 @@ class Options(usage.Options):
         if reply != "none" and not self["detect"]:
             raise usage.UsageError(f"--reply {reply} needs --detect")
         if self["display"]:
-            from imageproto.features.display import DisplayUnavailable, checkDisplay
-
             try:
                 checkDisplay()
             except DisplayUnavailable as e:
