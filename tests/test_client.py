@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 import imageproto
 from imageproto import client, wire
 from imageproto.features.inference.detectors import loadDetector
-from imageproto.features.inference.engine import attachToReceiver
+from imageproto.features.inference.engine import InferenceConfig, attachInference
 from imageproto.receiver.service import ReceiverService
 
 try:
@@ -141,10 +141,10 @@ class LiveServerTests(TestCase):
             "tcp:0:interface=127.0.0.1", reactor=reactor, statsInterval=0,
             maxStreams=maxStreams,
         )
-        options = {"detector": None, "reply": "none"}
         if detect is not None:
-            options = {"detector": loadDetector(detect), "reply": reply or "detections"}
-        attachToReceiver(receiver, options)
+            attachInference(
+                receiver, InferenceConfig(loadDetector(detect), reply=reply or "detections")
+            )
         receiver.startService()
         self.addCleanup(receiver.stopService)
         port = yield receiver.whenListening()

@@ -445,7 +445,7 @@ class ConfidenceFilterTests(SynchronousTestCase):
         self.assertEqual(parse("--detect", "people")["confidence"], 0.25)
         options = parse("--detect", "people", "--confidence", "0.99")
         self.assertEqual(
-            options["detector"].factory().detect(readImage("photographer.jpg"), "s"), []
+            options.config.inference.detector.factory().detect(readImage("photographer.jpg"), "s"), []
         )
         e = self.assertRaises(UsageError, parse, "--detect", "people", "--confidence", "2")
         self.assertIn("--confidence", str(e))

@@ -420,8 +420,9 @@ class ServiceTests(SynchronousTestCase):
 
 class ReceiverTapTests(SynchronousTestCase):
     """
-    The receiver tap's detection options (L{checkOptions},
-    L{attachToReceiver} through C{makeService}).
+    The receiver tap's detection options (checked into
+    L{imageproto.tap.config.ReceiverConfig}, attached by L{attachInference}
+    through C{makeService}).
     """
 
     def parse(self, *args):
@@ -436,7 +437,7 @@ class ReceiverTapTests(SynchronousTestCase):
         Without C{--detect} nothing is loaded and replies are off.
         """
         options = self.parse()
-        self.assertIsNone(options["detector"])
+        self.assertIsNone(options.config.inference)
         self.assertEqual(options["reply"], "none")
 
     def test_detectDefaults(self):
@@ -448,8 +449,8 @@ class ReceiverTapTests(SynchronousTestCase):
         from imageproto.tap.receiver import makeService
 
         options = self.parse("--detect", "faces", "--workers", "2")
-        self.assertEqual(options["detector"].name, "faces")
-        self.assertEqual(options["reply"], "detections")
+        self.assertEqual(options.config.inference.detector.name, "faces")
+        self.assertEqual(options.config.inference.reply, "detections")
         receiver = makeService(options, reactor=MemoryReactorClock())
         (service,) = [s for s in receiver if isinstance(s, InferenceService)]
         self.assertEqual(service.workers, 2)

@@ -36,9 +36,9 @@ class ReceiverOptionTests(SynchronousTestCase):
         Without options the receiver applies the documented limits and
         requires no token.
         """
-        options = self.parse()
+        config = self.parse().config
         factory = ReceiverFactory(None, None)
-        security.applyToReceiverFactory(factory, options)
+        security.applyToReceiverFactory(factory, config.security, config.limits)
         self.assertEqual(
             (
                 factory.tokens,
@@ -66,7 +66,8 @@ class ReceiverOptionTests(SynchronousTestCase):
             "--max-frame-bytes", "2048",
         )
         factory = ReceiverFactory(None, None, maxMessageBytes=2048)
-        security.applyToReceiverFactory(factory, options)
+        config = options.config
+        security.applyToReceiverFactory(factory, config.security, config.limits)
         self.assertEqual(factory.tokens.grants[0].patterns, ("cam-*",))
         self.assertEqual(
             (factory.maxConnections, factory.handshakeTimeout, factory.idleTimeout),
@@ -102,7 +103,8 @@ class ReceiverOptionTests(SynchronousTestCase):
             raise self.skipTest(f"certificates cannot be made: {e}")
         paths = makeCertificates(self.mktemp())
         options = self.parse("--port", sslPort(paths, 8443), "--client-ca", paths["ca"])
-        endpoint = security.receiverEndpoint(options, MemoryReactorClock())
+        config = options.config
+        endpoint = security.receiverEndpoint(config.port, config.security, MemoryReactorClock())
         self.assertIsInstance(endpoint, SSL4ServerEndpoint)
         self.assertEqual(endpoint._port, 8443)
 
@@ -125,7 +127,8 @@ class SenderOptionTests(SynchronousTestCase):
             "--token-file", path, "--idle-timeout", "4", "--heartbeat", "1"
         )
         factory = SenderFactory(None)
-        security.applyToSenderFactory(factory, options)
+        config = options.config
+        security.applyToSenderFactory(factory, config.security, config.limits)
         self.assertEqual(
             (factory.token, factory.idleTimeout, factory.heartbeat),
             (TOKEN.encode(), 4.0, 1.0),

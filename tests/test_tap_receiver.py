@@ -211,3 +211,35 @@ class MakeServiceTests(SynchronousTestCase):
         """
         service = makeService(parse(), reactor=MemoryReactorClock())
         self.assertEqual([type(s) for s in service.pipeline.consumers], [LatestFrameHub])
+
+    def test_featureConfigs(self):
+        """
+        L{ReceiverConfig.fromOptions} gives each feature its own typed
+        config, with values checked and paths absolute.
+        """
+        from imageproto.features.compat import CompatConfig
+        from imageproto.features.recording import RecordingConfig
+        from imageproto.features.web.viewer import WebConfig
+
+        config = parse(
+            "--web", "8081", "--record-dir", "rec", "--segment-seconds", "60",
+            "--compat-le32", "9002", "--detect", "echo", "--reply", "annotated",
+            "--workers", "2",
+        ).config
+        self.assertEqual(config.web, WebConfig("tcp:8081"))
+        self.assertEqual(config.recording, RecordingConfig(os.path.abspath("rec"), 60.0))
+        self.assertEqual(config.compat, CompatConfig(None, "tcp:9002"))
+        self.assertEqual(
+            (config.inference.detector.name, config.inference.workers, config.inference.reply),
+            ("echo", 2, "annotated"),
+        )
+
+    def test_endpointErrorsNameTheirOption(self):
+        """
+        A bad --web or --compat-* endpoint is a usage error naming that
+        option, checked by the same rule as --port.
+        """
+        for option in ("--web", "--compat-base64", "--compat-le32"):
+            for bad in ("70000", "nonsense:1"):
+                e = self.assertRaises(UsageError, parse, option, bad)
+                self.assertIn(option + " ", str(e))

@@ -200,3 +200,29 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(reactor.hasStopped)
         exitProcess(MemoryReactorClock(), 3)
         self.assertEqual(registered[0][1:], (3,))
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_securityConfig(self):
+        """
+        The token and TLS options become the config's typed security and
+        limits, with absolute paths.
+        """
+        from imageproto.tap.security import SenderLimitsConfig, TlsConfig
+
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        token = os.path.join(directory, "token")
+        with open(token, "w") as f:
+            f.write("imageproto-test-token-0001\n")
+        ca = os.path.join(directory, "ca.pem")
+        with open(ca, "w") as f:
+            f.write("x")
+        config = parse(
+            "--token-file", token, "--ca-cert", ca, "--handshake-timeout", "3",
+            "--heartbeat", "1", "--results", os.path.join(directory, "out"),
+        ).config
+        self.assertEqual(config.security.token, b"imageproto-test-token-0001")
+        self.assertEqual(config.security.tls, TlsConfig(ca))
+        self.assertEqual(config.limits, SenderLimitsConfig(3.0, None, 1.0))
+        self.assertEqual(config.results, os.path.join(directory, "out"))

@@ -464,6 +464,29 @@ class ReceiverWiringTests(SynchronousTestCase):
             [type(s).__name__ for s in service.pipeline.consumers], ["LatestFrameHub"]
         )
 
+    def test_attachWeb(self) -> None:
+        """
+        L{attachWeb} takes a L{WebConfig}: it adds the viewer's listening
+        service as a child of the receiver and its metrics and latest
+        detections as consumers, opening nothing until started.
+        """
+        from twisted.application.internet import StreamServerEndpointService
+        from twisted.internet.testing import MemoryReactorClock
+
+        from imageproto.features.web.metrics import ReceiverMetrics as Metrics
+        from imageproto.features.web.viewer import LatestDetections, WebConfig, attachWeb
+        from imageproto.receiver.service import ReceiverService
+
+        reactor = MemoryReactorClock()
+        receiver = ReceiverService("tcp:0", reactor=reactor)
+        service, root = attachWeb(receiver, WebConfig("tcp:8081"))
+        self.assertIn(service, list(receiver))
+        self.assertIsInstance(service, StreamServerEndpointService)
+        self.assertIsInstance(root, WebRoot)
+        kinds = [type(s) for s in receiver.pipeline.consumers]
+        self.assertEqual(kinds[-2:], [LatestDetections, Metrics])
+        self.assertEqual(reactor.tcpServers, [])
+
     def test_latestDetections(self) -> None:
         """
         L{LatestDetections} keeps each stream's newest RESULT for the page.

@@ -23,7 +23,13 @@ from zope.interface import implementer
 from imageproto.receiver.consumers import IFrameSink, ReceivedFrame
 from imageproto.receiver.pipeline import ConsumerBase
 
-__all__ = ["DisplayUnavailable", "checkDisplay", "WindowThread", "DisplaySink"]
+__all__ = [
+    "DisplayUnavailable",
+    "checkDisplay",
+    "WindowThread",
+    "DisplaySink",
+    "attachDisplay",
+]
 
 
 class DisplayUnavailable(Exception):
@@ -247,3 +253,17 @@ class DisplaySink(ConsumerBase):
 
 def _decodeAndShow(window, frame: ReceivedFrame) -> None:
     window.show(frame.stream, frame.decode())
+
+
+def attachDisplay(receiver) -> DisplaySink:
+    """
+    Show each stream of an L{imageproto.receiver.service.ReceiverService}
+    in an OpenCV window, decoding in the receiver's worker pool.  Call
+    L{checkDisplay} first: without a GUI build and a display the windows
+    cannot open.
+    """
+    import cv2
+
+    sink = DisplaySink(WindowThread(cv2), receiver.runInThread)
+    receiver.addConsumer(sink)
+    return sink

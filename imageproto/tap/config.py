@@ -1,13 +1,31 @@
-# -*- test-case-name: tests.test_config -*-
+# -*- test-case-name: tests.test_tap_receiver,tests.test_tap_sender -*-
 """
-attrs configuration classes, each built from parsed twistd Options by a named
-constructor (C{ReceiverConfig.fromOptions}, C{SenderConfig.fromOptions}).
+The one typed configuration of each twistd command, L{ReceiverConfig} and
+L{SenderConfig}, built by C{fromOptions} from Options whose C{postOptions}
+has checked every value.  A receiver feature's part is that feature's own
+frozen config class (L{InferenceConfig}, L{WebConfig}, L{RecordingConfig},
+L{CompatConfig}), which its attach function takes; the feature never sees
+the options.  Only this package reads twistd options.
 """
 
 from __future__ import annotations
 
-from attrs import field, frozen  # noqa: F401
+import os
 
+from attrs import frozen
+from twisted.python import usage
+
+from imageproto.features.compat import CompatConfig
+from imageproto.features.inference.engine import InferenceConfig
+from imageproto.features.recording import RecordingConfig
+from imageproto.features.web.viewer import WebConfig
+from imageproto.tap import security
+from imageproto.tap.security import (
+    LimitsConfig,
+    SecurityConfig,
+    SenderLimitsConfig,
+    SenderSecurityConfig,
+)
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 
 __all__: list[str] = ["ReceiverConfig"]
@@ -25,6 +43,12 @@ class ReceiverConfig:
     @ivar statsInterval: seconds between statistics log lines.
     @ivar statsFile: absolute path of the JSON statistics file, or C{None}.
     @ivar maxStreams: how many streams may be live at once.
+    @ivar security: tokens and client certificates.
+    @ivar limits: per-connection limits and liveness.
+    @ivar inference: the detector to run, or C{None}.
+    @ivar web: the live viewer, or C{None}.
+    @ivar recording: where to record, or C{None}.
+    @ivar compat: the compatibility listeners.
     """
 
     port: str = "tcp:8080"
@@ -34,12 +58,31 @@ class ReceiverConfig:
     statsInterval: float = 5.0
     statsFile: str | None = None
     maxStreams: int = 64
+    security: SecurityConfig = SecurityConfig()
+    limits: LimitsConfig = LimitsConfig()
+    inference: InferenceConfig | None = None
+    web: WebConfig | None = None
+    recording: RecordingConfig | None = None
+    compat: CompatConfig = CompatConfig()
 
     @classmethod
     def fromOptions(cls, options) -> "ReceiverConfig":
         """
-        Build from a parsed L{imageproto.tap.receiver.Options}.
+        Build from a parsed L{imageproto.tap.receiver.Options}, reading the
+        token file and loading the detector (once, so that a missing model
+        stops twistd before any sender is accepted).
+
+        @raise usage.UsageError: naming what is wrong.
         """
+        web = recording = None
+        if options["web"] is not None:
+            web = WebConfig(options["web"])
+        if options["record-dir"] is not None:
+            recording = RecordingConfig(
+                options["record-dir"],
+                segmentSeconds=options["segment-seconds"],
+                format=options["record-format"],
+            )
         return cls(
             port=options["port"],
             maxFrameBytes=options["max-frame-bytes"],
@@ -48,7 +91,59 @@ class ReceiverConfig:
             statsInterval=options["stats-interval"],
             statsFile=options["stats-file"],
             maxStreams=options["max-streams"],
+            security=security.receiverSecurity(options),
+            limits=security.receiverLimits(options),
+            inference=_inference(options),
+            web=web,
+            recording=recording,
+            compat=CompatConfig(options["compat-base64"], options["compat-le32"]),
         )
+
+
+def _onnxSize(value) -> tuple:
+    text = str(value).lower().strip()
+    width, _, height = text.partition("x")
+    try:
+        size = (int(width), int(height or width))
+    except ValueError:
+        raise ValueError(f"--onnx-size {value!r} is not N or WxH") from None
+    if min(size) < 1:
+        raise ValueError(f"--onnx-size {value!r} must be positive")
+    return size
+
+
+def _inference(options) -> InferenceConfig | None:
+    """
+    The L{InferenceConfig} of C{--detect} and its companions (C{--reply}
+    checked by the tap), or C{None} without C{--detect}.
+    """
+    from imageproto.features.inference.detectors import (
+        DetectorError,
+        OnnxOptions,
+        loadDetector,
+        readClassNames,
+    )
+
+    name = options["detect"]
+    if name is None:
+        return None
+    try:
+        classes = ()
+        if options["onnx-classes"]:
+            classes = readClassNames(os.path.abspath(options["onnx-classes"]))
+        onnx = OnnxOptions(
+            size=_onnxSize(options["onnx-size"]),
+            classes=classes,
+            confidence=float(options["confidence"]),
+            nms=float(options["nms"]),
+            layout=options["onnx-layout"],
+        )
+        if onnx.layout not in ("auto", "yolov5", "yolov8"):
+            raise ValueError("--onnx-layout must be auto, yolov5 or yolov8")
+        detector = loadDetector(name, onnx)
+    except (DetectorError, ValueError) as e:
+        raise usage.UsageError(str(e)) from None
+    return InferenceConfig(detector, workers=options["workers"], reply=options["reply"])
 
 
 @frozen
@@ -111,6 +206,14 @@ class SenderConfig:
     @ivar maxDelay: the longest wait between reconnection attempts, seconds.
     @ivar maxRetries: consecutive failed attempts before giving up, or
         C{None} to retry forever.
+    @ivar results: absolute directory the RESULTs are written to, or
+        C{None}.
+    @ivar security: the token and TLS settings.
+    @ivar limits: handshake and liveness settings.
+    @ivar resume: a video or folder run again goes on where the receiver
+        says (C{--no-resume} turns it off).
+    @ivar retryFor: seconds to keep sending a frame the receiver cannot
+        store for now.
     """
 
     connect: str = "tcp:localhost:8080"
@@ -124,11 +227,19 @@ class SenderConfig:
     window: int = 8
     maxDelay: float = 5.0
     maxRetries: int | None = None
+    results: str | None = None
+    security: SenderSecurityConfig = SenderSecurityConfig()
+    limits: SenderLimitsConfig = SenderLimitsConfig()
+    resume: bool = True
+    retryFor: float = 60.0
 
     @classmethod
     def fromOptions(cls, options) -> "SenderConfig":
         """
-        Build from a parsed L{imageproto.tap.sender.Options}.
+        Build from a parsed L{imageproto.tap.sender.Options}, reading the
+        token file.
+
+        @raise usage.UsageError: if the token file holds no usable token.
         """
         if options["video"]:
             source = VideoSpec(options["video"], bool(options["loop"]))
@@ -150,6 +261,11 @@ class SenderConfig:
             window=options["window"],
             maxDelay=options["max-delay"],
             maxRetries=options["max-retries"],
+            results=options["results"],
+            security=security.senderSecurity(options),
+            limits=security.senderLimits(options),
+            resume=not options["no-resume"],
+            retryFor=options["retry-for"],
         )
 
 

@@ -2,103 +2,58 @@
 """
 C{twistd imageproto}: the receiver's command line.
 
-To add an option: declare it in L{Options} (check it in C{postOptions}),
-carry it in L{imageproto.tap.config.ReceiverConfig}, then use it in
-L{buildSinks} (a new destination for frames) or L{buildChildren} (a new
-service, such as a web viewer).
+To add an option:
+
+  1. declare it in L{Options} (in C{optParameters} or C{optFlags}; an option
+     of both commands, such as a security one, in L{imageproto.tap.security});
+  2. check its value in C{postOptions}: add a C{(name, check)} pair from
+     L{imageproto.tap.checks} to C{_CHECKS}, or write a new check there;
+  3. carry it in the feature's frozen config (such as
+     L{imageproto.features.recording.RecordingConfig}), filled in
+     L{imageproto.tap.config.ReceiverConfig.fromOptions};
+  4. use it in the feature's attach function, which L{makeService} calls.
+
+A new feature gets its own config class and attach function, and one line
+in L{makeService}.  Feature modules never see the options.
 """
 
 from __future__ import annotations
 
-import os
-
-from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from imageproto.tap import security
+from imageproto.features.compat import attachCompat
+from imageproto.features.display import DisplayUnavailable, attachDisplay, checkDisplay
+from imageproto.features.inference.engine import REPLY_MODES, attachInference
+from imageproto.features.recording import attachRecording
+from imageproto.features.web.viewer import attachWeb
+from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
+from imageproto.receiver.service import ReceiverService
+from imageproto.tap import checks, security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.receiver.service import ReceiverService
-from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
 
-__all__ = ["Options", "makeService", "buildSinks", "buildChildren"]
+__all__ = ["Options", "makeService"]
 
 # Small enough to catch a typo, large enough for a real JPEG.
 MIN_FRAME_BYTES = 1024
 # WELCOME announces the limit in 32 bits.
 MAX_FRAME_BYTES = 0xFFFFFFFF
 
-
-def _positiveInt(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{value} is not a positive integer")
-    return number
-
-
-_positiveInt.coerceDoc = "A positive integer."
-
-
-def _positiveFloat(value: str) -> float:
-    number = float(value)
-    if not 0 < number < float("inf"):
-        raise ValueError(f"{value} is not a positive number")
-    return number
-
-
-_positiveFloat.coerceDoc = "A positive number."
-
-
-def _number(options, name: str, kind: type, minimum, maximum=None):
-    """
-    Convert option C{name} to C{kind} in place and check its range, with a
-    usage error that names the option.
-    """
-    raw = options[name]
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        value = None
-    if (
-        value is None
-        or value != value  # NaN
-        or value < minimum
-        or (maximum is not None and value > maximum)
-        or value == float("inf")
-    ):
-        limits = f"at least {minimum}" if maximum is None else (
-            f"between {minimum} and {maximum}"
-        )
-        raise usage.UsageError(
-            f"--{name} {raw}: must be a{'n integer' if kind is int else ' number'} "
-            f"{limits}"
-        )
-    options[name] = value
-
-
-def portDescription(value: str) -> str:
-    """
-    Turn C{--port}'s value into a server endpoint description: a bare
-    number means TCP on every interface.
-
-    @raise usage.UsageError: if it is neither a port number nor a server
-        endpoint description Twisted can parse.
-    """
-    if value.isdigit():
-        port = int(value)
-        if port > 65535:
-            raise usage.UsageError(f"--port {value}: port numbers end at 65535")
-        return f"tcp:{port}"
-    try:
-        # Parsing opens nothing; the endpoint is built again with the real
-        # reactor when the service starts.
-        serverFromString(None, value)
-    except Exception as e:
-        raise usage.UsageError(
-            f"--port {value!r} is neither a port number nor a server endpoint "
-            f"description such as tcp:8080:interface=127.0.0.1 ({e})"
-        )
-    return value
+# Each value's check, in the order the errors are reported; the security
+# options are checked next, by security.checkReceiverOptions.
+_CHECKS = [
+    ("port", checks.endpoint),
+    ("max-frame-bytes", checks.number(int, MIN_FRAME_BYTES, MAX_FRAME_BYTES)),
+    ("stats-interval", checks.number(float, 0.001)),
+    ("max-streams", checks.number(int, 1)),
+    ("save-dir", checks.directory),
+    ("stats-file", checks.newFile),
+    ("web", checks.endpoint),
+    ("record-dir", checks.directory),
+    ("workers", checks.number(int, 1)),
+    ("compat-base64", checks.endpoint),
+    ("compat-le32", checks.endpoint),
+]
 
 
 class Options(usage.Options):
@@ -140,7 +95,8 @@ class Options(usage.Options):
          "Recording format: mkv (each JPEG as received, in Matroska) or mp4 "
          "(re-encoded as H.264, which browsers play)."],
         ["segment-seconds", None, 300.0,
-         "Seconds of video per recording file.", _positiveFloat],
+         "Seconds of video per recording file.",
+         checks.coercer(float, above=0, doc="A positive number.")],
         ["detect", None, None,
          "Run a detector on every frame: people, faces, cats, motion, echo, "
          "onnx:PATH or package.module:Class (see imageproto.features.inference.detectors)."],
@@ -165,36 +121,16 @@ class Options(usage.Options):
     ] + security.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
-        self["port"] = portDescription(self["port"])
+        checks.apply(self, _CHECKS)
         security.checkReceiverOptions(self)
-        _number(self, "max-frame-bytes", int, MIN_FRAME_BYTES, MAX_FRAME_BYTES)
-        _number(self, "stats-interval", float, 0.001)
-        _number(self, "max-streams", int, 1)
-        if self["save-dir"] is not None:
-            path = self["save-dir"] = os.path.abspath(self["save-dir"])
-            if os.path.exists(path) and not os.path.isdir(path):
-                raise usage.UsageError(
-                    f"--save-dir {path}: exists and is not a directory"
-                )
-        if self["stats-file"] is not None:
-            path = self["stats-file"] = os.path.abspath(self["stats-file"])
-            parent = os.path.dirname(path)
-            if not os.path.isdir(parent):
-                raise usage.UsageError(
-                    f"--stats-file {path}: directory {parent} does not exist"
-                )
-            if os.path.isdir(path):
-                raise usage.UsageError(f"--stats-file {path}: is a directory")
-        if self["web"] is not None:
-            from imageproto.features.web.viewer import webEndpoint
-
-            self["web"] = portDescription(webEndpoint(self["web"]))
-        if self["record-dir"] is not None:
-            path = self["record-dir"] = os.path.abspath(self["record-dir"])
-            if os.path.exists(path) and not os.path.isdir(path):
-                raise usage.UsageError(
-                    f"--record-dir {path}: exists and is not a directory"
-                )
+        reply = self["reply"]
+        if reply is None:
+            reply = self["reply"] = "detections" if self["detect"] else "none"
+        if reply not in REPLY_MODES:
+            raise usage.UsageError(f"--reply must be one of {', '.join(REPLY_MODES)}")
+        if reply != "none" and not self["detect"]:
+            raise usage.UsageError(f"--reply {reply} needs --detect")
+        from imageproto.features.inference.detectors import defaultConfidence
         from imageproto.features.recording import FORMATS
 
         if self["record-format"] not in FORMATS:
@@ -202,58 +138,34 @@ class Options(usage.Options):
                 f"--record-format {self['record-format']}: must be one of "
                 f"{', '.join(FORMATS)}"
             )
-        from imageproto.features.inference.detectors import defaultConfidence
-        from imageproto.features.inference.engine import checkOptions
-
         if self["confidence"] is None:
             self["confidence"] = defaultConfidence(self["detect"])
         elif not 0.0 <= self["confidence"] <= 1.0:
             raise usage.UsageError(
                 f"--confidence {self['confidence']}: must be between 0 and 1"
             )
-        checkOptions(self)
         if self["display"]:
-            from imageproto.features.display import DisplayUnavailable, checkDisplay
-
             try:
                 checkDisplay()
             except DisplayUnavailable as e:
                 raise usage.UsageError(str(e))
-
-
-def buildSinks(config: ReceiverConfig, receiver: ReceiverService) -> list:
-    """
-    The optional destinations for frames, beyond those L{ReceiverService}
-    builds itself (the latest-frame hub and C{--save-dir}).
-    """
-    sinks = []
-    if config.display:
-        import cv2
-
-        from imageproto.features.display import DisplaySink, WindowThread
-
-        sinks.append(DisplaySink(WindowThread(cv2), receiver.runInThread))
-    return sinks
-
-
-def buildChildren(config: ReceiverConfig, receiver: ReceiverService) -> list:
-    """
-    The optional services that run beside the receiver.
-    """
-    children: list = []
-    return children
+        # Built once here, so that a bad token file or detector is a usage
+        # error before anything starts; makeService uses it.
+        self.config = ReceiverConfig.fromOptions(self)
 
 
 def makeService(options, reactor=None) -> ReceiverService:
     """
     Build (without starting or opening anything) the receiver C{options}
-    describe.
+    describe: a L{ReceiverService} with each feature attached.
+
+    @param options: parsed L{Options}; their C{config} is used.
     """
-    config = ReceiverConfig.fromOptions(options)
+    config: ReceiverConfig = options.config
     if reactor is None:
         from twisted.internet import reactor
     receiver = ReceiverService(
-        security.receiverEndpoint(options, reactor),
+        security.receiverEndpoint(config.port, config.security, reactor),
         saveDir=config.saveDir,
         statsFile=config.statsFile,
         reactor=reactor,
@@ -261,40 +173,15 @@ def makeService(options, reactor=None) -> ReceiverService:
         maxMessageBytes=config.maxFrameBytes,
         statsInterval=config.statsInterval,
     )
-    security.applyToReceiverFactory(receiver.factory, options)
-    for child in buildChildren(config, receiver):
-        child.setServiceParent(receiver)
-    for sink in buildSinks(config, receiver):
-        receiver.addConsumer(sink)
-    from imageproto.features.inference.engine import attachToReceiver as attachDetection
-
-    attachDetection(receiver, options)
-    from imageproto.protocol import compat
-
-    for option, protocol in (
-        ("compat-base64", compat.Base64StreamProtocol),
-        ("compat-le32", compat.LengthPrefixedImageProtocol),
-    ):
-        if options.get(option) is not None:
-            compat.listen(receiver, options[option], protocol).setServiceParent(receiver)
-    if options.get("web") or options.get("record-dir"):
-        from imageproto.features.web.viewer import LatestDetections, attachToReceiver
-
-        # The viewer draws each stream's newest boxes over its picture.
-        detections = LatestDetections()
-        receiver.addConsumer(detections)
-        attachToReceiver(
-            receiver,
-            web=options.get("web"),
-            recordDir=options.get("record-dir"),
-            segmentSeconds=options.get("segment-seconds"),
-            detections=detections,
-        )
-    if options.get("record-dir"):
-        from imageproto.features.recording import Recorder
-
-        # attachToReceiver builds the recorder but takes no format (yet).
-        for child in receiver:
-            if isinstance(child, Recorder):
-                child.format = options.get("record-format", "mkv")
+    security.applyToReceiverFactory(receiver.factory, config.security, config.limits)
+    if config.display:
+        attachDisplay(receiver)
+    if config.inference is not None:
+        attachInference(receiver, config.inference)
+    attachCompat(receiver, config.compat)
+    recorder = None
+    if config.recording is not None:
+        recorder = attachRecording(receiver, config.recording)
+    if config.web is not None:
+        attachWeb(receiver, config.web, recorder=recorder)
     return receiver

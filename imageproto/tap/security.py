@@ -12,14 +12,15 @@ C{--client-cert}, C{--client-key}, C{--handshake-timeout},
 C{--idle-timeout}, C{--heartbeat}.
 
 Each tap lists C{RECEIVER_OPTIONS}/C{SENDER_OPTIONS} in its
-C{optParameters}, calls C{check*Options} from C{postOptions}, and applies
-the result with the other helpers when it builds its services.
+C{optParameters} and calls C{check*Options} from C{postOptions}; its config's
+C{fromOptions} builds the typed configs here (L{SecurityConfig} and
+L{LimitsConfig}, L{SenderSecurityConfig} and L{SenderLimitsConfig}), which
+the other helpers apply when the tap builds its services.
 """
 
 from __future__ import annotations
 
-import os
-
+from attrs import field, frozen
 from twisted.python import usage
 
 from imageproto.wire import SCAP_HEARTBEAT
@@ -32,14 +33,24 @@ from imageproto.protocol.limits import (
     DEFAULT_MAX_PEER_BUFFER,
 )
 from imageproto.protocol.tls import TLSConfigError, clientCreator, parseEndpointString, serverEndpoint
+from imageproto.tap import checks
 
 __all__ = [
     "RECEIVER_OPTIONS",
     "SENDER_OPTIONS",
-    "applyToReceiverFactory",
-    "applyToSenderFactory",
+    "SecurityConfig",
+    "LimitsConfig",
+    "SenderSecurityConfig",
+    "SenderLimitsConfig",
+    "TlsConfig",
     "checkReceiverOptions",
     "checkSenderOptions",
+    "receiverSecurity",
+    "receiverLimits",
+    "senderSecurity",
+    "senderLimits",
+    "applyToReceiverFactory",
+    "applyToSenderFactory",
     "receiverEndpoint",
     "senderEndpoint",
 ]
@@ -84,54 +95,114 @@ SENDER_OPTIONS = [
      "(0: never)."],
 ]
 
+_RECEIVER_CHECKS = [
+    ("max-connections", checks.number(int, 1)),
+    ("handshake-timeout", checks.number(float, 0.001)),
+    ("idle-timeout", checks.number(float, 0)),
+    # WELCOME carries the heartbeat in 16 bits.
+    ("heartbeat", checks.number(int, 0, 0xFFFF)),
+    ("max-peer-buffer", checks.number(int, 1)),
+    ("token-file", checks.existingFile),
+    ("client-ca", checks.existingFile),
+]
 
-def _number(options, name: str, kind: type, minimum, allowNone=False) -> None:
-    raw = options[name]
-    if raw is None and allowNone:
-        return
-    try:
-        value = kind(raw)
-    except (TypeError, ValueError):
-        value = None
-    if value is None or value != value or value < minimum or value == float("inf"):
-        raise usage.UsageError(f"--{name} {raw}: must be a number, at least {minimum}")
-    options[name] = value
+_SENDER_CHECKS = [
+    ("handshake-timeout", checks.number(float, 0.001)),
+    ("idle-timeout", checks.number(float, 0)),
+    ("heartbeat", checks.number(float, 0)),
+    ("token-file", checks.existingFile),
+    ("ca-cert", checks.existingFile),
+    ("client-cert", checks.existingFile),
+    ("client-key", checks.existingFile),
+]
 
 
-def _file(options, name: str) -> None:
-    if options[name] is not None:
-        path = options[name] = os.path.abspath(options[name])
-        if not os.path.isfile(path):
-            raise usage.UsageError(f"--{name} {path}: no such file")
+@frozen
+class SecurityConfig:
+    """
+    Who may send to the receiver.
+
+    @ivar tokens: the L{TokenTable} of C{--token-file}, or C{None} (no
+        token required).
+    @ivar clientCA: the absolute path of C{--client-ca} (client
+        certificates required), or C{None}.
+    """
+
+    tokens: TokenTable | None = None
+    clientCA: str | None = None
+
+
+@frozen
+class LimitsConfig:
+    """
+    The receiver's limits on each connection (see
+    L{imageproto.protocol.limits}).
+
+    @ivar idleTimeout: seconds a sender may be silent; 0 for never.
+    @ivar heartbeat: seconds between PINGs; 0 for none.
+    """
+
+    maxConnections: int = DEFAULT_MAX_CONNECTIONS
+    handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    idleTimeout: float = DEFAULT_IDLE_TIMEOUT
+    heartbeat: int = DEFAULT_HEARTBEAT
+    maxPeerBuffer: int = DEFAULT_MAX_PEER_BUFFER
+
+
+@frozen
+class TlsConfig:
+    """
+    Verified TLS around the sender's tcp: connection: absolute paths of the
+    CA certificate and of the optional client certificate and its key.
+    """
+
+    caCert: str
+    clientCert: str | None = None
+    clientKey: str | None = None
+
+
+@frozen
+class SenderSecurityConfig:
+    """
+    How the sender proves itself and checks the receiver.
+
+    @ivar token: the token of C{--token-file}, or C{None}.
+    @ivar tls: a L{TlsConfig}, or C{None} for a plain connection.
+    """
+
+    token: bytes | None = field(default=None, repr=False)
+    tls: TlsConfig | None = None
+
+
+@frozen
+class SenderLimitsConfig:
+    """
+    The sender's liveness settings.
+
+    @ivar idleTimeout: seconds the receiver may be silent; C{None} for
+        three of its heartbeats, 0 for never.
+    @ivar heartbeat: seconds between PINGs when the receiver announces no
+        heartbeat; 0 for never.
+    """
+
+    handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    idleTimeout: float | None = None
+    heartbeat: float = 0
 
 
 def checkReceiverOptions(options) -> None:
     """
-    Check and convert the receiver's security options in place; parse the
-    token file into C{options["tokens"]} (a L{TokenTable} or C{None}).
+    Check and convert the receiver's security options in place (numbers,
+    absolute paths); C{--port} must have been checked already.
 
     @raise usage.UsageError: naming the option at fault.
     """
-    _number(options, "max-connections", int, 1)
-    _number(options, "handshake-timeout", float, 0.001)
-    _number(options, "idle-timeout", float, 0)
-    _number(options, "heartbeat", int, 0)
-    _number(options, "max-peer-buffer", int, 1)
-    if options["heartbeat"] > 0xFFFF:
-        raise usage.UsageError("--heartbeat: at most 65535 seconds")
+    checks.apply(options, _RECEIVER_CHECKS)
     if 0 < options["idle-timeout"] <= options["heartbeat"]:
         raise usage.UsageError(
             "--idle-timeout must be longer than --heartbeat, or a healthy "
             "sender is dropped between two PINGs"
         )
-    for name in ("token-file", "client-ca"):
-        _file(options, name)
-    options["tokens"] = None
-    if options["token-file"] is not None:
-        try:
-            options["tokens"] = TokenTable.fromFile(options["token-file"])
-        except TokenFileError as e:
-            raise usage.UsageError(str(e)) from None
     if options["client-ca"] is not None:
         kind, _, _ = parseEndpointString(options["port"])
         if kind != "ssl":
@@ -141,52 +212,74 @@ def checkReceiverOptions(options) -> None:
             )
 
 
-def receiverEndpoint(options, reactor):
+def receiverSecurity(options) -> SecurityConfig:
     """
-    The receiver's listening endpoint: C{--port}, with C{--client-ca}
-    requiring client certificates.
+    The L{SecurityConfig} of checked receiver options, reading the token
+    file.
+
+    @raise usage.UsageError: if the token file is malformed.
+    """
+    tokens = None
+    if options["token-file"] is not None:
+        try:
+            tokens = TokenTable.fromFile(options["token-file"])
+        except TokenFileError as e:
+            raise usage.UsageError(str(e)) from None
+    return SecurityConfig(tokens=tokens, clientCA=options["client-ca"])
+
+
+def receiverLimits(options) -> LimitsConfig:
+    """
+    The L{LimitsConfig} of checked receiver options.
+    """
+    return LimitsConfig(
+        maxConnections=options["max-connections"],
+        handshakeTimeout=options["handshake-timeout"],
+        idleTimeout=options["idle-timeout"],
+        heartbeat=options["heartbeat"],
+        maxPeerBuffer=options["max-peer-buffer"],
+    )
+
+
+def receiverEndpoint(port: str, security: SecurityConfig, reactor):
+    """
+    The receiver's listening endpoint: C{port} (a server endpoint
+    description), requiring client certificates when C{security} says so.
 
     @raise usage.UsageError: if a certificate or key cannot be loaded.
     """
     try:
-        return serverEndpoint(reactor, options["port"], options.get("client-ca"))
+        return serverEndpoint(reactor, port, security.clientCA)
     except TLSConfigError as e:
         raise usage.UsageError(str(e)) from None
 
 
-def applyToReceiverFactory(factory, options) -> None:
+def applyToReceiverFactory(factory, security: SecurityConfig, limits: LimitsConfig) -> None:
     """
-    Set the limits and token table from checked C{options} on a
+    Set the token table and limits on a
     L{imageproto.protocol.factories.ReceiverFactory}.
     """
-    get = options.get
-    factory.tokens = get("tokens")
-    factory.maxConnections = get("max-connections", DEFAULT_MAX_CONNECTIONS)
-    factory.handshakeTimeout = get("handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT)
-    factory.idleTimeout = get("idle-timeout", DEFAULT_IDLE_TIMEOUT) or None
-    factory.heartbeat = get("heartbeat", DEFAULT_HEARTBEAT)
+    factory.tokens = security.tokens
+    factory.maxConnections = limits.maxConnections
+    factory.handshakeTimeout = limits.handshakeTimeout
+    factory.idleTimeout = limits.idleTimeout or None
+    factory.heartbeat = limits.heartbeat
     if factory.heartbeat:
         factory.capabilities |= SCAP_HEARTBEAT
     else:
         factory.capabilities &= ~SCAP_HEARTBEAT
     # One frame must always fit, or a peer could never make progress.
-    factory.maxPeerBuffer = max(
-        get("max-peer-buffer", DEFAULT_MAX_PEER_BUFFER), factory.maxMessageBytes
-    )
+    factory.maxPeerBuffer = max(limits.maxPeerBuffer, factory.maxMessageBytes)
 
 
 def checkSenderOptions(options) -> None:
     """
-    Check and convert the sender's security options in place; read the
-    token into C{options["token"]} (bytes or C{None}).
+    Check and convert the sender's security options in place (numbers,
+    absolute paths); C{--connect} must have been settled already.
 
     @raise usage.UsageError: naming the option at fault.
     """
-    _number(options, "handshake-timeout", float, 0.001)
-    _number(options, "idle-timeout", float, 0, allowNone=True)
-    _number(options, "heartbeat", float, 0)
-    for name in ("token-file", "ca-cert", "client-cert", "client-key"):
-        _file(options, name)
+    checks.apply(options, _SENDER_CHECKS)
     if (options["client-cert"] is None) != (options["client-key"] is None):
         raise usage.UsageError("--client-cert and --client-key go together")
     if options["client-cert"] is not None and options["ca-cert"] is None:
@@ -198,44 +291,68 @@ def checkSenderOptions(options) -> None:
                 "--ca-cert wraps a tcp: --connect (or --host/--port) in TLS; "
                 "for other endpoints use --connect tls:HOST:PORT:trustRoots=DIR"
             )
-    options["token"] = None
+
+
+def senderSecurity(options) -> SenderSecurityConfig:
+    """
+    The L{SenderSecurityConfig} of checked sender options, reading the
+    token.
+
+    @raise usage.UsageError: if the token file holds no usable token.
+    """
+    token = None
     if options["token-file"] is not None:
         try:
-            options["token"] = readSenderToken(options["token-file"])
+            token = readSenderToken(options["token-file"])
         except TokenFileError as e:
             raise usage.UsageError(str(e)) from None
+    tls = None
+    if options["ca-cert"] is not None:
+        tls = TlsConfig(options["ca-cert"], options["client-cert"], options["client-key"])
+    return SenderSecurityConfig(token=token, tls=tls)
 
 
-def senderEndpoint(options, reactor):
+def senderLimits(options) -> SenderLimitsConfig:
     """
-    The sender's client endpoint: C{--connect}, wrapped in verified TLS when
-    C{--ca-cert} is given (the host name checked is C{--connect}'s host).
+    The L{SenderLimitsConfig} of checked sender options.
+    """
+    return SenderLimitsConfig(
+        handshakeTimeout=options["handshake-timeout"],
+        idleTimeout=options["idle-timeout"],
+        heartbeat=options["heartbeat"],
+    )
+
+
+def senderEndpoint(connect: str, security: SenderSecurityConfig, reactor):
+    """
+    The sender's client endpoint: C{connect}, wrapped in verified TLS when
+    C{security.tls} is set (the host name checked is C{connect}'s host).
 
     @raise usage.UsageError: if a certificate or key cannot be loaded.
     """
     from twisted.internet.endpoints import clientFromString, wrapClientTLS
 
-    endpoint = clientFromString(reactor, options["connect"])
-    if options.get("ca-cert") is None:
+    endpoint = clientFromString(reactor, connect)
+    tls = security.tls
+    if tls is None:
         return endpoint
-    kind, args, kwargs = parseEndpointString(options["connect"])
+    kind, args, kwargs = parseEndpointString(connect)
     host = args[0] if args else kwargs.get("host", "localhost")
     try:
-        creator = clientCreator(
-            host, options["ca-cert"], options.get("client-cert"), options.get("client-key")
-        )
+        creator = clientCreator(host, tls.caCert, tls.clientCert, tls.clientKey)
     except TLSConfigError as e:
         raise usage.UsageError(str(e)) from None
     return wrapClientTLS(creator, endpoint)
 
 
-def applyToSenderFactory(factory, options) -> None:
+def applyToSenderFactory(
+    factory, security: SenderSecurityConfig, limits: SenderLimitsConfig
+) -> None:
     """
-    Set the token and liveness settings from checked C{options} on a
+    Set the token and liveness settings on a
     L{imageproto.protocol.factories.SenderFactory}.
     """
-    get = options.get
-    factory.token = get("token")
-    factory.handshakeTimeout = get("handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT)
-    factory.idleTimeout = get("idle-timeout")
-    factory.heartbeat = get("heartbeat", 0)
+    factory.token = security.token
+    factory.handshakeTimeout = limits.handshakeTimeout
+    factory.idleTimeout = limits.idleTimeout
+    factory.heartbeat = limits.heartbeat

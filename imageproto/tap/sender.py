@@ -26,10 +26,9 @@ import sys
 from functools import partial
 
 from twisted.internet import error
-from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
-from imageproto.tap import security
+from imageproto.tap import checks, security
 from imageproto.tap.config import (
     CameraSpec,
     ImagesSpec,
@@ -44,21 +43,14 @@ DEFAULT_CONNECT = "tcp:localhost:8080"
 
 
 def _atLeast(minimum, kind=int):
-    def coerce(value):
-        number = kind(value)
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}")
-        return number
-
-    coerce.coerceDoc = f"At least {minimum}."
-    return coerce
+    return checks.coercer(kind, minimum, doc=f"At least {minimum}.")
 
 
-def _quality(value):
-    number = int(value)
-    if not 1 <= number <= 100:
-        raise ValueError("must be 1..100")
-    return number
+_CHECKS = [
+    ("video", checks.existingFile),
+    ("images", checks.existingDirectory),
+    ("results", checks.directory),
+]
 
 
 class Options(usage.Options):
@@ -95,7 +87,7 @@ class Options(usage.Options):
         ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate]", _atLeast(0, float)],
         ["width", None, 0, "Resize frames to this width (0: keep).", _atLeast(0)],
         ["height", None, 0, "Resize frames to this height (0: keep).", _atLeast(0)],
-        ["quality", "q", 90, "JPEG quality, 1..100.", _quality],
+        ["quality", "q", 90, "JPEG quality, 1..100.", checks.coercer(int, 1, 100)],
         ["count", None, 0, "Stop after sending this many frames (0: no limit).", _atLeast(0)],
         ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
@@ -112,24 +104,23 @@ class Options(usage.Options):
             )
         if self["loop"] and self["video"] is None:
             raise usage.UsageError("--loop applies to --video only")
-        if self["video"] is not None:
-            self["video"] = os.path.abspath(self["video"])
-            if not os.path.isfile(self["video"]):
-                raise usage.UsageError(f"no such video file: {self['video']}")
+        checks.apply(self, _CHECKS)
         if self["images"] is not None:
-            self["images"] = self._imageFolder(self["images"])
-        if self["results"] is not None:
-            self["results"] = os.path.abspath(self["results"])
-            if os.path.exists(self["results"]) and not os.path.isdir(self["results"]):
-                raise usage.UsageError(f"--results {self['results']} is not a folder")
+            from imageproto.sender.sources import listImages
+
+            if not listImages(self["images"]):
+                raise usage.UsageError(f"no image files in {self['images']}")
         if self["camera"] is not None:
             self["camera"] = self._camera(self["camera"].strip())
-        self["connect"] = self._endpoint()
+        self["connect"] = checks.clientEndpoint("connect", self._endpoint())
         security.checkSenderOptions(self)
         if self["name"] is None:
             self["name"] = socket.gethostname() or "imageproto"
         if not self["name"] or len(self["name"].encode("utf-8")) > 255:
             raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
+        # Built once here, so that a bad token file is a usage error before
+        # anything starts; makeService uses it.
+        self.config = SenderConfig.fromOptions(self)
 
     def _camera(self, camera: str):
         if not camera:
@@ -151,34 +142,15 @@ class Options(usage.Options):
             index, self["width"], self["height"], self["fps"] or None
         )
 
-    def _imageFolder(self, directory: str) -> str:
-        from imageproto.sender.sources import listImages
-
-        directory = os.path.abspath(directory)
-        if not os.path.isdir(directory):
-            raise usage.UsageError(f"no such folder: {directory}")
-        if not listImages(directory):
-            raise usage.UsageError(f"no image files in {directory}")
-        return directory
-
     def _endpoint(self) -> str:
         host, port = self["host"], self["port"]
         if self["connect"] is not None:
             if host is not None or port is not None:
                 raise usage.UsageError("use --connect or --host/--port, not both")
-            description = self["connect"]
-        elif host is not None or port is not None:
-            description = f"tcp:{host or 'localhost'}:{port or 8080}"
-        else:
-            description = DEFAULT_CONNECT
-        from twisted.internet import reactor
-
-        try:
-            # Building an endpoint parses the description and opens nothing.
-            clientFromString(reactor, description)
-        except (ValueError, TypeError, KeyError) as e:
-            raise usage.UsageError(f"bad --connect {description!r}: {e}") from None
-        return description
+            return self["connect"]
+        if host is not None or port is not None:
+            return f"tcp:{host or 'localhost'}:{port or 8080}"
+        return DEFAULT_CONNECT
 
 
 def exitProcess(reactor, status: int) -> None:
@@ -224,6 +196,8 @@ def makeService(options, reactor=None):
     """
     Build the sender's services; nothing is opened until they start.
 
+    @param options: parsed L{Options}; their C{config} is used.
+
     @return: a L{imageproto.sender.service.SenderService}.
     """
     if reactor is None:
@@ -237,11 +211,11 @@ def makeService(options, reactor=None):
         SenderService,
     )
 
-    config = SenderConfig.fromOptions(options)
+    config: SenderConfig = options.config
     source = buildSource(config.source)
-    results = options.get("results")
+    results = config.results
     session = None
-    if isinstance(config.source, (VideoSpec, ImagesSpec)) and not options.get("no-resume"):
+    if isinstance(config.source, (VideoSpec, ImagesSpec)) and config.resume:
         from imageproto.sender.resume import sourceSession
 
         kind, path = (
@@ -264,7 +238,7 @@ def makeService(options, reactor=None):
         session=session,
         awaitResults=results is not None,
         resumable=session is not None,
-        retryFor=options.get("retry-for", 60.0),
+        retryFor=config.retryFor,
     )
     sink = sender
     if results is not None:
@@ -281,9 +255,12 @@ def makeService(options, reactor=None):
         maxDelay=config.maxDelay,
         maxRetries=config.maxRetries,
     )
-    security.applyToSenderFactory(factory, options)
+    security.applyToSenderFactory(factory, config.security, config.limits)
     connection = SenderConnectionService(
-        security.senderEndpoint(options, reactor), factory, config.connect, reactor
+        security.senderEndpoint(config.connect, config.security, reactor),
+        factory,
+        config.connect,
+        reactor,
     )
     captureService = CaptureService(
         source,

@@ -31,11 +31,15 @@ from imageproto.features.recording.recorder import (
     DEFAULT_FORMAT,
     DEFAULT_SEGMENT_SECONDS,
     Recorder,
+    RecordingConfig,
+    attachRecording,
     segmentName,
 )
 
 __all__ = [
     "Recorder",
+    "RecordingConfig",
+    "attachRecording",
     "segmentName",
     "DEFAULT_SEGMENT_SECONDS",
     "DEFAULT_FORMAT",

@@ -34,13 +34,20 @@ from imageproto.features.recording.media import (
     openWriter,
 )
 from imageproto.receiver.consumers import IFrameSink
+from imageproto.wire import toStreamName
 
-__all__ = ["Recorder", "segmentName", "DEFAULT_SEGMENT_SECONDS", "DEFAULT_FORMAT"]
+__all__ = [
+    "Recorder",
+    "segmentName",
+    "DEFAULT_SEGMENT_SECONDS",
+    "DEFAULT_FORMAT",
+    "RecordingConfig",
+    "attachRecording",
+]
 
 DEFAULT_SEGMENT_SECONDS = 300.0
 DEFAULT_MAX_QUEUED = 120
 DEFAULT_FORMAT = "mkv"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def segmentName(stream: str, start: float, extension: str = DEFAULT_FORMAT) -> str:
@@ -51,7 +58,7 @@ def segmentName(stream: str, start: float, extension: str = DEFAULT_FORMAT) -> s
     and C{extension}.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
-    return f"{_UNSAFE.sub('_', stream).lstrip('.') or '_'}-{stamp}.{extension}"
+    return f"{toStreamName(stream)}-{stamp}.{extension}"
 
 
 @frozen
@@ -381,3 +388,35 @@ class Recorder(Service):
             stream=stream,
             path=segment.path,
         )
+
+
+@frozen
+class RecordingConfig:
+    """
+    Record every stream under C{directory} (absolute).
+
+    A new recording setting is a field here, passed on by L{attachRecording}
+    and filled from its option in L{imageproto.tap.config}.
+
+    @ivar segmentSeconds: the longest span of video one file holds.
+    @ivar format: C{"mkv"} (the JPEGs as received) or C{"mp4"} (H.264).
+    """
+
+    directory: str
+    segmentSeconds: float = DEFAULT_SEGMENT_SECONDS
+    format: str = DEFAULT_FORMAT
+
+
+def attachRecording(receiver, config: RecordingConfig) -> Recorder:
+    """
+    Add a L{Recorder} to an L{imageproto.receiver.service.ReceiverService}:
+    a consumer of its pipeline and a child service, so that stopping the
+    receiver waits until every queued frame is written and every file
+    finished.
+    """
+    recorder = Recorder(
+        config.directory, segmentSeconds=config.segmentSeconds, format=config.format
+    )
+    receiver.addConsumer(recorder)
+    recorder.setServiceParent(receiver)
+    return recorder

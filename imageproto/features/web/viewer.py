@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from attrs import frozen
+
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import serverFromString
 from twisted.web.server import Site
@@ -40,7 +42,8 @@ __all__ = [
     "webEndpoint",
     "makeWebService",
     "LatestDetections",
-    "attachToReceiver",
+    "WebConfig",
+    "attachWeb",
 ]
 
 
@@ -147,45 +150,38 @@ def makeWebService(
     return service, root
 
 
-def attachToReceiver(
-    receiver,
-    web: str | None = None,
-    recordDir: str | None = None,
-    segmentSeconds: float | None = None,
-    detections: Callable = _noDetections,
-) -> dict:
+@frozen
+class WebConfig:
     """
-    Add the live viewer and the recorder to a
-    L{imageproto.receiver.service.ReceiverService}, as C{--web}, C{--record-dir} and
-    C{--segment-seconds} ask.
+    Serve the live viewer.
 
-    Both are children of C{receiver}, so they start and stop with it; the
-    recorder's C{stopService} waits until every queued frame is written and
-    every file finished.
-
-    @return: C{{"web": (service, root) or None, "recorder": Recorder or
-        None}}.
+    @ivar endpoint: the server endpoint description to listen on.
     """
-    from imageproto.features.recording import DEFAULT_SEGMENT_SECONDS, Recorder
 
-    recorder = None
-    if recordDir is not None:
-        recorder = Recorder(
-            recordDir,
-            segmentSeconds=segmentSeconds or DEFAULT_SEGMENT_SECONDS,
-        )
-        receiver.addConsumer(recorder)
-        recorder.setServiceParent(receiver)
-    viewer = None
-    if web is not None:
-        viewer = makeWebService(
-            web,
-            receiver.hub,
-            receiver.registry,
-            receiver.pipeline,
-            reactor=receiver.reactor,
-            recorder=recorder,
-            detections=detections,
-        )
-        viewer[0].setServiceParent(receiver)
-    return {"web": viewer, "recorder": recorder}
+    endpoint: str
+
+
+def attachWeb(receiver, config: WebConfig, recorder=None):
+    """
+    Add the live viewer to an L{imageproto.receiver.service.ReceiverService}:
+    its listening service as a child (it starts and stops with the
+    receiver), and its metrics and latest detections as consumers of the
+    pipeline, so the page draws each stream's newest boxes.
+
+    @param recorder: the receiver's L{imageproto.features.recording.Recorder},
+        whose statistics the page and C{/metrics} show, or C{None}.
+    @return: C{(service, root)}, as L{makeWebService}.
+    """
+    detections = LatestDetections()
+    receiver.addConsumer(detections)
+    service, root = makeWebService(
+        config.endpoint,
+        receiver.hub,
+        receiver.registry,
+        receiver.pipeline,
+        reactor=receiver.reactor,
+        recorder=recorder,
+        detections=detections,
+    )
+    service.setServiceParent(receiver)
+    return service, root
