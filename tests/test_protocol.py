@@ -1066,10 +1066,10 @@ class SenderStateTests(SynchronousTestCase):
         the state machine's dispatch (the per-frame path); before WELCOME
         it goes through the machine, which calls it out of place.
         """
-        proto, _, _, _ = self.sender()
-        self.assertEqual(proto._onAck, proto._machine.ack)
+        proto, _, stub, _ = self.sender()
+        self.assertEqual(proto._onAck, proto._ackBeforeWelcome)
         proto.dataReceived(framed(wire.Welcome()))
-        self.assertEqual(proto._onAck, proto._acked)
+        self.assertEqual(proto._onAck, stub.acked)
 
 
 class AnswerServerTests(SynchronousTestCase):

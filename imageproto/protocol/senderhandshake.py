@@ -145,7 +145,7 @@ def _answer(answered: bool):
 def _connected(core: _Core, welcome: wire.Welcome) -> None:
     core.welcomed = welcome
     # The per-frame path: ACKs go straight to the sender from now on.
-    core._onAck = core._acked
+    core._onAck = core.factory.sender.acked
     core._watchServer(welcome)
     core.factory.resetDelay()
     core.factory.sender.connected(core, welcome)
@@ -214,7 +214,7 @@ def _leaveEarly(inputs: _SenderInputs, core: _Core, reason: str) -> None:
 @_upon([_streaming], _SenderInputs.ack)
 def _ack(inputs: _SenderInputs, core: _Core, ack: wire.Ack) -> None:
     # Only reached if an ACK missed the direct route _connected sets up.
-    core._acked(ack)
+    core.factory.sender.acked(ack.seq)
 
 
 @_upon([_streaming], _SenderInputs.reject)

