@@ -20,8 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import imageproto
 from imageproto import client, wire
+from imageproto.client import connection
 from imageproto.features.inference.detectors import loadDetector
 from imageproto.features.inference.engine import InferenceConfig, attachInference
+from imageproto.protocol.tokens import TokenTable
 from imageproto.receiver.service import ReceiverService
 
 try:
@@ -64,6 +66,108 @@ class EncodeTests(SynchronousTestCase):
         if cv2 is None:
             raise self.skipTest("cv2 is not installed")
         self.assertTrue(wire.isJpeg(client.encodeFrame(numpy.zeros((8, 8, 3), numpy.uint8))))
+
+
+class HandshakeTests(SynchronousTestCase):
+    """
+    L{imageproto.client.connection.handshake} answers the server as the
+    Twisted sender does (L{wire.answerServer}), over a socket pair whose
+    server end is scripted in advance: no reactor, no threads.
+    """
+
+    hello = wire.Hello("cam", wire.CAP_RESULTS | wire.CAP_AUTH, 5)
+
+    def handshake(self, serverSays, token=None):
+        """
+        Run the handshake against C{serverSays}; return its outcome (the
+        WELCOME or the exception) and what the client wrote.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        theirs.sendall(b"".join(wire.encodeFramed(m) for m in serverSays))
+        theirs.shutdown(socket.SHUT_WR)
+        try:
+            outcome = connection.handshake(ours, self.hello, token)
+        except client.ClientError as e:
+            outcome = e
+        ours.shutdown(socket.SHUT_WR)
+        written = []
+        while True:
+            try:
+                written.append(connection.readMessage(theirs))
+            except client.ClientError:
+                return outcome, written
+
+    def test_welcome(self):
+        """
+        HELLO goes first; PINGs before WELCOME are answered by PONG; the
+        WELCOME is returned.
+        """
+        welcome = wire.Welcome(wire.SCAP_DETECT)
+        outcome, written = self.handshake([wire.Ping(9), welcome])
+        self.assertEqual(outcome, welcome)
+        self.assertEqual(written, [self.hello, wire.Pong(9)])
+
+    def test_challenge(self):
+        """
+        A CHALLENGE is answered by an AUTH proving the token for the
+        HELLO's name.
+        """
+        nonce = b"s" * 32
+        outcome, written = self.handshake(
+            [wire.Challenge(nonce), wire.Welcome()], token=b"secret"
+        )
+        self.assertEqual(outcome, wire.Welcome())
+        hello, auth = written
+        self.assertEqual(
+            auth.digest, wire.computeDigest(b"secret", nonce, auth.nonce, "cam")
+        )
+
+    def test_challengeWithoutToken(self):
+        """
+        A CHALLENGE to a client without a token is refused on this side:
+        ERROR 6 goes to the server and ServerRefused (code 6) to the
+        caller, so that C{connect} does not retry.
+        """
+        outcome, written = self.handshake([wire.Challenge(b"s" * 32)])
+        self.assertIsInstance(outcome, client.ServerRefused)
+        self.assertEqual(outcome.code, wire.ERR_AUTH)
+        self.assertIn("token=", outcome.reason)
+        self.assertEqual(written, [self.hello, wire.Error(wire.ERR_AUTH, outcome.reason)])
+
+    def test_refused(self):
+        """
+        An ERROR before WELCOME raises ServerRefused with its code and
+        reason, and nothing is answered.
+        """
+        outcome, written = self.handshake([wire.Error(wire.ERR_BAD_NAME, "bad")])
+        self.assertIsInstance(outcome, client.ServerRefused)
+        self.assertEqual((outcome.code, outcome.reason), (wire.ERR_BAD_NAME, "bad"))
+        self.assertEqual(written, [self.hello])
+
+    def test_outOfPlace(self):
+        """
+        An ACK before WELCOME, or a second CHALLENGE, is answered by ERROR 4
+        with the reason the Twisted sender gives, and raises ClientError.
+        """
+        challenge = wire.Challenge(b"s" * 32)
+        for serverSays, reason in [
+            ([wire.Ack(0)], "unexpected ACK before WELCOME"),
+            ([challenge, challenge], "unexpected CHALLENGE after AUTH"),
+        ]:
+            outcome, written = self.handshake(serverSays, token=b"t")
+            self.assertNotIsInstance(outcome, client.ServerRefused)
+            self.assertEqual(str(outcome), reason)
+            self.assertEqual(written[-1], wire.Error(wire.ERR_PROTOCOL, reason))
+
+    def test_closedDuringHandshake(self):
+        """
+        A server that closes before WELCOME raises ClientError.
+        """
+        outcome, written = self.handshake([])
+        self.assertIsInstance(outcome, client.ClientError)
+        self.assertIn("closed", str(outcome))
 
 
 class _SkippingServer(Int32StringReceiver):
@@ -224,6 +328,29 @@ class LiveServerTests(TestCase):
 
         code = yield deferToThread(script)
         self.assertEqual(code, wire.ERR_BAD_NAME)
+
+    @inlineCallbacks
+    def test_tokens(self):
+        """
+        Against a server that requires tokens, a client with the token
+        streams, and one without is refused at once (ServerRefused, code
+        6) rather than retrying until its timeout.
+        """
+        address = yield self.startReceiver()
+        token = "client-test-token-000000001"
+        self.receiver.factory.tokens = TokenTable.parse(f"{token} *")
+
+        def script():
+            with imageproto.connect(address, name="cam", token=token) as s:
+                reply = s.send(readJpeg())
+            try:
+                imageproto.connect(address, name="cam", timeout=30)
+            except client.ServerRefused as e:
+                return reply, e.code
+
+        reply, code = yield deferToThread(script)
+        self.assertEqual(reply.seq, 0)
+        self.assertEqual(code, wire.ERR_AUTH)
 
     @inlineCallbacks
     def test_reconnectsAfterConnectionLoss(self):

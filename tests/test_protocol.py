@@ -724,9 +724,10 @@ class StubSender:
         self.calls.append(("fail", reason))
 
 
-def sender(maxMessageBytes: int = wire.Welcome().maxMessageBytes):
+def sender(maxMessageBytes: int = wire.Welcome().maxMessageBytes, token=None):
     stub = StubSender()
     factory = SenderFactory(stub, clock=Clock(), maxMessageBytes=maxMessageBytes)
+    factory.token = token
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
@@ -883,6 +884,241 @@ class SenderProtocolTests(SynchronousTestCase):
         proto.connectionLost(Failure(ConnectionError("gone")))
         self.assertEqual(stub.calls, [("disconnected",)])
         self.assertTrue(proto.pressure.paused)
+
+
+class SenderStateTests(SynchronousTestCase):
+    """
+    L{FrameSenderProtocol}'s handshake states (awaiting WELCOME, answering a
+    CHALLENGE, streaming, closed) each answer every server message as
+    PROTOCOL.md says.
+    """
+
+    def sender(self, token: str | None = None, before=()):
+        proto, transport, stub, factory = sender(
+            token=None if token is None else token.encode()
+        )
+        for message in before:
+            proto.dataReceived(framed(message))
+        transport.clear()
+        del stub.calls[:]
+        return proto, transport, stub, factory
+
+    def test_unexpectedNamesTheState(self):
+        """
+        A message out of place gets ERROR 4 whose reason says where the
+        connection was (ACK, REJECT, RESULT or a sender's message before
+        WELCOME, also while answering a CHALLENGE; a second CHALLENGE after
+        AUTH; WELCOME or CHALLENGE after the handshake), logged with the
+        peer, and nothing reaches the sender.
+        """
+        challenge = wire.Challenge(b"s" * 32)
+        auth = wire.Auth(b"c" * 32, b"d" * 32)
+        welcome = wire.Welcome()
+        cases = [
+            (None, [], wire.Ack(0), "unexpected ACK before WELCOME"),
+            (None, [], wire.Reject(0), "unexpected REJECT before WELCOME"),
+            (None, [], wire.Result(0), "unexpected RESULT before WELCOME"),
+            (None, [], HELLO, "unexpected HELLO before WELCOME"),
+            (None, [], wire.Frame(0, TINY_JPEG), "unexpected FRAME before WELCOME"),
+            (None, [], wire.Bye(), "unexpected BYE before WELCOME"),
+            (None, [], auth, "unexpected AUTH before WELCOME"),
+            (TOKEN, [challenge], wire.Ack(0), "unexpected ACK before WELCOME"),
+            (TOKEN, [challenge], auth, "unexpected AUTH before WELCOME"),
+            (TOKEN, [challenge], challenge, "unexpected CHALLENGE after AUTH"),
+            (None, [welcome], welcome, "unexpected WELCOME after the handshake"),
+            (None, [welcome], challenge, "unexpected CHALLENGE after the handshake"),
+            (None, [welcome], wire.Bye(), "unexpected BYE after the handshake"),
+        ]
+        for token, before, message, reason in cases:
+            proto, transport, stub, factory = self.sender(token, before)
+            with capturedLogs() as events:
+                proto.dataReceived(framed(message) + framed(wire.Ack(1)))
+            self.assertEqual(
+                written(transport), [wire.Error(wire.ERR_PROTOCOL, reason)], reason
+            )
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(stub.calls, [])
+            self.assertTrue(factory.continueTrying)
+            [event] = [e for e in events if e["log_format"].endswith("; disconnecting")]
+            self.assertEqual(
+                (event["peer"], event["kind"], event["when"]),
+                (proto.peer, reason.split()[1], reason.split(" ", 2)[2]),
+            )
+
+    def test_challengeThenWelcome(self):
+        """
+        With a token, HELLO carries CAP_AUTH; a CHALLENGE is answered by an
+        AUTH whose digest proves the token for the HELLO's name, and the
+        WELCOME after it connects the sender, after which ACKs are relayed.
+        """
+        proto, transport, stub, _ = sender(token=TOKEN.encode())
+        [hello] = written(transport)
+        self.assertEqual(
+            hello,
+            wire.Hello(HELLO.name, HELLO.capabilities | wire.CAP_AUTH, HELLO.session),
+        )
+        transport.clear()
+        serverNonce = b"s" * 32
+        proto.dataReceived(framed(wire.Challenge(serverNonce)))
+        [auth] = written(transport)
+        self.assertIsInstance(auth, wire.Auth)
+        self.assertEqual(
+            auth.digest,
+            computeDigest(TOKEN.encode(), serverNonce, auth.nonce, hello.name),
+        )
+        self.assertEqual(stub.calls, [])
+        self.assertIsNone(proto.welcomed)
+        welcome = wire.Welcome()
+        proto.dataReceived(framed(welcome) + framed(wire.Ack(0)))
+        self.assertEqual(stub.calls, [("connected", welcome), ("acked", 0)])
+        self.assertEqual(proto.welcomed, welcome)
+        self.assertFalse(transport.disconnecting)
+
+    def test_challengeWithoutToken(self):
+        """
+        A CHALLENGE to a sender without a token is answered by ERROR 6 (the
+        sender is told C{refused} with it) and the factory stops trying:
+        no retry can produce a token.
+        """
+        proto, transport, stub, factory = self.sender()
+        proto.dataReceived(framed(wire.Challenge(b"s" * 32)) + framed(wire.Welcome()))
+        error = wire.Error(wire.ERR_AUTH, wire.NO_TOKEN_REASON)
+        self.assertEqual(written(transport), [error])
+        self.assertEqual(stub.calls, [("refused", error)])
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(factory.continueTrying)
+
+    def test_errorBeforeWelcomeIsRefusal(self):
+        """
+        ERROR before WELCOME, also while answering a CHALLENGE, is a
+        refusal: logged, relayed as C{refused}, answered by nothing, and
+        only ERROR 6 stops the factory from reconnecting.
+        """
+        challenge = wire.Challenge(b"s" * 32)
+        for token, before in [(None, []), (TOKEN, [challenge])]:
+            for code, retries in [(wire.ERR_AUTH, False), (wire.ERR_BUSY, True)]:
+                proto, transport, stub, factory = self.sender(token, before)
+                error = wire.Error(code, "no")
+                with capturedLogs() as events:
+                    proto.dataReceived(framed(error) + framed(wire.Welcome()))
+                self.assertEqual(stub.calls, [("refused", error)])
+                self.assertEqual(transport.value(), b"")
+                self.assertTrue(transport.disconnecting)
+                self.assertEqual(factory.continueTrying, retries)
+                self.assertEqual(
+                    [(e["reason"], e["code"]) for e in events if "code" in e],
+                    [("no", code)],
+                )
+
+    def test_errorAfterWelcomeIsFailure(self):
+        """
+        ERROR after WELCOME, even ERROR 6, is a failure of the stream: the
+        sender is told C{failed}, and the factory's retrying is left to it.
+        """
+        proto, transport, stub, factory = self.sender(before=[wire.Welcome()])
+        error = wire.Error(wire.ERR_AUTH, "revoked")
+        proto.dataReceived(framed(error))
+        self.assertEqual(stub.calls, [("failed", error)])
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(factory.continueTrying)
+
+    def test_goodbyeBeforeWelcome(self):
+        """
+        Saying goodbye before WELCOME closes the connection without a BYE,
+        which PROTOCOL.md does not allow before WELCOME; once closed,
+        nothing more is said.
+        """
+        proto, transport, stub, _ = self.sender()
+        proto.sayGoodbye("stopping")
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        proto.sayGoodbye("again")
+        proto.messageReceived(wire.Welcome())
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(stub.calls, [])
+
+    def test_closedIgnoresEverything(self):
+        """
+        After the connection closed (here: refused), late messages, a
+        timeout and a goodbye change nothing and write nothing; losing the
+        connection still tells the sender.
+        """
+        proto, transport, stub, _ = self.sender()
+        proto.dataReceived(framed(wire.Error(wire.ERR_BAD_NAME, "bad")))
+        transport.clear()
+        del stub.calls[:]
+        for message in (wire.Welcome(), wire.Ack(0), wire.Error(wire.ERR_BUSY, "x")):
+            proto.messageReceived(message)
+        with capturedLogs() as events:
+            proto.timedOut(5)
+        proto.sayGoodbye()
+        self.assertEqual([e["what"] for e in events if "what" in e], ["handshake"])
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(stub.calls, [])
+        self.assertIsNone(proto.welcomed)
+        proto.connectionLost(Failure(ConnectionError("gone")))
+        self.assertEqual(stub.calls, [("disconnected",)])
+
+    def test_acksBypassTheMachine(self):
+        """
+        Once streaming, an ACK goes to the sender without passing through
+        the state machine's dispatch (the per-frame path); before WELCOME
+        it goes through the machine, which calls it out of place.
+        """
+        proto, _, stub, _ = self.sender()
+        self.assertEqual(proto._onAck, proto._ackBeforeWelcome)
+        proto.dataReceived(framed(wire.Welcome()))
+        self.assertEqual(proto._onAck, stub.acked)
+
+
+class AnswerServerTests(SynchronousTestCase):
+    """
+    L{wire.answerServer}, the decisions before WELCOME that the sender's
+    machine and the blocking client share.
+    """
+
+    hello = wire.Hello("cam-1", wire.CAP_AUTH)
+
+    def test_outcomes(self):
+        """
+        WELCOME ends the handshake; ERROR is the server's refusal; PING is
+        answered by PONG and PONG by nothing; anything else is a violation
+        before WELCOME.
+        """
+        welcome = wire.Welcome()
+        error = wire.Error(wire.ERR_BAD_NAME, "bad")
+        answer = lambda m: wire.answerServer(self.hello, m, None)  # noqa: E731
+        self.assertEqual(answer(welcome), wire.Welcomed(welcome))
+        self.assertEqual(answer(error), wire.Refusal(error, ours=False))
+        self.assertEqual(answer(wire.Ping(3)), wire.Answer(wire.Pong(3)))
+        self.assertEqual(answer(wire.Pong(3)), wire.Answer(None))
+        violation = answer(wire.Reject(1, "x"))
+        self.assertEqual(violation, wire.Violation(wire.Reject(1, "x"), "before WELCOME"))
+        self.assertEqual(violation.reason, "unexpected REJECT before WELCOME")
+
+    def test_challenge(self):
+        """
+        A CHALLENGE is answered by an AUTH with a fresh nonce when there is
+        a token, refused by this end (ERROR 6, with the given reason) when
+        there is none, and out of place once answered.
+        """
+        challenge = wire.Challenge(b"s" * 32)
+        first = wire.answerServer(self.hello, challenge, b"t")
+        second = wire.answerServer(self.hello, challenge, b"t")
+        self.assertNotEqual(first.message.nonce, second.message.nonce)
+        self.assertEqual(
+            first.message.digest,
+            computeDigest(b"t", challenge.nonce, first.message.nonce, "cam-1"),
+        )
+        self.assertEqual(
+            wire.answerServer(self.hello, challenge, None, noToken="none"),
+            wire.Refusal(wire.Error(wire.ERR_AUTH, "none"), ours=True),
+        )
+        self.assertEqual(
+            wire.answerServer(self.hello, challenge, b"t", answered=True).reason,
+            "unexpected CHALLENGE after AUTH",
+        )
 
 
 class StreamingSender(StubSender):

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_protocol -*-
 """
 The client end: L{FrameSenderProtocol} says HELLO, then relays the server's
-answers to C{self.factory.sender} (an L{imageproto.sender.flow.FrameSender}),
+answers (as the state machine in L{imageproto.protocol.senderhandshake}
+allows) to C{self.factory.sender} (an L{imageproto.sender.flow.FrameSender}),
 which decides what to send next: C{hello}, C{connected}, C{acked},
 C{rejected}, C{resultReceived}, C{refused}, C{failed}, C{disconnected} and
 optionally C{drained}, called when the transport's send buffer empties after
@@ -16,7 +17,7 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.protocol.framing import MessageProtocol
 from imageproto.protocol.limits import senderIdleTimeout
-from imageproto.wire import computeDigest, newNonce
+from imageproto.protocol.senderhandshake import SenderMachine
 
 __all__ = ["FrameSenderProtocol", "TransportPressure"]
 
@@ -55,13 +56,25 @@ class TransportPressure:
 class FrameSenderProtocol(MessageProtocol):
     """
     The client end: says HELLO, then relays the server's answers to
-    C{self.factory.sender}, which decides what to send next.
+    C{self.factory.sender}, which decides what to send next.  Where it is in
+    the exchange is the state of an Automat machine,
+    L{imageproto.protocol.senderhandshake.SenderMachine}.
+
+    @ivar welcomed: the server's L{wire.Welcome} once it has arrived, else
+        C{None}.
     """
 
     welcomed = None
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.maxMessageBytes
+        self._machine = SenderMachine(self)
+        # ACKs' seqs go to the machine until it enters streaming, which
+        # points this straight at the sender's acked: the per-frame path
+        # skips the machine's dispatch (measured: 1 to 6 us an ACK through
+        # it, against 0.12 us).  Every way out of streaming closes the
+        # connection, after which MessageProtocol delivers no more messages.
+        self._onAck = self._ackBeforeWelcome
         # Twisted pauses a producer once 64 KiB wait in the transport, which
         # is one or two frames written in the same reactor turn; nothing but
         # an ACK would wake a sender waiting for the pause to end, so frames
@@ -83,55 +96,27 @@ class FrameSenderProtocol(MessageProtocol):
         )
 
     def messageReceived(self, message: wire.Message) -> None:
-        sender = self.factory.sender
-        if isinstance(message, wire.Ack) and self.welcomed:
-            sender.acked(message.seq)
-        elif isinstance(message, wire.Result) and self.welcomed:
-            sender.resultReceived(message)
-        elif isinstance(message, wire.Reject) and self.welcomed:
-            sender.rejected(message.seq, message.reason, message.retry)
+        if isinstance(message, wire.Ack):
+            self._onAck(message.seq)
+        elif isinstance(message, wire.Result):
+            self._machine.result(message)
+        elif isinstance(message, wire.Reject):
+            self._machine.reject(message)
         elif isinstance(message, wire.Ping):
             self.sendMessage(wire.Pong(message.token))
         elif isinstance(message, wire.Pong):
             pass
-        elif isinstance(message, wire.Welcome) and not self.welcomed:
-            self.welcomed = message
-            self._watchServer(message)
-            self.factory.resetDelay()
-            sender.connected(self, message)
-        elif isinstance(message, wire.Challenge) and not self.welcomed:
-            self._answerChallenge(message)
+        elif isinstance(message, wire.Welcome):
+            self._machine.welcome(message)
+        elif isinstance(message, wire.Challenge):
+            self._machine.challenge(message)
         elif isinstance(message, wire.Error):
-            self.log.error(
-                "server {peer} says: {reason} (code {code})",
-                peer=self.peer,
-                reason=message.reason,
-                code=message.code,
-            )
-            if self.welcomed:
-                sender.failed(message)
-            else:
-                if message.code == wire.ERR_AUTH:
-                    # Retrying cannot fix a wrong token: stop reconnecting.
-                    self.factory.stopTrying()
-                sender.refused(message)
-            self.close()
+            self._machine.error(message)
         else:
-            self.unexpected(
-                message, "after the handshake" if self.welcomed else "before WELCOME"
-            )
+            self._machine.misplaced(message)
 
-    def _answerChallenge(self, challenge: wire.Challenge) -> None:
-        token = self.factory.token
-        if token is None:
-            reason = "the server requires a token; start the sender with --token-file"
-            self.factory.stopTrying()
-            self.factory.sender.refused(wire.Error(wire.ERR_AUTH, reason))
-            self.fail(wire.ERR_AUTH, reason)
-            return
-        nonce = newNonce()
-        digest = computeDigest(token, challenge.nonce, nonce, self._hello.name)
-        self.sendMessage(wire.Auth(nonce, digest))
+    def _ackBeforeWelcome(self, seq: int) -> None:
+        self._machine.ack(wire.Ack(seq))
 
     def _watchServer(self, welcome: wire.Welcome) -> None:
         """
@@ -152,11 +137,21 @@ class FrameSenderProtocol(MessageProtocol):
 
     def sayGoodbye(self, reason: str = "") -> None:
         """
-        Send BYE; the server closes the connection in answer.
+        Send BYE; the server closes the connection in answer.  Before
+        WELCOME, which a BYE may not precede, just close.
         """
-        self.sendMessage(wire.Bye(reason))
+        self._machine.goodbye(reason)
+
+    def fail(self, code: int, reason: str) -> None:
+        super().fail(code, reason)
+        self._machine.stop()
+
+    def close(self) -> None:
+        super().close()
+        self._machine.stop()
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
+        self._machine.connectionLost()
         self.pressure.stopProducing()
         self.factory.sender.disconnected(self, reason)

@@ -3,16 +3,18 @@ The imageproto wire format, bytes in and objects out, with no Twisted and no
 OpenCV: the messages (L{imageproto.wire.messages}), their encoding
 (L{imageproto.wire.codec}), errors (L{imageproto.wire.errors}), the stream
 name rule (L{imageproto.wire.names}) and the authentication digest
-(L{imageproto.wire.digest}).  C{PROTOCOL.md} is the normative description.
+(L{imageproto.wire.digest}), and the sender's handshake decisions
+(L{imageproto.wire.handshake}).  C{PROTOCOL.md} is the normative description.
 
 Everything public is importable from here: C{from imageproto import wire;
 wire.Frame(...)}.
 """
 
-from imageproto.wire import codec, digest, errors, messages, names
+from imageproto.wire import codec, digest, errors, handshake, messages, names
 from imageproto.wire.codec import *  # noqa: F401,F403
 from imageproto.wire.digest import *  # noqa: F401,F403
 from imageproto.wire.errors import *  # noqa: F401,F403
+from imageproto.wire.handshake import *  # noqa: F401,F403
 from imageproto.wire.messages import *  # noqa: F401,F403
 from imageproto.wire.names import *  # noqa: F401,F403
 
@@ -22,4 +24,5 @@ __all__ = [
     *codec.__all__,
     *names.__all__,
     *digest.__all__,
+    *handshake.__all__,
 ]

@@ -54,6 +54,8 @@ from imageproto.wire.messages import (
 __all__ = [
     "encodeMessage",
     "encodeFramed",
+    "LENGTH_BYTES",
+    "decodeLength",
     "FRAME_OVERHEAD",
     "decodeMessage",
     "isJpeg",
@@ -66,6 +68,22 @@ _FRAMED_START = struct.Struct("!IBBQI")
 _FRAME_TRAILER = struct.Struct("!ddI")
 # The bytes of a FRAME besides its JPEG: header, seq, length and trailer.
 FRAME_OVERHEAD = _HEADER.size + _FRAME_HEAD.size + _FRAME_TRAILER.size
+
+
+LENGTH_BYTES = _LENGTH.size
+
+
+def decodeLength(prefix: bytes) -> int:
+    """
+    The message length a 4-byte prefix announces (the inverse of
+    L{encodeFramed}'s first four bytes), for readers that do their own
+    buffering.
+
+    @raise WireError: if C{prefix} is not L{LENGTH_BYTES} long.
+    """
+    if len(prefix) != LENGTH_BYTES:
+        raise WireError(f"a length prefix is {LENGTH_BYTES} bytes, not {len(prefix)}")
+    return _LENGTH.unpack(prefix)[0]
 
 
 def _string(text: str, width: str) -> bytes:

@@ -1,0 +1,214 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+One blocking TCP connection to a receiver: the handshake (L{handshake}) and
+the reader thread that settles each frame's future (L{Connection}).
+
+The bytes are L{imageproto.wire}'s (C{encodeFramed}, C{decodeLength},
+C{decodeMessage}), and what to answer before WELCOME is
+L{imageproto.wire.answerServer}'s decision, the one the Twisted sender's
+state machine makes; only the socket calls are this module's own.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import Future
+
+from imageproto import wire
+from imageproto.client.errors import ClientError, FrameRejected, ServerRefused, _Lost
+from imageproto.client.frames import Reply
+
+__all__ = ["MAX_MESSAGE_BYTES", "NO_TOKEN_REASON", "Connection", "handshake", "readMessage"]
+
+# The largest message read from the server.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# ERROR 6's reason, sent and raised, when the server challenges a client
+# without a token.
+NO_TOKEN_REASON = "the server requires a token; pass token= to imageproto.connect()"
+
+
+def _recvExactly(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            raise ClientError("the server closed the connection")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def readMessage(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> wire.Message:
+    """
+    Read one length-prefixed message from C{sock}, blocking.
+
+    @raise ClientError: if the server closes the connection or announces a
+        message over C{limit} bytes.
+    @raise wire.WireError: if the message is malformed.
+    """
+    length = wire.decodeLength(_recvExactly(sock, wire.LENGTH_BYTES))
+    if length > limit:
+        raise ClientError(f"the server sent a {length}-byte message")
+    return wire.decodeMessage(_recvExactly(sock, length))
+
+
+def _sendQuietly(sock: socket.socket, message: wire.Message) -> None:
+    # A parting ERROR: the connection closes next whether it arrives or not.
+    try:
+        sock.sendall(wire.encodeFramed(message))
+    except OSError:
+        pass
+
+
+def handshake(sock: socket.socket, hello: wire.Hello, token: bytes | None) -> wire.Welcome:
+    """
+    Say C{hello} on C{sock} and answer the server until it welcomes the
+    stream, as PROTOCOL.md's handshake says (see L{wire.answerServer}).
+
+    @param token: the shared token's bytes, or C{None}.
+    @return: the server's WELCOME.
+    @raise ServerRefused: if the server refused the stream, or challenged
+        a client without a token (after telling it so, ERROR 6).
+    @raise ClientError: if the server sent a message out of place (after
+        telling it so, ERROR 4) or closed the connection.
+    """
+    sock.sendall(wire.encodeFramed(hello))
+    answered = False
+    while True:
+        message = readMessage(sock)
+        step = wire.answerServer(
+            hello, message, token, answered=answered, noToken=NO_TOKEN_REASON
+        )
+        if isinstance(step, wire.Welcomed):
+            return step.welcome
+        if isinstance(step, wire.Answer):
+            if step.message is not None:
+                sock.sendall(wire.encodeFramed(step.message))
+            answered = answered or isinstance(step.message, wire.Auth)
+        elif isinstance(step, wire.Refusal):
+            if step.ours:
+                _sendQuietly(sock, step.error)
+            raise ServerRefused(step.error.code, step.error.reason)
+        else:
+            _sendQuietly(sock, wire.Error(wire.ERR_PROTOCOL, step.reason))
+            raise ClientError(step.reason)
+
+
+class Connection:
+    """
+    One welcomed TCP connection: a reader thread, and the futures of the
+    frames awaiting an answer.
+
+    @ivar detects: whether the server answers frames with RESULTs.
+    @ivar waiting: C{seq -> (future, sentAt)} for frames awaiting an answer.
+    @ivar lock: guards C{waiting}, C{closed} and writes to the socket.
+    """
+
+    def __init__(self, client, sock: socket.socket, welcome: wire.Welcome) -> None:
+        self.client = client
+        self.sock = sock
+        self.welcome = welcome
+        self.detects = bool(welcome.capabilities & wire.SCAP_DETECT)
+        self.waiting: dict[int, tuple] = {}
+        # Live frames acknowledged but not yet answered (see _read).
+        self._acked: set[int] = set()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.error: Exception | None = None
+        self.reader = threading.Thread(
+            target=self._read, name="imageproto-client-reader", daemon=True
+        )
+        self.reader.start()
+
+    def write(self, message: wire.Message) -> None:
+        data = wire.encodeFramed(message)
+        with self.lock:
+            if self.closed:
+                raise _Lost(self.error or "closed")
+            try:
+                self.sock.sendall(data)
+            except OSError as e:
+                raise _Lost(e) from None
+
+    def expect(self, seq: int, sentAt: float) -> Future:
+        future: Future = Future()
+        with self.lock:
+            if self.closed:
+                raise _Lost(self.error or "closed")
+            self.waiting[seq] = (future, sentAt)
+        return future
+
+    def _settle(self, seq: int, outcome) -> None:
+        with self.lock:
+            entry = self.waiting.pop(seq, None)
+        if entry is None:
+            return
+        future, sentAt = entry
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+            return
+        roundTrip = time.monotonic() - sentAt
+        if isinstance(outcome, wire.Result):
+            reply = Reply(
+                outcome.seq, outcome.detections, True, outcome.processingMicros,
+                outcome.jpeg, roundTrip,
+            )
+        else:
+            reply = Reply(outcome.seq, roundTrip=roundTrip)
+        future.set_result(reply)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                message = readMessage(self.sock)
+                if isinstance(message, wire.Result):
+                    self._settle(message.seq, message)
+                    if self.client.live:
+                        self._settleSkipped(message.seq)
+                elif isinstance(message, wire.Ack):
+                    if not self.detects:
+                        self._settle(message.seq, message)
+                    elif self.client.live:
+                        with self.lock:
+                            self._acked.add(message.seq)
+                elif isinstance(message, wire.Reject):
+                    self._settle(message.seq, FrameRejected(message.reason))
+                elif isinstance(message, wire.Ping):
+                    self.write(wire.Pong(message.token))
+                elif isinstance(message, wire.Error):
+                    raise ClientError(f"server error {message.code}: {message.reason}")
+        except (OSError, ClientError, _Lost, wire.WireError) as e:
+            self.shutdown(e)
+
+    def _settleSkipped(self, answered: int) -> None:
+        """
+        A RESULT for live frame C{answered} came.  RESULTs come in order and
+        the server skips a live stream's stale frames (PROTOCOL.md,
+        "Results"), so frames acknowledged before it that still wait will
+        never get one: answer them with their acknowledgement
+        (C{detected=False}) rather than let their callers time out.
+        """
+        with self.lock:
+            skipped = sorted(seq for seq in self._acked if seq <= answered)
+            self._acked.difference_update(skipped)
+        for seq in skipped:
+            if seq != answered:
+                self._settle(seq, wire.Ack(seq))
+
+    def shutdown(self, error=None) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.error = error
+            waiting, self.waiting = self.waiting, {}
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for future, _ in waiting.values():
+            future.set_exception(_Lost(error))
