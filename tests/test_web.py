@@ -213,6 +213,43 @@ class ResourceTests(SynchronousTestCase):
             },
         )
 
+    def test_apiStreamsIsStrictJSON(self) -> None:
+        """
+        C{/api/streams} is strict JSON even when a figure is not finite:
+        such a number is served as null, never as Infinity or NaN (which
+        the page's C{JSON.parse} refuses).
+        """
+        root, hub, snapshot, viewers = _root()
+        snapshot.streams["cam1"] = {
+            "connected": True,
+            "latency_ms": {"p50": float("inf"), "p95": float("nan")},
+        }
+        body = b"".join(_render(root, b"/api/streams").written).decode()
+        data = json.loads(body, parse_constant=self.fail)
+        self.assertEqual(data["streams"]["cam1"]["latency_ms"], {"p50": None, "p95": None})
+
+    def test_implausibleTimesKeptOutOfLatencyHistogram(self) -> None:
+        """
+        A frame whose capture time is absurd is not observed by the latency
+        histogram, whose sum stays finite; the registry's
+        C{implausible_times} count is exported as a counter.
+        """
+        root, hub, snapshot, viewers = _root()
+        metrics = root.children[b"metrics"].metrics
+        snapshot.streams["cam1"] = {"frames": 1, "implausible_times": 1, "connected": True}
+        frame = ReceivedFrame("cam1", 0, -1e308, 1.0, 2.0, b"jpeg")
+        metrics.frameReceived(frame)
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(
+                b"".join(_render(root, b"/metrics").written).decode()
+            )
+        }
+        self.assertEqual(families["imageproto_implausible_times"].samples[0].value, 1)
+        self.assertEqual(
+            [s for s in families["imageproto_frame_latency_seconds"].samples], []
+        )
+
     def test_metrics(self) -> None:
         """
         C{/metrics} is Prometheus text that prometheus_client parses, with

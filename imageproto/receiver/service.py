@@ -16,7 +16,6 @@ builds on the same L{ReceiverService}.
 
 from __future__ import annotations
 
-import json
 import os
 from functools import partial
 from typing import Callable
@@ -39,6 +38,7 @@ from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.consumers import CallbackSink, LatestFrameHub, SaveDirSink
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
+from imageproto.receiver.stats import strictJSON
 
 __all__ = [
     "ReceiverService",
@@ -74,12 +74,13 @@ class ThreadPoolService(Service):
 
 def writeJsonAtomically(path: str, value) -> None:
     """
-    Write C{value} as JSON to C{path} through a temporary file and
-    C{os.replace}, so readers see the old or the new file, never a part.
+    Write C{value} as strict JSON (non-finite numbers become C{null}) to
+    C{path} through a temporary file and C{os.replace}, so readers see the
+    old or the new file, never a part.
     """
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
+        f.write(strictJSON(value, indent=1, sort_keys=True))
         f.write("\n")
     os.replace(temporary, path)
 

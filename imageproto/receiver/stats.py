@@ -6,12 +6,34 @@ calls and timestamps, so it is tested without sockets or real time.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 
 from attrs import define, field
 
-__all__ = ["StreamStats", "percentile"]
+__all__ = [
+    "PLAUSIBLE_SKEW",
+    "StreamStats",
+    "jsonSafe",
+    "percentile",
+    "plausibleTime",
+    "strictJSON",
+]
+
+# How far a sender's capture or send time may be from the receiver's clock
+# and still count in the latency figures: one day, far more than any real
+# clock offset or queueing, yet small enough that a latency in milliseconds
+# stays a modest finite number (1e308 once made the JSON say Infinity).
+PLAUSIBLE_SKEW = 86400.0
+
+
+def plausibleTime(t: float, now: float, skew: float = PLAUSIBLE_SKEW) -> bool:
+    """
+    Whether C{t}, a time on a sender's clock, is finite and within C{skew}
+    seconds of C{now} on the receiver's.
+    """
+    return math.isfinite(t) and abs(t - now) <= skew
 
 
 def percentile(ordered: list, fraction: float):
@@ -26,6 +48,28 @@ def percentile(ordered: list, fraction: float):
         return None
     rank = max(1, math.ceil(fraction * len(ordered)))
     return ordered[rank - 1]
+
+
+def jsonSafe(value):
+    """
+    A copy of C{value} (dicts, lists, tuples, scalars) with every float that
+    is not finite replaced by C{None}, so that strict JSON can hold it.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: jsonSafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonSafe(v) for v in value]
+    return value
+
+
+def strictJSON(value, **kwargs) -> str:
+    """
+    C{value} as strict JSON (RFC 8259: no C{NaN} or C{Infinity}, which
+    browsers' C{JSON.parse} refuses), after L{jsonSafe}.
+    """
+    return json.dumps(jsonSafe(value), allow_nan=False, **kwargs)
 
 
 @define
@@ -49,6 +93,9 @@ class StreamStats:
         sender coming back, or a newer connection replacing a live one).
     @ivar rejected: frames refused because they were not JPEGs.
     @ivar duplicates: resent frames that were already accepted.
+    @ivar implausibleTimes: accepted frames whose capture or send time was
+        not finite or further than L{PLAUSIBLE_SKEW} from the receiver's
+        clock; they count everywhere but in the latency figures.
     @ivar lastSeen: receive time of the latest message counted, or C{None}.
     """
 
@@ -61,6 +108,7 @@ class StreamStats:
     reconnects: int = 0
     rejected: int = 0
     duplicates: int = 0
+    implausibleTimes: int = 0
     lastSeen: float | None = None
     _since: float | None = field(default=None, init=False)
     _arrivals: deque = field(factory=deque, init=False, repr=False)
@@ -101,9 +149,13 @@ class StreamStats:
         captureTime: float,
         receiveTime: float,
         senderDropped: int,
+        sendTime: float | None = None,
     ) -> None:
         """
         Count a frame every sink accepted.
+
+        @param sendTime: the sender's send time, checked like C{captureTime}
+            when given.
         """
         self.frames += 1
         self.bytes += size
@@ -111,7 +163,12 @@ class StreamStats:
         if self._since is None:
             self._since = receiveTime
         self._arrivals.append(receiveTime)
-        self._latencies.append(receiveTime - captureTime)
+        if plausibleTime(captureTime, receiveTime) and (
+            sendTime is None or plausibleTime(sendTime, receiveTime)
+        ):
+            self._latencies.append(receiveTime - captureTime)
+        else:
+            self.implausibleTimes += 1
         highest = self._highestSeq
         if highest is None:
             self._highestSeq = seq
@@ -180,6 +237,7 @@ class StreamStats:
             "reconnects": self.reconnects,
             "rejected": self.rejected,
             "duplicates": self.duplicates,
+            "implausible_times": self.implausibleTimes,
             "connected": connected,
             "last_seen": self.lastSeen,
         }

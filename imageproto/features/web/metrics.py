@@ -55,6 +55,12 @@ _STREAM_COUNTERS = (
     ("imageproto_reconnects", "reconnects", "Handshakes after the first."),
     ("imageproto_rejected_frames", "rejected", "Frames refused (not JPEG)."),
     ("imageproto_duplicate_frames", "duplicates", "Resent frames ignored."),
+    (
+        "imageproto_implausible_times",
+        "implausible_times",
+        "Frames whose capture or send time was not finite or more than a day "
+        "from the receiver's clock (kept out of the latency histogram).",
+    ),
 )
 
 # (metric name, recorder stats key, help text).
@@ -109,7 +115,8 @@ class ReceiverMetrics:
     # IFrameSink
 
     def frameReceived(self, frame) -> None:
-        self._latency.labels(frame.stream).observe(frame.latency)
+        if frame.plausibleTimes:
+            self._latency.labels(frame.stream).observe(frame.latency)
 
     def streamStarted(self, name: str) -> None:
         pass

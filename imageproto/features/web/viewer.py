@@ -21,7 +21,6 @@ pending (a newer frame replaces it).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
 from urllib.parse import unquote
@@ -37,6 +36,7 @@ from zope.interface import implementer
 
 from imageproto.features.web.metrics import CONTENT_TYPE, ReceiverMetrics
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
+from imageproto.receiver.stats import strictJSON
 
 __all__ = [
     "BOUNDARY",
@@ -310,7 +310,8 @@ class _JSON(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
-        return json.dumps(self.build(), sort_keys=True).encode("utf-8")
+        # Strict JSON: the page's JSON.parse refuses NaN and Infinity.
+        return strictJSON(self.build(), sort_keys=True).encode("utf-8")
 
 
 class _Metrics(Resource):
