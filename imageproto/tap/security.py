@@ -5,7 +5,7 @@ so each tap adds them with a few lines:
 
 Receiver (C{twistd imageproto}): C{--token-file}, C{--client-ca},
 C{--max-connections}, C{--handshake-timeout}, C{--idle-timeout},
-C{--heartbeat}, C{--max-peer-buffer}.
+C{--heartbeat}, C{--max-peer-buffer}, C{--max-buffered-bytes}.
 
 Sender (C{twistd imageproto-sender}): C{--token-file}, C{--ca-cert},
 C{--client-cert}, C{--client-key}, C{--handshake-timeout},
@@ -27,6 +27,8 @@ from imageproto.protocol.tokens import TokenFileError, TokenTable, readSenderTok
 from imageproto.protocol.limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    BufferBudget,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PEER_BUFFER,
@@ -62,6 +64,11 @@ RECEIVER_OPTIONS = [
     ["max-peer-buffer", None, DEFAULT_MAX_PEER_BUFFER,
      "Bytes of one sender's frames held before they are stored; over it, "
      "reading from that sender pauses until storage catches up."],
+    ["max-buffered-bytes", None, DEFAULT_MAX_BUFFERED_BYTES,
+     "Bytes of partly received frames held across all senders; a sender "
+     "whose next frame does not fit waits (reads paused, first come first "
+     "served) until others complete. Before its handshake a peer may send "
+     "only messages of a few KiB."],
 ]
 
 SENDER_OPTIONS = [
@@ -117,6 +124,7 @@ def checkReceiverOptions(options) -> None:
     _number(options, "idle-timeout", float, 0)
     _number(options, "heartbeat", int, 0)
     _number(options, "max-peer-buffer", int, 1)
+    _number(options, "max-buffered-bytes", int, 1)
     if options["heartbeat"] > 0xFFFF:
         raise usage.UsageError("--heartbeat: at most 65535 seconds")
     if 0 < options["idle-timeout"] <= options["heartbeat"]:
@@ -172,6 +180,10 @@ def applyToReceiverFactory(factory, options) -> None:
     # One frame must always fit, or a peer could never make progress.
     factory.maxPeerBuffer = max(
         get("max-peer-buffer", DEFAULT_MAX_PEER_BUFFER), factory.maxMessageBytes
+    )
+    # Likewise one whole message (and its 4-byte prefix) across connections.
+    factory.bufferBudget = BufferBudget(
+        max(get("max-buffered-bytes", DEFAULT_MAX_BUFFERED_BYTES), factory.maxMessageBytes + 4)
     )
 
 
