@@ -210,3 +210,62 @@ class MakeServiceTests(SynchronousTestCase):
         """
         service = makeService(parse(), reactor=MemoryReactorClock())
         self.assertEqual([type(s) for s in service.pipeline.consumers], [LatestFrameHub])
+
+
+class CommandLineErrorTests(SynchronousTestCase):
+    """
+    Real C{twistd} processes: what a user sees when the command line or the
+    port is wrong.
+    """
+
+    def twistd(self, *args: str):
+        import subprocess
+
+        from imageproto.tap import twistdCommand
+
+        return subprocess.run(
+            twistdCommand(*args), capture_output=True, text=True, timeout=60
+        )
+
+    def test_misspeltOption(self) -> None:
+        """
+        A misspelt option prints the error first and alone, then the
+        command's usage line, not the whole help; the status is 1.
+        """
+        result = self.twistd("imageproto", "--prot", "8080")
+        self.assertEqual(result.returncode, 1)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        self.assertEqual(lines[0], "twistd imageproto: option --prot not recognized")
+        self.assertTrue(lines[1].startswith("Usage: twistd [options] imageproto"), lines)
+        self.assertLessEqual(len(lines), 3, lines)
+
+    def test_missingVideo(self) -> None:
+        """
+        The sender's missing video file is reported the same way.
+        """
+        result = self.twistd("imageproto-sender", "--video", "/no/such/video.mp4")
+        self.assertEqual(result.returncode, 1)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        self.assertIn("/no/such/video.mp4", lines[0])
+        self.assertTrue(lines[1].startswith("Usage: twistd [options] imageproto-sender"))
+        self.assertLessEqual(len(lines), 3, lines)
+
+    def test_portInUse(self) -> None:
+        """
+        A port already in use is one clear error line (no traceback) and
+        exit status 1.
+        """
+        import socket
+
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = self.twistd("imageproto", "--port", f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual(result.returncode, 1)
+        output = result.stdout + result.stderr
+        self.assertNotIn("Traceback", output)
+        [error] = [line for line in output.splitlines() if "#error]" in line]
+        self.assertIn(f"127.0.0.1 port {port}", error)
+        self.assertIn("in use", error)

@@ -15,6 +15,8 @@ import os
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from imageproto.tap import CommandOptions
+
 from imageproto.tap import security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -101,7 +103,7 @@ def portDescription(value: str) -> str:
     return value
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     synopsis = "[options]"
     longdesc = (
         "Receive named JPEG frame streams from imageproto senders: acknowledge "
@@ -240,6 +242,7 @@ def makeService(options, reactor=None) -> ReceiverService:
         maxMessageBytes=config.maxFrameBytes,
         statsInterval=config.statsInterval,
     )
+    receiver.exitOnListenFailure = True
     security.applyToReceiverFactory(receiver.factory, options)
     for child in buildChildren(config, receiver):
         child.setServiceParent(receiver)

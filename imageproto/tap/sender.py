@@ -29,6 +29,8 @@ from twisted.internet import error
 from twisted.internet.endpoints import clientFromString
 from twisted.python import usage
 
+from imageproto.tap import CommandOptions
+
 from imageproto.tap import security
 from imageproto.tap.config import (
     CameraSpec,
@@ -61,7 +63,7 @@ def _quality(value):
     return number
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     synopsis = (
         "[--video PATH [--loop] | --camera INDEX|URL | --images DIR] "
         "[--connect ENDPOINT | --host HOST --port PORT] [options]"
