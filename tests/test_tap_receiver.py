@@ -212,6 +212,28 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([type(s) for s in service.pipeline.consumers], [LatestFrameHub])
 
 
+class CompatOptionTests(SynchronousTestCase):
+    def test_compatPortsTakeEndpoints(self) -> None:
+        """
+        C{--compat-base64} and C{--compat-le32} take a port number (TCP on
+        every interface, as before) or a server endpoint string, checked
+        when parsed; their help says they are unauthenticated and how to
+        bind them to loopback.
+        """
+        options = Options()
+        options.parseOptions(
+            ["--compat-base64", "9000", "--compat-le32", "tcp:9001:interface=127.0.0.1"]
+        )
+        self.assertEqual(options["compat-base64"], "tcp:9000")
+        self.assertEqual(options["compat-le32"], "tcp:9001:interface=127.0.0.1")
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--compat-le32", "nonsense:1"])
+        self.assertIn("--compat-le32", str(caught.exception))
+        text = str(Options())
+        self.assertEqual(text.count("UNAUTHENTICATED"), 2)
+        self.assertIn("interface=127.0.0.1", text)
+
+
 class CommandLineErrorTests(SynchronousTestCase):
     """
     Real C{twistd} processes: what a user sees when the command line or the

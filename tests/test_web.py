@@ -147,6 +147,20 @@ class ResourceTests(SynchronousTestCase):
         self.assertNotIn(b"http://", body)
         self.assertNotIn(b"https://", body)
 
+    def test_emptyPageNamesRealOptions(self) -> None:
+        """
+        The page's hint for starting a sender names no option that does not
+        exist (there is no C{--pattern}: the pattern is the default).
+        """
+        from imageproto.tap.sender import Options as SenderOptions
+
+        page = b"".join(_render(_root()[0], b"/").written).decode()
+        known = {"--" + name for name in SenderOptions().synonyms}
+        import re
+
+        for option in re.findall(r"--[a-z-]+", page):
+            self.assertIn(option, known)
+
     def test_latestJpeg(self) -> None:
         """
         C{/streams/<name>/latest.jpg} answers the newest frame's bytes exactly

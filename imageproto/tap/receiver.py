@@ -78,7 +78,7 @@ def _number(options, name: str, kind: type, minimum, maximum=None):
     options[name] = value
 
 
-def portDescription(value: str) -> str:
+def portDescription(value: str, option: str = "port") -> str:
     """
     Turn C{--port}'s value into a server endpoint description: a bare
     number means TCP on every interface.
@@ -89,7 +89,7 @@ def portDescription(value: str) -> str:
     if value.isdigit():
         port = int(value)
         if port > 65535:
-            raise usage.UsageError(f"--port {value}: port numbers end at 65535")
+            raise usage.UsageError(f"--{option} {value}: port numbers end at 65535")
         return f"tcp:{port}"
     try:
         # Parsing opens nothing; the endpoint is built again with the real
@@ -97,7 +97,7 @@ def portDescription(value: str) -> str:
         serverFromString(None, value)
     except Exception as e:
         raise usage.UsageError(
-            f"--port {value!r} is neither a port number nor a server endpoint "
+            f"--{option} {value!r} is neither a port number nor a server endpoint "
             f"description such as tcp:8080:interface=127.0.0.1 ({e})"
         )
     return value
@@ -153,10 +153,14 @@ class Options(CommandOptions):
         ["confidence", None, 0.25, "onnx: minimum confidence.", float],
         ["nms", None, 0.45, "onnx: non-maximum suppression IoU threshold.", float],
         ["compat-base64", None, None,
-         "Also accept base64 frame streams (see PROTOCOL.md) on this port."],
+         "Also accept base64 frame streams (see PROTOCOL.md) on this port "
+         "number or server endpoint. UNAUTHENTICATED (no token, no TLS) and "
+         "on every interface unless bound, e.g. tcp:9000:interface=127.0.0.1."],
         ["compat-le32", None, None,
          "Also accept one-image-per-connection little-endian length-prefixed "
-         "clients (see PROTOCOL.md) on this port."],
+         "clients (see PROTOCOL.md) on this port number or server endpoint. "
+         "UNAUTHENTICATED (no token, no TLS) and on every interface unless "
+         "bound, e.g. tcp:9001:interface=127.0.0.1."],
     ] + security.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
@@ -180,6 +184,9 @@ class Options(CommandOptions):
                 )
             if os.path.isdir(path):
                 raise usage.UsageError(f"--stats-file {path}: is a directory")
+        for name in ("compat-base64", "compat-le32"):
+            if self[name] is not None:
+                self[name] = portDescription(self[name], name)
         if self["web"] is not None:
             from imageproto.features.web.viewer import webEndpoint
 

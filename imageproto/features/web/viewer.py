@@ -385,6 +385,7 @@ class WebRoot(Resource):
         viewers = self.viewers.counts()
         recording = self.recorderStats()
         for name, stats in streams.items():
+            stats.setdefault("connected", False)
             stats["viewers"] = viewers.get(name, 0)
             if name in recording:
                 stats["recording"] = recording[name]
