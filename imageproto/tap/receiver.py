@@ -161,6 +161,16 @@ class Options(CommandOptions):
          "clients (see PROTOCOL.md) on this port number or server endpoint. "
          "UNAUTHENTICATED (no token, no TLS) and on every interface unless "
          "bound, e.g. tcp:9001:interface=127.0.0.1."],
+        ["web-max-connections", None, 512,
+         "Connections to --web over this are closed at once (lowered at start "
+         "if need be so that viewers can never use the file descriptors "
+         "senders need)."],
+        ["web-idle-timeout", None, 30.0,
+         "Close a --web connection with no request in progress after this "
+         "many seconds (a viewer watching MJPEG is never idle)."],
+        ["compat-max-connections", None, 64,
+         "Connections to each compat port over this are closed at once "
+         "(lowered at start like --web-max-connections)."],
     ] + security.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
@@ -169,6 +179,9 @@ class Options(CommandOptions):
         _number(self, "max-frame-bytes", int, MIN_FRAME_BYTES, MAX_FRAME_BYTES)
         _number(self, "stats-interval", float, 0.001)
         _number(self, "max-streams", int, 1)
+        _number(self, "web-max-connections", int, 1)
+        _number(self, "web-idle-timeout", float, 0.001)
+        _number(self, "compat-max-connections", int, 1)
         if self["save-dir"] is not None:
             path = self["save-dir"] = os.path.abspath(self["save-dir"])
             if os.path.exists(path) and not os.path.isdir(path):
@@ -260,23 +273,40 @@ def makeService(options, reactor=None) -> ReceiverService:
     attachDetection(receiver, options)
     from imageproto.protocol import compat
 
+    caps = []
     for option, protocol in (
         ("compat-base64", compat.Base64StreamProtocol),
         ("compat-le32", compat.LengthPrefixedImageProtocol),
     ):
         if options.get(option) is not None:
-            compat.listen(receiver, options[option], protocol).setServiceParent(receiver)
+            service = compat.listen(
+                receiver, options[option], protocol, options.get("compat-max-connections", 64)
+            )
+            service.setServiceParent(receiver)
+            caps.append(service.connectionCap)
     if options.get("web") or options.get("record-dir"):
         from imageproto.features.web.viewer import LatestDetections, attachToReceiver
 
         # The viewer draws each stream's newest boxes over its picture.
         detections = LatestDetections()
         receiver.addConsumer(detections)
-        attachToReceiver(
+        attached = attachToReceiver(
             receiver,
             web=options.get("web"),
             recordDir=options.get("record-dir"),
             segmentSeconds=options.get("segment-seconds"),
             detections=detections,
+            maxConnections=options.get("web-max-connections", 512),
+            idleTimeout=options.get("web-idle-timeout", 30.0),
         )
+        if attached["web"] is not None:
+            caps.append(attached["web"][0].connectionCap)
+    from imageproto.protocol.descriptors import DescriptorWatch
+
+    DescriptorWatch(
+        caps,
+        lambda: receiver.factory.maxConnections,
+        "raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower "
+        "--web-max-connections, --compat-max-connections or --max-connections",
+    ).setServiceParent(receiver)
     return receiver

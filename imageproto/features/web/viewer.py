@@ -35,6 +35,7 @@ from twisted.web.static import File
 from zope.interface import implementer
 
 from imageproto.features.web.metrics import CONTENT_TYPE, ReceiverMetrics
+from imageproto.protocol.descriptors import ConnectionCap, unwrapTransport
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 from imageproto.receiver.stats import strictJSON
 
@@ -230,7 +231,9 @@ def _flushEachWrite(request) -> None:
     The connection serves nothing else while the (endless) response runs, so
     the smaller buffer affects only this response.
     """
-    transport = getattr(getattr(request, "channel", None), "transport", None)
+    transport = unwrapTransport(
+        getattr(getattr(request, "channel", None), "transport", None)
+    )
     if transport is not None and hasattr(transport, "bufferSize"):
         transport.bufferSize = 0
 
@@ -427,6 +430,8 @@ def makeWebService(
     reactor=None,
     recorder=None,
     detections: Callable = _noDetections,
+    maxConnections: int | None = None,
+    idleTimeout: float | None = None,
 ):
     """
     Build the viewer's listening service for a receiver.
@@ -442,8 +447,15 @@ def makeWebService(
     @param recorder: the receiver's L{imageproto.features.recording.Recorder}, or
         C{None}.
     @param detections: see L{WebRoot}.
+    @param maxConnections: connections over this are closed as soon as they
+        are accepted (C{--web-max-connections}); C{None}: no cap.
+    @param idleTimeout: seconds an HTTP connection may stay open with no
+        request in progress (C{--web-idle-timeout}); an MJPEG response in
+        progress is a request, so a viewer watching is never idle.
+        C{None}: twisted.web's default, a minute.
     @return: C{(service, root)}: a L{StreamServerEndpointService} that
-        listens when started, and the L{WebRoot} it serves.
+        listens when started, and the L{WebRoot} it serves; the service's
+        C{connectionCap} is the L{ConnectionCap} or C{None}.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -460,11 +472,16 @@ def makeWebService(
         detections=detections,
         clock=reactor,
     )
-    site = _QuietSite(root)
+    site = _QuietSite(root) if idleTimeout is None else _QuietSite(root, timeout=idleTimeout)
     site.displayTracebacks = False
+    factory = site
+    cap = None
+    if maxConnections is not None:
+        factory = cap = ConnectionCap(site, maxConnections, "--web-max-connections")
     service = StreamServerEndpointService(
-        serverFromString(reactor, webEndpoint(endpoint)), site
+        serverFromString(reactor, webEndpoint(endpoint)), factory
     )
+    service.connectionCap = cap
     # A viewer port that cannot be opened fails twistd's start.
     service._raiseSynchronously = True
     return service, root
@@ -476,6 +493,8 @@ def attachToReceiver(
     recordDir: str | None = None,
     segmentSeconds: float | None = None,
     detections: Callable = _noDetections,
+    maxConnections: int | None = None,
+    idleTimeout: float | None = None,
 ) -> dict:
     """
     Add the live viewer and the recorder to a
@@ -509,6 +528,8 @@ def attachToReceiver(
             reactor=receiver.reactor,
             recorder=recorder,
             detections=detections,
+            maxConnections=maxConnections,
+            idleTimeout=idleTimeout,
         )
         viewer[0].setServiceParent(receiver)
     return {"web": viewer, "recorder": recorder}
