@@ -378,7 +378,7 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(
             sorted(cam),
             sorted(["frames", "bytes", "fps", "latency_ms", "gaps", "dropped",
-                    "connections", "reconnects", "rejected", "duplicates",
+                    "connections", "reconnects", "rejected", "duplicates", "implausible_times",
                     "connected", "last_seen"]),
         )
         self.assertEqual(cam["last_seen"], 1000.0)
