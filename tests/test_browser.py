@@ -108,7 +108,7 @@ class ViewerPageTests(SynchronousTestCase):
                 "--web", f"tcp:{webPort}:interface=127.0.0.1",
             ],
         )
-        self.spawn(
+        sender = self.spawn(
             "sender",
             [
                 "imageproto-sender",
@@ -152,3 +152,20 @@ class ViewerPageTests(SynchronousTestCase):
         self.assertEqual(card.find_element(By.CSS_SELECTOR, ".stat-viewers").text, "1")
         # The page never navigated away: the same card element is still live.
         self.assertEqual(driver.execute_script("return performance.getEntriesByType('navigation').length"), 1)
+
+        # A stream that disconnects keeps its last picture, marked as
+        # disconnected, instead of turning black.
+        sender.terminate()
+        sender.wait(30)
+        badge = card.find_element(By.CSS_SELECTOR, ".badge")
+        wait.until(lambda d: badge.text == "disconnected")
+        self.assertIn("offline", card.get_attribute("class"))
+        wait.until(
+            lambda d: "latest.jpg" in image.get_attribute("src")
+            and d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 320
+        )
+        import cv2
+        import numpy
+
+        shot = cv2.imdecode(numpy.frombuffer(image.screenshot_as_png, numpy.uint8), cv2.IMREAD_GRAYSCALE)
+        self.assertGreater(float(shot.mean()), 20.0, "the picture went black")

@@ -216,19 +216,19 @@ class WriteJsonAtomicallyTests(SynchronousTestCase):
         with open(self.path, encoding="utf-8") as f:
             self.assertEqual(f.read(), '{"b": 1, "a": 2}\n')
 
-    def test_refusesNonFinite(self):
+    def test_nonFiniteWrittenAsNull(self):
         """
-        NaN and the infinities are not JSON: they raise L{ValueError}, and
-        the old file stays as it was with no temporary file beside it.
+        NaN and the infinities are not JSON: they are written as C{null},
+        nested or not, so the file stays strict JSON that any reader takes
+        (a statistics file must not stop updating over one odd number).
         """
-        writeJsonAtomically(self.path, {"fps": 1.0})
         for bad in (float("nan"), float("inf"), float("-inf")):
-            self.assertRaises(ValueError, writeJsonAtomically, self.path, {"fps": bad})
-            self.assertRaises(
-                ValueError, writeJsonAtomically, self.path, {"nested": [1, {"x": bad}]}
-            )
-        with open(self.path, encoding="utf-8") as f:
-            self.assertEqual(json.load(f), {"fps": 1.0})
+            writeJsonAtomically(self.path, {"fps": bad, "nested": [1, {"x": bad}]})
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+            self.assertNotIn("NaN", text)
+            self.assertNotIn("Infinity", text)
+            self.assertEqual(json.loads(text), {"fps": None, "nested": [1, {"x": None}]})
         self.assertEqual(os.listdir(self.directory), ["stats.json"])
 
     def test_refusesUnserializable(self):

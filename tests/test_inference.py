@@ -529,11 +529,12 @@ class ReceiverTapTests(SynchronousTestCase):
         options = self.parse("--compat-base64", "9001", "--compat-le32", "9002")
         self.assertEqual(options["compat-base64"], "tcp:9001")
         receiver = makeService(options, reactor=MemoryReactorClock())
+        # Each compat factory sits behind its --compat-max-connections cap.
         protocols = [
-            s.factory.protocol
+            s.factory.wrappedFactory.protocol
             for s in receiver
             if isinstance(s, StreamServerEndpointService)
-            and isinstance(s.factory, compat.CompatFactory)
+            and isinstance(getattr(s.factory, "wrappedFactory", None), compat.CompatFactory)
         ]
         self.assertEqual(
             protocols, [compat.Base64StreamProtocol, compat.LengthPrefixedImageProtocol]

@@ -18,6 +18,8 @@ from tests.helpers import StubRegistry
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
 from imageproto.protocol.limits import (
     ABORT_GRACE,
+    HANDSHAKE_MAX_BYTES,
+    BufferBudget,
     PeerBuffer,
     ReadGate,
     Watchdog,
@@ -181,7 +183,174 @@ class PureLogicTests(SynchronousTestCase):
         self.assertEqual(senderIdleTimeout(4.5, 2), 4.5)
 
 
+class _Holder:
+    def __init__(self, name: str, log: list) -> None:
+        self.name = name
+        self.log = log
+
+    def budgetGranted(self, size: int) -> None:
+        self.log.append((self.name, size))
+
+
+class BufferBudgetTests(SynchronousTestCase):
+    def test_grantsWithinCap(self) -> None:
+        """
+        Requests are granted at once while they fit under the cap.
+        """
+        budget = BufferBudget(100)
+        self.assertTrue(budget.request(_Holder("a", []), 60))
+        self.assertTrue(budget.request(_Holder("b", []), 40))
+        self.assertEqual((budget.used, budget.peak), (100, 100))
+
+    def test_oneAlwaysFits(self) -> None:
+        """
+        With nothing reserved, a request larger than the cap is granted, so
+        some connection always makes progress.
+        """
+        budget = BufferBudget(10)
+        self.assertTrue(budget.request(_Holder("a", []), 50))
+
+    def test_firstComeFirstServed(self) -> None:
+        """
+        Requests that do not fit wait in order of arrival; a later small
+        request does not overtake an earlier large one, and releases grant
+        the queue from its head.
+        """
+        granted = []
+        budget = BufferBudget(100)
+        budget.request(_Holder("a", granted), 90)
+        self.assertFalse(budget.request(_Holder("big", granted), 80))
+        self.assertFalse(budget.request(_Holder("small", granted), 5))
+        self.assertEqual(budget.waiting, 2)
+        budget.release(90)
+        self.assertEqual(granted, [("big", 80), ("small", 5)])
+        self.assertEqual(budget.used, 85)
+
+    def test_cancel(self) -> None:
+        """
+        A cancelled request is never granted, and the ones behind it move
+        up.
+        """
+        granted = []
+        budget = BufferBudget(100)
+        budget.request(_Holder("a", granted), 90)
+        gone = _Holder("gone", granted)
+        budget.request(gone, 80)
+        budget.request(_Holder("next", granted), 10)
+        budget.cancel(gone)
+        self.assertEqual(granted, [("next", 10)])
+
+
+def welcomed(factory, name: str):
+    proto, transport = connect(factory)
+    proto.dataReceived(framed(wire.Hello(name, 0, 1)))
+    transport.clear()
+    return proto, transport
+
+
 class ReceiverLimitTests(SynchronousTestCase):
+    def test_largeMessageBeforeHandshake(self) -> None:
+        """
+        Before WELCOME a peer may announce only a handshake-sized message:
+        announcing a larger one (well under C{--max-frame-bytes}) gets
+        ERROR 5, a warning and disconnection, and nothing is kept of what it
+        sent.
+        """
+        clock = Clock()
+        factory = receiverFactory(clock)
+        proto, transport = connect(factory)
+        with capturedLogs() as events:
+            proto.dataReceived(
+                (8 * 1024 * 1024).to_bytes(4, "big") + b"x" * (256 * 1024)
+            )
+        [error] = messages(transport)
+        self.assertEqual(error.code, wire.ERR_TOO_LARGE)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(proto._buffer), 0)
+        [event] = [e for e in events if e.get("log_level").name == "warn"]
+        self.assertIn("before its handshake", event["log_format"])
+
+    def test_largeMessageAfterChallenge(self) -> None:
+        """
+        With tokens required, a peer that said HELLO but has not proved a
+        token is still held to handshake-sized messages.
+        """
+        from imageproto.protocol.tokens import TokenTable
+
+        clock = Clock()
+        factory = receiverFactory(clock)
+        factory.tokens = TokenTable({b"secret": ["*"]})
+        proto, transport = connect(factory)
+        proto.dataReceived(framed(wire.Hello("cam", wire.CAP_AUTH, 1)))
+        [challenge] = messages(transport)
+        self.assertIsInstance(challenge, wire.Challenge)
+        proto.dataReceived((HANDSHAKE_MAX_BYTES + 1).to_bytes(4, "big"))
+        [error] = messages(transport)
+        self.assertEqual(error.code, wire.ERR_TOO_LARGE)
+
+    def test_framesAfterWelcome(self) -> None:
+        """
+        After WELCOME, frames up to the factory's limit are read, and
+        WELCOME announces that limit.
+        """
+        clock = Clock()
+        factory = receiverFactory(clock)
+        proto, transport = connect(factory)
+        proto.dataReceived(framed(wire.Hello("cam", 0, 1)))
+        [welcome] = messages(transport)
+        self.assertEqual(welcome.maxMessageBytes, factory.maxMessageBytes)
+        proto.dataReceived(framed(wire.Frame(0, JPEG * 100)))
+        self.assertEqual(len(factory.streams.frames), 1)
+        self.assertFalse(transport.disconnecting)
+
+    def test_bufferBudgetPausesLaterPeer(self) -> None:
+        """
+        Partial messages across connections count against the factory's
+        buffer budget: a peer whose message does not fit stops being read
+        until another's message completes, then reads on and delivers it.
+        """
+        clock = Clock()
+        factory = receiverFactory(clock)
+        factory.bufferBudget = BufferBudget(30000)
+        first, firstTransport = welcomed(factory, "a")
+        second, secondTransport = welcomed(factory, "b")
+        big = framed(wire.Frame(0, b"\xff\xd8" + b"x" * 20000))
+        first.dataReceived(big[:1000])
+        self.assertEqual(firstTransport.producerState, "producing")
+        second.dataReceived(big[:1000])
+        self.assertEqual(secondTransport.producerState, "paused")
+        self.assertEqual(factory.bufferBudget.used, len(big))
+        first.dataReceived(big[1000:])
+        self.assertEqual(secondTransport.producerState, "producing")
+        second.dataReceived(big[1000:])
+        self.assertEqual(
+            [name for name, frame, when in factory.streams.frames], ["a", "b"]
+        )
+        self.assertEqual(factory.bufferBudget.used, 0)
+
+    def test_bufferBudgetReleasedOnClose(self) -> None:
+        """
+        A connection that closes with a partial message gives its
+        reservation back, and one that closes while waiting leaves the
+        queue.
+        """
+        clock = Clock()
+        factory = receiverFactory(clock)
+        factory.bufferBudget = BufferBudget(30000)
+        first, _ = welcomed(factory, "a")
+        second, _ = welcomed(factory, "b")
+        third, thirdTransport = welcomed(factory, "c")
+        big = framed(wire.Frame(0, b"\xff\xd8" + b"x" * 20000))
+        first.dataReceived(big[:1000])
+        second.dataReceived(big[:1000])
+        third.dataReceived(big[:1000])
+        self.assertEqual(factory.bufferBudget.waiting, 2)
+        second.connectionLost(None)
+        self.assertEqual(factory.bufferBudget.waiting, 1)
+        first.connectionLost(None)
+        self.assertEqual(thirdTransport.producerState, "producing")
+        self.assertEqual(factory.bufferBudget.used, len(big))
+
     def test_maxConnections(self) -> None:
         """
         A connection over C{maxConnections} gets ERROR 10 and is closed, with

@@ -411,6 +411,18 @@ class WriteJsonTests(SynchronousTestCase):
             self.assertEqual(json.load(f), {"streams": {"b": 2}})
         self.assertEqual(os.listdir(directory), ["stats.json"])
 
+    def test_strict(self):
+        """
+        The stats file is strict JSON: a figure that is not finite is
+        written as null, not Infinity.
+        """
+        path = self.mktemp()
+        writeJsonAtomically(path, {"latency_ms": {"p50": float("inf")}})
+        with open(path) as f:
+            self.assertEqual(
+                json.load(f, parse_constant=self.fail), {"latency_ms": {"p50": None}}
+            )
+
 
 class StatsReporterTests(SynchronousTestCase):
     def setUp(self):

@@ -2,9 +2,17 @@
 Tests for L{imageproto.receiver.stats}.
 """
 
+import json
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.receiver.stats import StreamStats, percentile
+from imageproto.receiver.stats import (
+    PLAUSIBLE_SKEW,
+    StreamStats,
+    percentile,
+    plausibleTime,
+    strictJSON,
+)
 
 
 class PercentileTests(SynchronousTestCase):
@@ -201,7 +209,56 @@ class StreamStatsTests(SynchronousTestCase):
                 "rejected": 0,
                 "storage_errors": 0,
                 "duplicates": 0,
+                "implausible_times": 0,
                 "connected": True,
                 "last_seen": 0.25,
             },
+        )
+
+
+class ImplausibleTimeTests(SynchronousTestCase):
+    def test_absurdCaptureTimesCountedNotMeasured(self):
+        """
+        A capture time that is finite but absurd (-1e308, 1e308), or more
+        than a day from the receiver's clock, is counted in
+        C{implausible_times} and kept out of the latency percentiles, so the
+        snapshot stays strict JSON.
+        """
+        stats = StreamStats()
+        stats.connected(1000.0, newSession=True)
+        _accept(stats, 0, 1000.0, captured=999.99)
+        _accept(stats, 1, 1000.1, captured=-1e308)
+        _accept(stats, 2, 1000.2, captured=1e308)
+        _accept(stats, 3, 1000.3, captured=1000.3 - 86401)
+        snapshot = stats.snapshot(1000.3, True)
+        self.assertEqual(snapshot["implausible_times"], 3)
+        self.assertEqual(snapshot["frames"], 4)
+        self.assertEqual(snapshot["latency_ms"]["p99"], 10.0)
+        json.dumps(snapshot, allow_nan=False)
+
+    def test_absurdSendTime(self):
+        """
+        An implausible send time counts the same way.
+        """
+        stats = StreamStats()
+        stats.frameAccepted(0, 10, 5.0, 5.0, 0, sendTime=1e308)
+        self.assertEqual(stats.implausibleTimes, 1)
+        self.assertEqual(stats.latencyPercentiles()["p50"], None)
+
+    def test_plausibleTime(self):
+        """
+        L{plausibleTime} accepts finite times within a day of now.
+        """
+        self.assertTrue(plausibleTime(100.0, 100.0 + PLAUSIBLE_SKEW))
+        self.assertFalse(plausibleTime(100.0, 100.0 + PLAUSIBLE_SKEW + 1))
+        self.assertFalse(plausibleTime(float("nan"), 0.0))
+        self.assertFalse(plausibleTime(float("-inf"), 0.0))
+
+    def test_strictJSON(self):
+        """
+        L{strictJSON} writes non-finite floats as null, nested anywhere.
+        """
+        self.assertEqual(
+            json.loads(strictJSON({"a": [float("inf"), 1.5], "b": {"c": float("nan")}})),
+            {"a": [None, 1.5], "b": {"c": None}},
         )

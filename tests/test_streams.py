@@ -408,7 +408,7 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(
             sorted(cam),
             sorted(["frames", "bytes", "fps", "latency_ms", "gaps", "dropped",
-                    "connections", "reconnects", "rejected", "storage_errors", "duplicates",
+                    "connections", "reconnects", "rejected", "storage_errors", "duplicates", "implausible_times",
                     "connected", "last_seen"]),
         )
         self.assertEqual(cam["last_seen"], 1000.0)

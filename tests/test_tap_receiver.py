@@ -226,7 +226,7 @@ class MakeServiceTests(SynchronousTestCase):
             "--compat-le32", "9002", "--detect", "echo", "--reply", "annotated",
             "--workers", "2",
         ).config
-        self.assertEqual(config.web, WebConfig("tcp:8081"))
+        self.assertEqual(config.web, WebConfig("tcp:8081", maxConnections=512, idleTimeout=30.0))
         self.assertEqual(config.recording, RecordingConfig(os.path.abspath("rec"), 60.0))
         self.assertEqual(config.compat, CompatConfig(None, "tcp:9002"))
         self.assertEqual(
@@ -243,3 +243,83 @@ class MakeServiceTests(SynchronousTestCase):
             for bad in ("70000", "nonsense:1"):
                 e = self.assertRaises(UsageError, parse, option, bad)
                 self.assertIn(option + " ", str(e))
+
+class CompatOptionTests(SynchronousTestCase):
+    def test_compatPortsTakeEndpoints(self) -> None:
+        """
+        C{--compat-base64} and C{--compat-le32} take a port number (TCP on
+        every interface, as before) or a server endpoint string, checked
+        when parsed; their help says they are unauthenticated and how to
+        bind them to loopback.
+        """
+        options = Options()
+        options.parseOptions(
+            ["--compat-base64", "9000", "--compat-le32", "tcp:9001:interface=127.0.0.1"]
+        )
+        self.assertEqual(options["compat-base64"], "tcp:9000")
+        self.assertEqual(options["compat-le32"], "tcp:9001:interface=127.0.0.1")
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--compat-le32", "nonsense:1"])
+        self.assertIn("--compat-le32", str(caught.exception))
+        text = str(Options())
+        self.assertEqual(text.count("UNAUTHENTICATED"), 2)
+        self.assertIn("interface=127.0.0.1", text)
+
+
+class CommandLineErrorTests(SynchronousTestCase):
+    """
+    Real C{twistd} processes: what a user sees when the command line or the
+    port is wrong.
+    """
+
+    def twistd(self, *args: str):
+        import subprocess
+
+        from imageproto.tap import twistdCommand
+
+        return subprocess.run(
+            twistdCommand(*args), capture_output=True, text=True, timeout=60
+        )
+
+    def test_misspeltOption(self) -> None:
+        """
+        A misspelt option prints the error first and alone, then the
+        command's usage line, not the whole help; the status is 1.
+        """
+        result = self.twistd("imageproto", "--prot", "8080")
+        self.assertEqual(result.returncode, 1)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        self.assertEqual(lines[0], "twistd imageproto: option --prot not recognized")
+        self.assertTrue(lines[1].startswith("Usage: twistd [options] imageproto"), lines)
+        self.assertLessEqual(len(lines), 3, lines)
+
+    def test_missingVideo(self) -> None:
+        """
+        The sender's missing video file is reported the same way.
+        """
+        result = self.twistd("imageproto-sender", "--video", "/no/such/video.mp4")
+        self.assertEqual(result.returncode, 1)
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        self.assertIn("/no/such/video.mp4", lines[0])
+        self.assertTrue(lines[1].startswith("Usage: twistd [options] imageproto-sender"))
+        self.assertLessEqual(len(lines), 3, lines)
+
+    def test_portInUse(self) -> None:
+        """
+        A port already in use is one clear error line (no traceback) and
+        exit status 1.
+        """
+        import socket
+
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = self.twistd("imageproto", "--port", f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual(result.returncode, 1)
+        output = result.stdout + result.stderr
+        self.assertNotIn("Traceback", output)
+        [error] = [line for line in output.splitlines() if "#error]" in line]
+        self.assertIn(f"127.0.0.1 port {port}", error)
+        self.assertIn("in use", error)

@@ -149,6 +149,20 @@ class ResourceTests(SynchronousTestCase):
         self.assertNotIn(b"http://", body)
         self.assertNotIn(b"https://", body)
 
+    def test_emptyPageNamesRealOptions(self) -> None:
+        """
+        The page's hint for starting a sender names no option that does not
+        exist (there is no C{--pattern}: the pattern is the default).
+        """
+        from imageproto.tap.sender import Options as SenderOptions
+
+        page = b"".join(_render(_root()[0], b"/").written).decode()
+        known = {"--" + name for name in SenderOptions().synonyms}
+        import re
+
+        for option in re.findall(r"--[a-z-]+", page):
+            self.assertIn(option, known)
+
     def test_latestJpeg(self) -> None:
         """
         C{/streams/<name>/latest.jpg} answers the newest frame's bytes exactly
@@ -213,6 +227,43 @@ class ResourceTests(SynchronousTestCase):
                 "recording": {"written": 3, "dropped": 0},
                 "detections": detections["cam1"],
             },
+        )
+
+    def test_apiStreamsIsStrictJSON(self) -> None:
+        """
+        C{/api/streams} is strict JSON even when a figure is not finite:
+        such a number is served as null, never as Infinity or NaN (which
+        the page's C{JSON.parse} refuses).
+        """
+        root, hub, snapshot, viewers = _root()
+        snapshot.streams["cam1"] = {
+            "connected": True,
+            "latency_ms": {"p50": float("inf"), "p95": float("nan")},
+        }
+        body = b"".join(_render(root, b"/api/streams").written).decode()
+        data = json.loads(body, parse_constant=self.fail)
+        self.assertEqual(data["streams"]["cam1"]["latency_ms"], {"p50": None, "p95": None})
+
+    def test_implausibleTimesKeptOutOfLatencyHistogram(self) -> None:
+        """
+        A frame whose capture time is absurd is not observed by the latency
+        histogram, whose sum stays finite; the registry's
+        C{implausible_times} count is exported as a counter.
+        """
+        root, hub, snapshot, viewers = _root()
+        metrics = root.children[b"metrics"].metrics
+        snapshot.streams["cam1"] = {"frames": 1, "implausible_times": 1, "connected": True}
+        frame = ReceivedFrame("cam1", 0, -1e308, 1.0, 2.0, b"jpeg")
+        metrics.frameReceived(frame)
+        families = {
+            f.name: f
+            for f in text_string_to_metric_families(
+                b"".join(_render(root, b"/metrics").written).decode()
+            )
+        }
+        self.assertEqual(families["imageproto_implausible_times"].samples[0].value, 1)
+        self.assertEqual(
+            [s for s in families["imageproto_frame_latency_seconds"].samples], []
         )
 
     def test_metrics(self) -> None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 
-__all__ = ["writeBytesAtomically", "writeJsonAtomically"]
+__all__ = ["jsonSafe", "strictJSON", "writeBytesAtomically", "writeJsonAtomically"]
 
 # Makes temporary names unique between threads of one process; the process
 # id makes them unique between processes writing the same directory.
@@ -75,6 +76,29 @@ def writeBytesAtomically(path: str, data: bytes) -> None:
     _syncDirectory(directory)
 
 
+def jsonSafe(value):
+    """
+    A copy of C{value} (dicts, lists, tuples, scalars) with every float that
+    is not finite replaced by C{None}, so that strict JSON can hold it.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: jsonSafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonSafe(v) for v in value]
+    return value
+
+
+def strictJSON(value, **kwargs) -> str:
+    """
+    C{value} as strict JSON (RFC 8259: no C{NaN} or C{Infinity}, which
+    browsers' C{JSON.parse} refuses), non-finite numbers written as
+    C{null} (L{jsonSafe}).
+    """
+    return json.dumps(jsonSafe(value), allow_nan=False, **kwargs)
+
+
 def writeJsonAtomically(
     path: str, value, indent: int | None = 1, sortKeys: bool = True
 ) -> None:
@@ -84,15 +108,15 @@ def writeJsonAtomically(
 
     Strict means no C{NaN} or C{Infinity}: Python's C{json} writes them by
     default, but they are not JSON and other readers (browsers, C{jq})
-    refuse the whole file.  The value is serialized before anything is
-    written, so a value that cannot be leaves the old file as it was.
+    refuse the whole file; they are written as C{null} (L{strictJSON}).
+    The value is serialized before anything is written, so a value that
+    cannot be leaves the old file as it was.
 
     @param value: JSON-ready data (dicts, lists, strings, finite numbers,
         booleans, C{None}).
     @param indent: as for L{json.dumps}; C{None} for one line.
     @param sortKeys: write object keys in sorted order.
-    @raise ValueError: for a non-finite float.
     @raise TypeError: for a value JSON has no form for.
     """
-    text = json.dumps(value, indent=indent, sort_keys=sortKeys, allow_nan=False)
+    text = strictJSON(value, indent=indent, sort_keys=sortKeys)
     writeBytesAtomically(path, (text + "\n").encode("utf-8"))

@@ -21,10 +21,13 @@ class CompatConfig:
 
     @ivar base64: for L{compat.Base64StreamProtocol} clients.
     @ivar le32: for L{compat.LengthPrefixedImageProtocol} clients.
+    @ivar maxConnections: connections over this, per port, are closed at
+        once (C{--compat-max-connections}); C{None} for no cap.
     """
 
     base64: str | None = None
     le32: str | None = None
+    maxConnections: int | None = 64
 
 
 def attachCompat(receiver, config: CompatConfig) -> list:
@@ -41,7 +44,7 @@ def attachCompat(receiver, config: CompatConfig) -> list:
         (config.le32, compat.LengthPrefixedImageProtocol),
     ):
         if description is not None:
-            service = compat.listen(receiver, description, protocol)
+            service = compat.listen(receiver, description, protocol, config.maxConnections)
             service.setServiceParent(receiver)
             services.append(service)
     return services

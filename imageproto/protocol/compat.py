@@ -355,12 +355,18 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
         self.transport.loseConnection()
 
 
-def listen(receiver, description: str, protocol):
+def listen(receiver, description: str, protocol, maxConnections: int | None = None):
     """
     A service listening on C{description} with C{protocol}, feeding
     C{receiver}'s registry (an L{imageproto.receiver.service.ReceiverService}).
     A port that cannot be opened fails twistd's start.
+
+    @param maxConnections: connections over this are closed as soon as they
+        are accepted (C{--compat-max-connections}); the service's
+        C{connectionCap} is then the L{ConnectionCap}.
     """
+    from imageproto.protocol.descriptors import ConnectionCap
+
     from twisted.application.internet import StreamServerEndpointService
     from twisted.internet.endpoints import serverFromString
 
@@ -372,8 +378,12 @@ def listen(receiver, description: str, protocol):
         maxMessageBytes=receiver.factory.maxMessageBytes,
         runInThread=receiver.runInThread,
     )
+    cap = None
+    if maxConnections is not None:
+        factory = cap = ConnectionCap(factory, maxConnections, "--compat-max-connections")
     service = StreamServerEndpointService(
         serverFromString(receiver.reactor, description), factory
     )
     service._raiseSynchronously = True
+    service.connectionCap = cap
     return service

@@ -9,6 +9,8 @@ from twisted.internet.protocol import ReconnectingClientFactory, ServerFactory
 from twisted.logger import Logger
 
 from imageproto.protocol.limits import (
+    DEFAULT_MAX_BUFFERED_BYTES,
+    BufferBudget,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PEER_BUFFER,
@@ -43,6 +45,8 @@ class ReceiverFactory(ServerFactory):
     @ivar idleTimeout: seconds of silence from a welcomed sender, or C{None}.
     @ivar maxPeerBuffer: bytes of one peer's unsettled frames before reads
         from it pause.
+    @ivar bufferBudget: the L{BufferBudget} for partial messages shared by
+        every connection of this factory (C{None}: no cap).
     @ivar peers: the open connections.
     """
 
@@ -72,6 +76,7 @@ class ReceiverFactory(ServerFactory):
         self.capabilities = capabilities
         self.heartbeat = heartbeat
         self.peers = set()
+        self.bufferBudget = BufferBudget(max(DEFAULT_MAX_BUFFERED_BYTES, maxMessageBytes + 4))
 
 
 class SenderFactory(ReconnectingClientFactory):

@@ -68,6 +68,9 @@ class MessageProtocol(Int32StringReceiver):
     _buffer: bytearray
     _closing = False
     _lost = False
+    # Bytes reserved for the incomplete message at the head of the buffer
+    # (see incompleteMessage).
+    _reserved = 0
     # Whether the handshake has finished; the subclasses keep it current.
     welcomed = False
 
@@ -105,12 +108,30 @@ class MessageProtocol(Int32StringReceiver):
                 return
             end = prefix + length
             if len(buf) < end:
+                if end > self._reserved:
+                    self.incompleteMessage(end)
                 return
             # A bytearray: decodeMessage copies each field out of it once,
             # so converting it to bytes first would copy the JPEG once more.
             packet = buf[prefix:end]
             del buf[:end]
+            if self._reserved:
+                self.messageCompleted()
             self.stringReceived(packet)
+
+    def incompleteMessage(self, size: int) -> None:
+        """
+        The buffer holds the start of a C{size}-byte message (prefix
+        included) and no reservation covers it: a hook for a buffer budget
+        (L{imageproto.protocol.limits.BufferBudget}), which sets
+        C{_reserved} when it grants the bytes.  By default, nothing.
+        """
+
+    def messageCompleted(self) -> None:
+        """
+        The message C{_reserved} was for is complete: give the bytes back.
+        """
+        self._reserved = 0
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.error(

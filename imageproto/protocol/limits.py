@@ -26,6 +26,23 @@ Defaults (each a command-line option of C{twistd imageproto}):
     dropping keeps every frame of a healthy but slow stream; a dead peer is
     dropped by the idle timeout instead (which is suspended while the server
     itself is the one not reading).
+  - Before its handshake finishes (WELCOME) a peer may announce messages
+    of at most L{HANDSHAKE_MAX_BYTES} (HELLO, AUTH, PING, BYE, ERROR are
+    far smaller); a larger length gets ERROR 5 and a warning at once, so an
+    unauthenticated peer makes the server hold at most that much (plus one
+    read, 256 KiB) whatever C{--max-frame-bytes} is.
+  - C{--max-buffered-bytes 256 MiB}: bytes of partly received messages
+    held across all welcomed connections (a L{BufferBudget}).  A connection
+    whose next message is incomplete reserves that message's announced size
+    before it reads on; when the reservation does not fit, reading from that
+    connection pauses and it queues, first come first served, until
+    completed messages free enough.  One message always fits (the cap is
+    raised to C{--max-frame-bytes} if lower), so some peer always makes
+    progress; the queue is FIFO, so a stream of small messages cannot keep
+    a large one waiting for ever; and a reservation lasts only until the
+    message is complete or its connection closes (a silent peer holding one
+    is dropped by the idle timeout).  Memory held in partial messages is
+    then at most the cap plus one read (256 KiB) per connection.
 """
 
 from __future__ import annotations
@@ -39,6 +56,9 @@ from zope.interface import implementer
 
 __all__ = [
     "ABORT_GRACE",
+    "BufferBudget",
+    "DEFAULT_MAX_BUFFERED_BYTES",
+    "HANDSHAKE_MAX_BYTES",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_HEARTBEAT",
     "DEFAULT_IDLE_TIMEOUT",
@@ -56,6 +76,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 2
 DEFAULT_IDLE_TIMEOUT = 6.0
 DEFAULT_MAX_PEER_BUFFER = 64 * 1024 * 1024
+DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+# The largest message a peer may announce before WELCOME: a HELLO is at most
+# about 300 bytes (a 255-byte name), an AUTH 50, an ERROR or BYE a reason.
+HANDSHAKE_MAX_BYTES = 4096
 
 # After an ERROR, how long a peer gets to read it before the connection is
 # aborted: a half-open peer never reads, and loseConnection would wait for
@@ -117,6 +141,75 @@ class ReadGate:
             self.resume()
             return True
         return False
+
+
+@define(eq=False)
+class BufferBudget:
+    """
+    Bytes of partly received messages the server holds across all
+    connections, against a cap; connections that cannot reserve wait in
+    order of arrival.
+
+    A holder is any object with a C{budgetGranted(size)} method, called
+    (once) when a queued request is granted.
+
+    @ivar cap: the most bytes reserved at once (except that one request is
+        always granted when nothing is reserved).
+    @ivar used: bytes reserved now.
+    @ivar peak: the most bytes ever reserved.
+    """
+
+    cap: int
+    used: int = 0
+    peak: int = 0
+    _waiting: list = field(factory=list)
+
+    @property
+    def waiting(self) -> int:
+        """
+        How many holders wait for a grant.
+        """
+        return len(self._waiting)
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.cap
+
+    def _take(self, size: int) -> None:
+        self.used += size
+        self.peak = max(self.peak, self.used)
+
+    def request(self, holder, size: int) -> bool:
+        """
+        Reserve C{size} bytes for C{holder}.
+
+        @return: C{True} if reserved now; C{False} if C{holder} was queued,
+            to be told through C{budgetGranted(size)}.
+        """
+        if not self._waiting and self._fits(size):
+            self._take(size)
+            return True
+        self._waiting.append((holder, size))
+        return False
+
+    def release(self, size: int) -> None:
+        """
+        Give back C{size} reserved bytes, and grant queued requests that now
+        fit, oldest first.
+        """
+        self.used = max(0, self.used - size)
+        while self._waiting and self._fits(self._waiting[0][1]):
+            holder, granted = self._waiting.pop(0)
+            self._take(granted)
+            holder.budgetGranted(granted)
+
+    def cancel(self, holder) -> None:
+        """
+        Forget C{holder}'s queued request (its connection closed).
+        """
+        before = len(self._waiting)
+        self._waiting = [(h, n) for (h, n) in self._waiting if h is not holder]
+        if len(self._waiting) != before:
+            self.release(0)
 
 
 @define

@@ -201,6 +201,8 @@ def _welcome(
 ) -> None:
     core.stream = stream
     core._onFrame = core._frameReceived
+    # Frames may be sent now: lift the handshake-sized message limit.
+    core.MAX_LENGTH = core.factory.maxMessageBytes
     core.log.info("{peer} streams as {name!r}", peer=core.peer, name=hello.name)
     factory = core.factory
     capabilities, resume = factory.capabilities, None

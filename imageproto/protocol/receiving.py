@@ -17,7 +17,12 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
 from imageproto.protocol.framing import READ_BYTES, MessageProtocol
-from imageproto.protocol.limits import PeerBuffer, ReadGate, WritePressure
+from imageproto.protocol.limits import (
+    HANDSHAKE_MAX_BYTES,
+    PeerBuffer,
+    ReadGate,
+    WritePressure,
+)
 from imageproto.protocol.receiverhandshake import ReceiverMachine
 
 __all__ = ["FrameReceiverProtocol"]
@@ -45,8 +50,14 @@ class FrameReceiverProtocol(MessageProtocol):
         """
         return self.stream is not None
 
+    # Whether this connection waits in the buffer budget's queue.
+    _budgetWait = False
+
     def connectionMade(self) -> None:
-        self.MAX_LENGTH = self.factory.maxMessageBytes
+        # Until WELCOME only handshake-sized messages (see limits); _welcome
+        # raises this to the factory's limit.
+        self.MAX_LENGTH = min(HANDSHAKE_MAX_BYTES, self.factory.maxMessageBytes)
+        self.budget = getattr(self.factory, "bufferBudget", None)
         self.log.debug("connection from {peer}", peer=self.peer)
         self._machine = ReceiverMachine(self)
         # FRAMEs go to the machine until it enters streaming, which points
@@ -129,6 +140,64 @@ class FrameReceiverProtocol(MessageProtocol):
 
         d.addBoth(settled)
 
+    def lengthLimitExceeded(self, length: int) -> None:
+        if self.welcomed:
+            super().lengthLimitExceeded(length)
+            return
+        self.log.warn(
+            "{peer} announced a {length}-byte message before its handshake "
+            "finished (at most {limit} bytes until WELCOME); disconnecting",
+            peer=self.peer,
+            length=length,
+            limit=self.MAX_LENGTH,
+        )
+        self.fail(
+            wire.ERR_TOO_LARGE,
+            f"message of {length} bytes before the handshake finished "
+            f"(limit {self.MAX_LENGTH})",
+        )
+
+    # -- the buffer budget shared by every connection (limits.BufferBudget) --
+
+    def incompleteMessage(self, size: int) -> None:
+        budget = self.budget
+        # Before WELCOME messages are handshake-sized and need no budget;
+        # that keeps a new sender's HELLO from queueing behind big frames.
+        if budget is None or self._budgetWait or not self.welcomed:
+            return
+        if budget.request(self, size):
+            self._reserved = size
+            return
+        self._budgetWait = True
+        self.gate.hold("buffer budget")
+        self.log.info(
+            "{peer} ({stream}): {used} bytes of partial messages held across "
+            "connections, --max-buffered-bytes {cap}; pausing reads from this "
+            "peer until its {size}-byte message fits ({waiting} waiting)",
+            peer=self.peer,
+            stream=self.stream.name,
+            used=budget.used,
+            cap=budget.cap,
+            size=size,
+            waiting=budget.waiting,
+        )
+
+    def budgetGranted(self, size: int) -> None:
+        """
+        The budget reserved C{size} bytes for this connection's waiting
+        message: read on.
+        """
+        self._budgetWait = False
+        if self._lost:
+            self.budget.release(size)
+            return
+        self._reserved = size
+        self.gate.release("buffer budget")
+
+    def messageCompleted(self) -> None:
+        reserved, self._reserved = self._reserved, 0
+        self.budget.release(reserved)
+
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Frame):
             self._onFrame(message)
@@ -206,6 +275,11 @@ class FrameReceiverProtocol(MessageProtocol):
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
+        if self._budgetWait:
+            self._budgetWait = False
+            self.budget.cancel(self)
+        if self._reserved:
+            self.messageCompleted()
         if self.factory.peers is not None:
             self.factory.peers.discard(self)
         self._machine.connectionLost()

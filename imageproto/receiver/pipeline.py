@@ -34,6 +34,7 @@ from zope.interface import Interface
 
 from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
+from imageproto.receiver.stats import plausibleTime
 
 __all__ = [
     "ALREADY_STORED",
@@ -117,6 +118,17 @@ class ReceivedFrame:
         Seconds from capture to receipt (includes the two clocks' offset).
         """
         return self.receiveTime - self.captureTime
+
+    @property
+    def plausibleTimes(self) -> bool:
+        """
+        Whether the capture and send times are finite and within
+        L{imageproto.receiver.stats.PLAUSIBLE_SKEW} of C{receiveTime}, so
+        that L{latency} means something.
+        """
+        return plausibleTime(self.captureTime, self.receiveTime) and plausibleTime(
+            self.sendTime, self.receiveTime
+        )
 
     @property
     def channel(self):
@@ -365,6 +377,7 @@ class FramePipeline:
                 frame.captureTime,
                 frame.receiveTime,
                 frame.senderDropped,
+                frame.sendTime,
             )
         delivery = frame.delivery
         delivery.acknowledged = True

@@ -23,6 +23,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -40,6 +41,7 @@ from imageproto.receiver.consumers import CallbackSink, LatestFrameHub
 from imageproto.receiver.savedir import SaveDirSink
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
+from imageproto.receiver.stats import strictJSON
 
 __all__ = [
     "ReceiverService",
@@ -327,6 +329,31 @@ class ReceiverService(MultiService):
         )
         self.reporter.setServiceParent(self)
         _ShutdownService(self.registry, self.pipeline).setServiceParent(self)
+
+    # Set by the twistd command: a port that cannot be opened ends the
+    # process with one log line and status 1 instead of a traceback.
+    exitOnListenFailure = False
+
+    def privilegedStartService(self) -> None:
+        self._listenOrExit(super().privilegedStartService)
+
+    def startService(self) -> None:
+        self._listenOrExit(super().startService)
+
+    def _listenOrExit(self, start: Callable[[], object]) -> None:
+        try:
+            start()
+        except CannotListenError as e:
+            if not self.exitOnListenFailure:
+                raise
+            where = f"{e.interface or 'every interface'} port {e.port}"
+            self.log.error(
+                "cannot listen on {where}: {reason}; stop whatever uses it (another "
+                "receiver?) or choose another port",
+                where=where,
+                reason=str(e.socketError),
+            )
+            raise SystemExit(1)
 
     def addConsumer(self, consumer) -> None:
         """

@@ -6,13 +6,36 @@ calls and timestamps, so it is tested without sockets or real time.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from attrs import define, field
 
+from imageproto.common.files import jsonSafe, strictJSON
 from imageproto.common.numbers import percentile
 
-__all__ = ["StreamStats", "percentile"]
+__all__ = [
+    "PLAUSIBLE_SKEW",
+    "StreamStats",
+    "jsonSafe",
+    "percentile",
+    "plausibleTime",
+    "strictJSON",
+]
+
+# How far a sender's capture or send time may be from the receiver's clock
+# and still count in the latency figures: one day, far more than any real
+# clock offset or queueing, yet small enough that a latency in milliseconds
+# stays a modest finite number (1e308 once made the JSON say Infinity).
+PLAUSIBLE_SKEW = 86400.0
+
+
+def plausibleTime(t: float, now: float, skew: float = PLAUSIBLE_SKEW) -> bool:
+    """
+    Whether C{t}, a time on a sender's clock, is finite and within C{skew}
+    seconds of C{now} on the receiver's.
+    """
+    return math.isfinite(t) and abs(t - now) <= skew
 
 
 @define
@@ -38,6 +61,9 @@ class StreamStats:
     @ivar storageErrors: frames refused because they could not be stored (a
         full disk), counted in L{rejected} too.
     @ivar duplicates: resent frames that were already accepted.
+    @ivar implausibleTimes: accepted frames whose capture or send time was
+        not finite or further than L{PLAUSIBLE_SKEW} from the receiver's
+        clock; they count everywhere but in the latency figures.
     @ivar lastSeen: receive time of the latest message counted, or C{None}.
     """
 
@@ -51,6 +77,7 @@ class StreamStats:
     rejected: int = 0
     storageErrors: int = 0
     duplicates: int = 0
+    implausibleTimes: int = 0
     lastSeen: float | None = None
     _since: float | None = field(default=None, init=False)
     _arrivals: deque = field(factory=deque, init=False, repr=False)
@@ -91,9 +118,13 @@ class StreamStats:
         captureTime: float,
         receiveTime: float,
         senderDropped: int,
+        sendTime: float | None = None,
     ) -> None:
         """
         Count a frame every sink accepted.
+
+        @param sendTime: the sender's send time, checked like C{captureTime}
+            when given.
         """
         self.frames += 1
         self.bytes += size
@@ -101,7 +132,12 @@ class StreamStats:
         if self._since is None:
             self._since = receiveTime
         self._arrivals.append(receiveTime)
-        self._latencies.append(receiveTime - captureTime)
+        if plausibleTime(captureTime, receiveTime) and (
+            sendTime is None or plausibleTime(sendTime, receiveTime)
+        ):
+            self._latencies.append(receiveTime - captureTime)
+        else:
+            self.implausibleTimes += 1
         highest = self._highestSeq
         if highest is None:
             self._highestSeq = seq
@@ -175,6 +211,7 @@ class StreamStats:
             "rejected": self.rejected,
             "storage_errors": self.storageErrors,
             "duplicates": self.duplicates,
+            "implausible_times": self.implausibleTimes,
             "connected": connected,
             "last_seen": self.lastSeen,
         }

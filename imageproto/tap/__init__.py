@@ -8,7 +8,37 @@ import socket
 import subprocess
 import sys
 
-__all__ = ["twistdCommand", "freePort", "listening", "stopProcess"]
+from twisted.python import usage
+
+__all__ = ["CommandOptions", "twistdCommand", "freePort", "listening", "stopProcess"]
+
+
+class CommandOptions(usage.Options):
+    """
+    Options of a twistd plugin command that report a usage error briefly.
+
+    twistd answers a plugin's C{UsageError} by printing the whole help (some
+    60 lines) and only then the error.  Run as a twistd subcommand, this
+    prints the error first and alone on stderr, then the command's usage
+    line and where to find the options, and exits with status 1.  Parsed
+    directly (a test, an embedding program) it raises C{UsageError} as
+    usual.
+    """
+
+    def parseOptions(self, options=None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            command = self.parent.subCommand
+            sys.stderr.write(
+                f"twistd {command}: {e}\n"
+                f"{self.getSynopsis()}\n"
+                f"Run 'twistd {command} --help' for the options.\n"
+            )
+            sys.stderr.flush()
+            raise SystemExit(1)
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter; that way the

@@ -76,7 +76,11 @@ class ReceiverConfig:
         """
         web = recording = None
         if options["web"] is not None:
-            web = WebConfig(options["web"])
+            web = WebConfig(
+                options["web"],
+                maxConnections=options["web-max-connections"],
+                idleTimeout=options["web-idle-timeout"],
+            )
         if options["record-dir"] is not None:
             recording = RecordingConfig(
                 options["record-dir"],
@@ -96,7 +100,11 @@ class ReceiverConfig:
             inference=_inference(options),
             web=web,
             recording=recording,
-            compat=CompatConfig(options["compat-base64"], options["compat-le32"]),
+            compat=CompatConfig(
+                options["compat-base64"],
+                options["compat-le32"],
+                maxConnections=options["compat-max-connections"],
+            ),
         )
 
 

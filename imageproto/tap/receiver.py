@@ -26,9 +26,10 @@ from imageproto.features.display import DisplayUnavailable, attachDisplay, check
 from imageproto.features.inference.engine import REPLY_MODES, attachInference
 from imageproto.features.recording import attachRecording
 from imageproto.features.web.viewer import attachWeb
+from imageproto.protocol.descriptors import DescriptorWatch
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
 from imageproto.receiver.service import ReceiverService
-from imageproto.tap import checks, security
+from imageproto.tap import CommandOptions, checks, security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -53,10 +54,13 @@ _CHECKS = [
     ("workers", checks.number(int, 1)),
     ("compat-base64", checks.endpoint),
     ("compat-le32", checks.endpoint),
+    ("web-max-connections", checks.number(int, 1)),
+    ("web-idle-timeout", checks.number(float, 0.001)),
+    ("compat-max-connections", checks.number(int, 1)),
 ]
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     synopsis = "[options]"
     longdesc = (
         "Receive named JPEG frame streams from imageproto senders: acknowledge "
@@ -114,10 +118,24 @@ class Options(usage.Options):
          "0 for motion, echo and package.module:Class].", float],
         ["nms", None, 0.45, "onnx: non-maximum suppression IoU threshold.", float],
         ["compat-base64", None, None,
-         "Also accept base64 frame streams (see PROTOCOL.md) on this port."],
+         "Also accept base64 frame streams (see PROTOCOL.md) on this port "
+         "number or server endpoint. UNAUTHENTICATED (no token, no TLS) and "
+         "on every interface unless bound, e.g. tcp:9000:interface=127.0.0.1."],
         ["compat-le32", None, None,
          "Also accept one-image-per-connection little-endian length-prefixed "
-         "clients (see PROTOCOL.md) on this port."],
+         "clients (see PROTOCOL.md) on this port number or server endpoint. "
+         "UNAUTHENTICATED (no token, no TLS) and on every interface unless "
+         "bound, e.g. tcp:9001:interface=127.0.0.1."],
+        ["web-max-connections", None, 512,
+         "Connections to --web over this are closed at once (lowered at start "
+         "if need be so that viewers can never use the file descriptors "
+         "senders need)."],
+        ["web-idle-timeout", None, 30.0,
+         "Close a --web connection with no request in progress after this "
+         "many seconds (a viewer watching MJPEG is never idle)."],
+        ["compat-max-connections", None, 64,
+         "Connections to each compat port over this are closed at once "
+         "(lowered at start like --web-max-connections)."],
     ] + security.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
@@ -173,15 +191,24 @@ def makeService(options, reactor=None) -> ReceiverService:
         maxMessageBytes=config.maxFrameBytes,
         statsInterval=config.statsInterval,
     )
+    receiver.exitOnListenFailure = True
     security.applyToReceiverFactory(receiver.factory, config.security, config.limits)
     if config.display:
         attachDisplay(receiver)
     if config.inference is not None:
         attachInference(receiver, config.inference)
-    attachCompat(receiver, config.compat)
+    caps = [s.connectionCap for s in attachCompat(receiver, config.compat)]
     recorder = None
     if config.recording is not None:
         recorder = attachRecording(receiver, config.recording)
     if config.web is not None:
-        attachWeb(receiver, config.web, recorder=recorder)
+        service, root = attachWeb(receiver, config.web, recorder=recorder)
+        caps.append(service.connectionCap)
+    # No number of viewer or compat connections may stop senders connecting.
+    DescriptorWatch(
+        [cap for cap in caps if cap is not None],
+        lambda: receiver.factory.maxConnections,
+        "raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower "
+        "--web-max-connections, --compat-max-connections or --max-connections",
+    ).setServiceParent(receiver)
     return receiver

@@ -5,7 +5,7 @@ so each tap adds them with a few lines:
 
 Receiver (C{twistd imageproto}): C{--token-file}, C{--client-ca},
 C{--max-connections}, C{--handshake-timeout}, C{--idle-timeout},
-C{--heartbeat}, C{--max-peer-buffer}.
+C{--heartbeat}, C{--max-peer-buffer}, C{--max-buffered-bytes}.
 
 Sender (C{twistd imageproto-sender}): C{--token-file}, C{--ca-cert},
 C{--client-cert}, C{--client-key}, C{--handshake-timeout},
@@ -28,6 +28,8 @@ from imageproto.protocol.tokens import TokenFileError, TokenTable, readSenderTok
 from imageproto.protocol.limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HEARTBEAT,
+    DEFAULT_MAX_BUFFERED_BYTES,
+    BufferBudget,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PEER_BUFFER,
@@ -73,6 +75,11 @@ RECEIVER_OPTIONS = [
     ["max-peer-buffer", None, DEFAULT_MAX_PEER_BUFFER,
      "Bytes of one sender's frames held before they are stored; over it, "
      "reading from that sender pauses until storage catches up."],
+    ["max-buffered-bytes", None, DEFAULT_MAX_BUFFERED_BYTES,
+     "Bytes of partly received frames held across all senders; a sender "
+     "whose next frame does not fit waits (reads paused, first come first "
+     "served) until others complete. Before its handshake a peer may send "
+     "only messages of a few KiB."],
 ]
 
 SENDER_OPTIONS = [
@@ -102,6 +109,7 @@ _RECEIVER_CHECKS = [
     # WELCOME carries the heartbeat in 16 bits.
     ("heartbeat", checks.number(int, 0, 0xFFFF)),
     ("max-peer-buffer", checks.number(int, 1)),
+    ("max-buffered-bytes", checks.number(int, 1)),
     ("token-file", checks.existingFile),
     ("client-ca", checks.existingFile),
 ]
@@ -147,6 +155,7 @@ class LimitsConfig:
     idleTimeout: float = DEFAULT_IDLE_TIMEOUT
     heartbeat: int = DEFAULT_HEARTBEAT
     maxPeerBuffer: int = DEFAULT_MAX_PEER_BUFFER
+    maxBufferedBytes: int = DEFAULT_MAX_BUFFERED_BYTES
 
 
 @frozen
@@ -238,6 +247,7 @@ def receiverLimits(options) -> LimitsConfig:
         idleTimeout=options["idle-timeout"],
         heartbeat=options["heartbeat"],
         maxPeerBuffer=options["max-peer-buffer"],
+        maxBufferedBytes=options["max-buffered-bytes"],
     )
 
 
@@ -270,6 +280,10 @@ def applyToReceiverFactory(factory, security: SecurityConfig, limits: LimitsConf
         factory.capabilities &= ~SCAP_HEARTBEAT
     # One frame must always fit, or a peer could never make progress.
     factory.maxPeerBuffer = max(limits.maxPeerBuffer, factory.maxMessageBytes)
+    # Likewise one whole message (and its 4-byte prefix) across connections.
+    factory.bufferBudget = BufferBudget(
+        max(limits.maxBufferedBytes, factory.maxMessageBytes + 4)
+    )
 
 
 def checkSenderOptions(options) -> None:

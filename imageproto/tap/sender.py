@@ -28,7 +28,7 @@ from functools import partial
 from twisted.internet import error
 from twisted.python import usage
 
-from imageproto.tap import checks, security
+from imageproto.tap import CommandOptions, checks, security
 from imageproto.tap.config import (
     CameraSpec,
     ImagesSpec,
@@ -53,7 +53,7 @@ _CHECKS = [
 ]
 
 
-class Options(usage.Options):
+class Options(CommandOptions):
     synopsis = (
         "[--video PATH [--loop] | --camera INDEX|URL|picamera2[:N] | --images DIR] "
         "[--connect ENDPOINT | --host HOST --port PORT] [options]"

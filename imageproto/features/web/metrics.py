@@ -61,6 +61,12 @@ _STREAM_COUNTERS = (
         "Frames refused because they could not be stored (a full disk).",
     ),
     ("imageproto_duplicate_frames", "duplicates", "Resent frames ignored."),
+    (
+        "imageproto_implausible_times",
+        "implausible_times",
+        "Frames whose capture or send time was not finite or more than a day "
+        "from the receiver's clock (kept out of the latency histogram).",
+    ),
 )
 
 # (metric name, recorder stats key, help text).
@@ -115,7 +121,8 @@ class ReceiverMetrics(ConsumerBase):
     # IFrameSink
 
     def frameReceived(self, frame) -> None:
-        self._latency.labels(frame.stream).observe(frame.latency)
+        if frame.plausibleTimes:
+            self._latency.labels(frame.stream).observe(frame.latency)
 
     # prometheus_client collector protocol
 

@@ -33,6 +33,8 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 from zope.interface import implementer
 
+from imageproto.protocol.descriptors import unwrapTransport
+from imageproto.receiver.stats import strictJSON
 from imageproto.features.web.metrics import CONTENT_TYPE, ReceiverMetrics
 
 __all__ = ["BOUNDARY", "STATIC", "Viewers", "MJPEGViewer", "WebRoot"]
@@ -175,7 +177,9 @@ def _flushEachWrite(request) -> None:
     The connection serves nothing else while the (endless) response runs, so
     the smaller buffer affects only this response.
     """
-    transport = getattr(getattr(request, "channel", None), "transport", None)
+    transport = unwrapTransport(
+        getattr(getattr(request, "channel", None), "transport", None)
+    )
     if transport is not None and hasattr(transport, "bufferSize"):
         transport.bufferSize = 0
 
@@ -255,7 +259,8 @@ class _JSON(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
-        return json.dumps(self.build(), sort_keys=True).encode("utf-8")
+        # Strict JSON: the page's JSON.parse refuses NaN and Infinity.
+        return strictJSON(self.build(), sort_keys=True).encode("utf-8")
 
 
 class _Metrics(Resource):
@@ -329,6 +334,7 @@ class WebRoot(Resource):
         viewers = self.viewers.counts()
         recording = self.recorderStats()
         for name, stats in streams.items():
+            stats.setdefault("connected", False)
             stats["viewers"] = viewers.get(name, 0)
             if name in recording:
                 stats["recording"] = recording[name]

@@ -32,6 +32,7 @@ from imageproto.features.web.resources import (
     _noStats,
 )
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
+from imageproto.protocol.descriptors import ConnectionCap
 
 __all__ = [
     "BOUNDARY",
@@ -108,6 +109,8 @@ def makeWebService(
     reactor=None,
     recorder=None,
     detections: Callable = _noDetections,
+    maxConnections: int | None = None,
+    idleTimeout: float | None = None,
 ):
     """
     Build the viewer's listening service for a receiver.
@@ -123,8 +126,15 @@ def makeWebService(
     @param recorder: the receiver's L{imageproto.features.recording.Recorder}, or
         C{None}.
     @param detections: see L{WebRoot}.
+    @param maxConnections: connections over this are closed as soon as they
+        are accepted (C{--web-max-connections}); C{None}: no cap.
+    @param idleTimeout: seconds an HTTP connection may stay open with no
+        request in progress (C{--web-idle-timeout}); an MJPEG response in
+        progress is a request, so a viewer watching is never idle.
+        C{None}: twisted.web's default, a minute.
     @return: C{(service, root)}: a L{StreamServerEndpointService} that
-        listens when started, and the L{WebRoot} it serves.
+        listens when started, and the L{WebRoot} it serves; the service's
+        C{connectionCap} is the L{ConnectionCap} or C{None}.
     """
     reactor = defaultReactor(reactor)
     viewers = Viewers()
@@ -140,11 +150,16 @@ def makeWebService(
         detections=detections,
         clock=reactor,
     )
-    site = _QuietSite(root)
+    site = _QuietSite(root) if idleTimeout is None else _QuietSite(root, timeout=idleTimeout)
     site.displayTracebacks = False
+    factory = site
+    cap = None
+    if maxConnections is not None:
+        factory = cap = ConnectionCap(site, maxConnections, "--web-max-connections")
     service = StreamServerEndpointService(
-        serverFromString(reactor, webEndpoint(endpoint)), site
+        serverFromString(reactor, webEndpoint(endpoint)), factory
     )
+    service.connectionCap = cap
     # A viewer port that cannot be opened fails twistd's start.
     service._raiseSynchronously = True
     return service, root
@@ -156,9 +171,15 @@ class WebConfig:
     Serve the live viewer.
 
     @ivar endpoint: the server endpoint description to listen on.
+    @ivar maxConnections: connections over this are closed at once
+        (C{--web-max-connections}), or C{None} for no cap.
+    @ivar idleTimeout: seconds an HTTP connection may stay open with no
+        request in progress (C{--web-idle-timeout}), or C{None}.
     """
 
     endpoint: str
+    maxConnections: int | None = None
+    idleTimeout: float | None = None
 
 
 def attachWeb(receiver, config: WebConfig, recorder=None):
@@ -182,6 +203,8 @@ def attachWeb(receiver, config: WebConfig, recorder=None):
         reactor=receiver.reactor,
         recorder=recorder,
         detections=detections,
+        maxConnections=config.maxConnections,
+        idleTimeout=config.idleTimeout,
     )
     service.setServiceParent(receiver)
     return service, root

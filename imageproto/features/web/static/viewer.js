@@ -81,18 +81,25 @@
     });
     card.appendChild(table);
 
-    var c = { card: card, img: img, canvas: canvas, badge: badge, cells: cells, detections: null };
+    var c = { card: card, img: img, canvas: canvas, badge: badge, cells: cells,
+              detections: null, name: name, live: true };
     img.addEventListener("load", function () { drawBoxes(c); });
     img.addEventListener("error", function () {
-      // The server went away or restarted: try the stream again shortly.
-      setTimeout(function () { connectPicture(c, name); }, 2000);
+      // The server went away or restarted: try again shortly (the stream,
+      // or the last picture of a disconnected one).
+      setTimeout(function () { connectPicture(c); }, 2000);
     });
-    connectPicture(c, name);
+    connectPicture(c);
     return c;
   }
 
-  function connectPicture(c, name) {
-    c.img.src = streamURL(name, ".mjpg") + "?t=" + Date.now();
+  // A live stream shows its MJPEG; a disconnected one its last frame as a
+  // still image, so the picture stays (the browser may blank an MJPEG
+  // response that ends or stalls) and is marked disconnected by the CSS.
+  function connectPicture(c) {
+    c.img.src = c.live
+      ? streamURL(c.name, ".mjpg") + "?t=" + Date.now()
+      : streamURL(c.name, "/latest.jpg") + "?t=" + Date.now();
   }
 
   function drawBoxes(c) {
@@ -142,6 +149,11 @@
       var live = !!s.connected;
       c.card.classList.toggle("offline", !live);
       c.badge.textContent = live ? "live" : "disconnected";
+      if (live !== c.live) {
+        c.live = live;
+        // Keep a picture only once the stream has sent one.
+        if (live || s.seq !== null) { connectPicture(c); }
+      }
       FIELDS.forEach(function (f) { c.cells[f[0]].textContent = f[2](s); });
       c.detections = s.detections || null;
       drawBoxes(c);
