@@ -260,14 +260,14 @@ def expectedFrames(spec, count: int = 0) -> int | None:
     """
     How many frames a sender's source will send, for the progress total.
 
-    @param spec: an L{imageproto.tap.config} source spec; only C{VideoSpec}
+    @param spec: an L{imageproto.sender.specs} source spec; only C{VideoSpec}
         (without C{loop}) and C{ImagesSpec} have a known length.
     @param count: the sender's C{--count} limit, 0 for none.
     @return: the number, or C{None} when unknown.  Reading a video's frame
         count opens the file, so call this before the reactor runs (from
         C{makeService}), not on it.
     """
-    from imageproto.tap.config import ImagesSpec, VideoSpec
+    from imageproto.sender.specs import ImagesSpec, VideoSpec
 
     total = None
     if isinstance(spec, ImagesSpec):

@@ -18,6 +18,7 @@ from twisted.python import usage
 from imageproto.features.compat import CompatConfig
 from imageproto.features.inference.engine import InferenceConfig
 from imageproto.features.recording import RecordingConfig
+from imageproto.sender.specs import CameraSpec, ImagesSpec, PatternSpec, VideoSpec
 from imageproto.features.web.viewer import WebConfig
 from imageproto.tap import security
 from imageproto.tap.security import (
@@ -152,47 +153,6 @@ def _inference(options) -> InferenceConfig | None:
     except (DetectorError, ValueError) as e:
         raise usage.UsageError(str(e)) from None
     return InferenceConfig(detector, workers=options["workers"], reply=options["reply"])
-
-
-@frozen
-class VideoSpec:
-    """
-    Send a video file, paced at its own rate unless C{--fps}.
-
-    @ivar path: the absolute path.
-    @ivar loop: start again at the end instead of stopping.
-    """
-
-    path: str
-    loop: bool = False
-
-
-@frozen
-class CameraSpec:
-    """
-    Send a live camera: an C{int} device index or a URL OpenCV opens.
-    """
-
-    device: int | str
-
-
-@frozen
-class ImagesSpec:
-    """
-    Send each image in a folder (absolute path) once, sorted by name.
-    """
-
-    directory: str
-
-
-@frozen
-class PatternSpec:
-    """
-    Send the built-in moving test pattern.
-    """
-
-    width: int = 640
-    height: int = 480
 
 
 @frozen
