@@ -41,7 +41,6 @@ from imageproto.receiver.consumers import CallbackSink, LatestFrameHub
 from imageproto.receiver.savedir import SaveDirSink
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
-from imageproto.receiver.stats import strictJSON
 
 __all__ = [
     "ReceiverService",

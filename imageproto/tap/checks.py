@@ -142,13 +142,13 @@ def endpoint(name: str, value: str) -> str:
 def clientEndpoint(name: str, value: str) -> str:
     """
     A client endpoint description Twisted can parse (building the endpoint
-    opens nothing).
+    opens nothing; no reactor is given, so that parsing options does not
+    install one before twistd has chosen it).
     """
-    from twisted.internet import reactor
     from twisted.internet.endpoints import clientFromString
 
     try:
-        clientFromString(reactor, value)
+        clientFromString(None, value)
     except (ValueError, TypeError, KeyError) as e:
         raise usage.UsageError(f"bad --{name} {value!r}: {e}") from None
     return value

@@ -32,6 +32,7 @@ from imageproto.receiver.service import ReceiverService
 from imageproto.tap import CommandOptions, checks, security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
+from imageproto.common.reactor import defaultReactor
 
 __all__ = ["Options", "makeService"]
 
@@ -180,8 +181,7 @@ def makeService(options, reactor=None) -> ReceiverService:
     @param options: parsed L{Options}; their C{config} is used.
     """
     config: ReceiverConfig = options.config
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     receiver = ReceiverService(
         security.receiverEndpoint(config.port, config.security, reactor),
         saveDir=config.saveDir,

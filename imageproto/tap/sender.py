@@ -29,6 +29,7 @@ from twisted.internet import error
 from twisted.python import usage
 
 from imageproto.tap import CommandOptions, checks, security
+from imageproto.common.reactor import defaultReactor
 from imageproto.tap.config import (
     CameraSpec,
     ImagesSpec,
@@ -200,8 +201,7 @@ def makeService(options, reactor=None):
 
     @return: a L{imageproto.sender.service.SenderService}.
     """
-    if reactor is None:
-        from twisted.internet import reactor
+    reactor = defaultReactor(reactor)
     from imageproto.sender.sources import Encoder
     from imageproto.protocol.factories import SenderFactory
     from imageproto.sender.flow import FrameSender

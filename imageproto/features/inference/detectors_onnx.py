@@ -17,13 +17,13 @@ __all__ = ["OnnxOptions", "OnnxDetector", "parseYoloOutput", "readClassNames"]
 
 def _detection(*args):
     # Imported late: the detectors module imports this one at its top.
-    from imageproto.features.inference.detectors import detection
+    from imageproto.features.inference.detections import detection
 
     return detection(*args)
 
 
 def _error(message: str) -> Exception:
-    from imageproto.features.inference.detectors import DetectorError
+    from imageproto.features.inference.detections import DetectorError
 
     return DetectorError(message)
 

@@ -27,12 +27,11 @@ every file is finished.
 """
 
 from imageproto.features.recording.media import FORMATS, Timeline, jpegSize
+from imageproto.features.recording.attach import RecordingConfig, attachRecording
 from imageproto.features.recording.recorder import (
     DEFAULT_FORMAT,
     DEFAULT_SEGMENT_SECONDS,
     Recorder,
-    RecordingConfig,
-    attachRecording,
     segmentName,
 )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import time
 from functools import partial
 from typing import Callable
@@ -35,14 +34,13 @@ from imageproto.features.recording.media import (
 )
 from imageproto.receiver.consumers import IFrameSink
 from imageproto.wire import toStreamName
+from imageproto.common.reactor import defaultReactor
 
 __all__ = [
     "Recorder",
     "segmentName",
     "DEFAULT_SEGMENT_SECONDS",
     "DEFAULT_FORMAT",
-    "RecordingConfig",
-    "attachRecording",
 ]
 
 DEFAULT_SEGMENT_SECONDS = 300.0
@@ -229,11 +227,9 @@ class Recorder(Service):
         os.makedirs(self.directory, exist_ok=True)
         runInThread = self._runInThread
         if runInThread is None:
-            from twisted.internet import reactor
-
             self._pool = ThreadPool(1, 1, "imageproto-recorder")
             self._pool.start()
-            runInThread = partial(deferToThreadPool, reactor, self._pool)
+            runInThread = partial(deferToThreadPool, defaultReactor(), self._pool)
         self._accepting = True
         self._done = runInThread(self.run)
         self._done.addErrback(
@@ -388,35 +384,3 @@ class Recorder(Service):
             stream=stream,
             path=segment.path,
         )
-
-
-@frozen
-class RecordingConfig:
-    """
-    Record every stream under C{directory} (absolute).
-
-    A new recording setting is a field here, passed on by L{attachRecording}
-    and filled from its option in L{imageproto.tap.config}.
-
-    @ivar segmentSeconds: the longest span of video one file holds.
-    @ivar format: C{"mkv"} (the JPEGs as received) or C{"mp4"} (H.264).
-    """
-
-    directory: str
-    segmentSeconds: float = DEFAULT_SEGMENT_SECONDS
-    format: str = DEFAULT_FORMAT
-
-
-def attachRecording(receiver, config: RecordingConfig) -> Recorder:
-    """
-    Add a L{Recorder} to an L{imageproto.receiver.service.ReceiverService}:
-    a consumer of its pipeline and a child service, so that stopping the
-    receiver waits until every queued frame is written and every file
-    finished.
-    """
-    recorder = Recorder(
-        config.directory, segmentSeconds=config.segmentSeconds, format=config.format
-    )
-    receiver.addConsumer(recorder)
-    recorder.setServiceParent(receiver)
-    return recorder

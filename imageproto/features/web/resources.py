@@ -21,7 +21,6 @@ pending (a newer frame replaces it).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
 from urllib.parse import unquote
