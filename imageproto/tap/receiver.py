@@ -15,6 +15,7 @@ import os
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from imageproto.features.bus import publisher as bus
 from imageproto.tap import security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
@@ -155,7 +156,7 @@ class Options(usage.Options):
         ["compat-le32", None, None,
          "Also accept one-image-per-connection little-endian length-prefixed "
          "clients (see PROTOCOL.md) on this port."],
-    ] + security.RECEIVER_OPTIONS
+    ] + security.RECEIVER_OPTIONS + bus.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
         self["port"] = portDescription(self["port"])
@@ -191,6 +192,7 @@ class Options(usage.Options):
         from imageproto.features.inference.engine import checkOptions
 
         checkOptions(self)
+        bus.checkReceiverOptions(self)
         if self["display"]:
             from imageproto.features.display import DisplayUnavailable, checkDisplay
 
@@ -248,6 +250,7 @@ def makeService(options, reactor=None) -> ReceiverService:
     from imageproto.features.inference.engine import attachToReceiver as attachDetection
 
     attachDetection(receiver, options)
+    bus.attachBus(receiver, bus.BusConfig.fromOptions(options))
     from imageproto.protocol import compat
 
     for option, protocol in (
