@@ -65,15 +65,21 @@ class RedisServer:
             args += ["--appendfsync", "always"]
         return args
 
-    def start(self, timeout: float = 20.0) -> None:
+    def spawn(self) -> None:
         """
-        Start the server and wait (polling its port, at most C{timeout}
-        seconds) until it answers PING.  Meant for setup code outside the
-        reactor: it blocks.
+        Start the server without waiting for it (poll L{ping}).
         """
         self.process = subprocess.Popen(
             self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
+    def start(self, timeout: float = 20.0) -> None:
+        """
+        Start the server and wait (polling its port, at most C{timeout}
+        seconds) until it answers PING.  Meant for setup code outside the
+        reactor (C{setUpClass}, a bench's start): it blocks.
+        """
+        self.spawn()
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self.process.poll() is not None:
