@@ -316,3 +316,38 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual((config.workers, config.claimAfter, config.maxAge, config.name), (3, 2.0, 0.5, "w1"))
         [service] = list(worker.makeService(options, Clock()))
         self.assertIsInstance(service, WorkerService)
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_busSectionExposed(self):
+        """
+        /metrics shows the bus: frames published, live frames dropped,
+        publish latency, stream length, pending entries and the oldest
+        one's age per group, and the workers seen.
+        """
+        from imageproto.features.web.metrics import ReceiverMetrics
+
+        bus = {
+            "up": True,
+            "published": 3,
+            "per_stream": {"cam": {"published": 3, "live_dropped": 2}},
+            "publish_latency_ms": {"p50": 1.5, "p95": 2.0, "p99": None},
+            "backlog": {"finite": 1, "live": 0},
+            "answered": 3,
+            "redis": {"streams": {"cam": {"length": 4, "groups": {"detect": {
+                "pending": 2, "oldest_pending_age_s": 0.25}}}}},
+            "workers": {"w1": 0.5, "w2": 1.0},
+        }
+        text = ReceiverMetrics(lambda: {"streams": {}, "bus": bus}).render().decode()
+        for line in (
+            'imageproto_bus_published_frames_total{stream="cam"} 3.0',
+            'imageproto_bus_live_dropped_frames_total{stream="cam"} 2.0',
+            'imageproto_bus_publish_latency_seconds{quantile="0.5"} 0.0015',
+            'imageproto_bus_stream_length{stream="cam"} 4.0',
+            'imageproto_bus_pending_entries{group="detect",stream="cam"} 2.0',
+            'imageproto_bus_oldest_pending_age_seconds{group="detect",stream="cam"} 0.25',
+            "imageproto_bus_workers 2.0",
+            "imageproto_bus_up 1.0",
+        ):
+            self.assertIn(line, text)
+        self.assertNotIn("imageproto_bus", ReceiverMetrics(lambda: {"streams": {}}).render().decode())
