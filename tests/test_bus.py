@@ -351,3 +351,75 @@ class MetricsTests(SynchronousTestCase):
         ):
             self.assertIn(line, text)
         self.assertNotIn("imageproto_bus", ReceiverMetrics(lambda: {"streams": {}}).render().decode())
+
+
+class _FakeLink:
+    def __init__(self):
+        self.published = []
+        self.reads = []
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def publish(self, entries):
+        self.published.append(entries)
+        return succeed([b"1-0"] * len(entries))
+
+    def readAnswers(self, key, after, block):
+        d = Deferred()
+        self.reads.append((key, after, d))
+        return d
+
+    def observe(self, key):
+        return succeed({"streams": {}, "workers": {"w1": 0.1}, "results_length": 0})
+
+
+class BusServiceTests(SynchronousTestCase):
+    def setUp(self):
+        from imageproto.features.bus.publisher import BusService
+
+        self.clock = Clock()
+        self.link = _FakeLink()
+        self.service = BusService(
+            BusConfig("redis://x", "r1", answerTimeout=10.0), self.clock, link=self.link
+        )
+        self.registry, self.pipeline = receiverStack(self.clock, [self.service.publisher])
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+
+    def test_readsItsResultsStreamAndAnswers(self):
+        """
+        The service reads imageproto:results:<id> from the start, answers
+        the waiting frame and reads on after the last entry's ID.
+        """
+        stream = self.registry.attach("cam", 0, 7, object())
+        channel = RecordingChannel()
+        self.pipeline.frameReceived(stream, wire.Frame(0, FAKE_JPEG, 1.0), channel)
+        key, after, d = self.link.reads.pop()
+        self.assertEqual((key, after), ("imageproto:results:r1", b"0-0"))
+        busFrame = keys.decodeFrame(self.link.published[0][0][1])
+        d.callback([(b"5-1", keys.resultFields(busFrame, wire.Result(0), "w1"))])
+        self.assertEqual([r.seq for r in channel.results], [0])
+        self.assertEqual(self.link.reads[-1][1], b"5-1")
+        snapshot = self.service.snapshot()
+        self.assertEqual((snapshot["answered"], snapshot["workers"]), (1, {"w1": 0.1}))
+
+    def test_overdueFiniteFrameRepublishedThenForgotten(self):
+        """
+        A finite frame with no answer after --bus-answer-timeout is
+        published again (Redis may have lost it), at most three times; then
+        it is forgotten and counted.
+        """
+        stream = self.registry.attach("cam", 0, 7, object())
+        self.pipeline.frameReceived(stream, wire.Frame(0, FAKE_JPEG, 1.0), RecordingChannel())
+        self.assertEqual(len(self.link.published), 1)
+        self.clock.advance(9)
+        self.assertEqual(len(self.link.published), 1)
+        for _ in range(40):
+            self.clock.advance(1)
+        self.assertEqual(len(self.link.published), 4)
+        snapshot = self.service.snapshot()
+        self.assertEqual((snapshot["republished"], snapshot["forgotten"], snapshot["awaiting"]), (3, 1, 0))

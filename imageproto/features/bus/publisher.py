@@ -75,8 +75,12 @@ RECEIVER_OPTIONS = [
      "With --bus: live frames waiting for Redis before the oldest is dropped."],
     ["bus-live-length", None, 256,
      "With --bus: entries kept per live stream in Redis (XADD MAXLEN ~)."],
-    ["bus-awaiting", None, 4096,
-     "With --bus: frames remembered while they wait for a worker's answer."],
+    ["bus-awaiting", None, 1024,
+     "With --bus: frames remembered (with their JPEG) while they wait for a "
+     "worker's answer."],
+    ["bus-answer-timeout", None, 30.0,
+     "With --bus: seconds after which a finite-source frame still without an "
+     "answer is published again (Redis may have lost it in a restart)."],
 ]
 
 
@@ -92,7 +96,8 @@ class BusConfig:
     maxBacklog: int = 64
     maxLive: int = 16
     liveLength: int = 256
-    maxAwaiting: int = 4096
+    maxAwaiting: int = 1024
+    answerTimeout: float = 30.0
 
     @classmethod
     def fromOptions(cls, options) -> "BusConfig | None":
@@ -109,7 +114,8 @@ class BusConfig:
             maxBacklog=int(options.get("bus-backlog", 64)),
             maxLive=int(options.get("bus-live-backlog", 16)),
             liveLength=int(options.get("bus-live-length", 256)),
-            maxAwaiting=int(options.get("bus-awaiting", 4096)),
+            maxAwaiting=int(options.get("bus-awaiting", 1024)),
+            answerTimeout=float(options.get("bus-answer-timeout", 30.0)),
         )
 
 
@@ -157,6 +163,15 @@ def checkReceiverOptions(options) -> None:
         if value < 1:
             raise usage.UsageError(f"--{name} {options.get(name)}: must be a positive integer")
         options[name] = value
+    try:
+        timeout = float(options.get("bus-answer-timeout", 30.0))
+    except (TypeError, ValueError):
+        timeout = 0.0
+    if not 0 < timeout < float("inf"):
+        raise usage.UsageError(
+            f"--bus-answer-timeout {options.get('bus-answer-timeout')}: must be a positive number"
+        )
+    options["bus-answer-timeout"] = timeout
 
 
 @define(eq=False)
@@ -165,6 +180,7 @@ class _Job:
     queued: float
     fields: dict = field(repr=False)
     deferred: Deferred | None = None
+    finite: bool = True
 
 
 @define(eq=False)
@@ -177,10 +193,10 @@ class AwaitingAnswers:
     """
     Frames waiting for a worker's answer, by C{(stream, session, seq)}, at
     most C{limit}: beyond it the oldest is forgotten (and counted), so a
-    fleet that never answers costs bounded memory.
+    fleet that never answers costs bounded memory (each holds its JPEG).
     """
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 1024) -> None:
         self.limit = limit
         self._frames: OrderedDict = OrderedDict()
         self.forgotten = 0
@@ -188,11 +204,11 @@ class AwaitingAnswers:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def add(self, frame) -> None:
+    def add(self, frame, now: float = 0.0) -> None:
         key = (frame.stream, frame.session, frame.seq)
         if key in self._frames:
             return
-        self._frames[key] = frame
+        self._frames[key] = [frame, now, 0]
         while len(self._frames) > self.limit:
             self._frames.popitem(last=False)
             self.forgotten += 1
@@ -202,7 +218,27 @@ class AwaitingAnswers:
         The frame waiting under C{key}, no longer waiting; C{None} if none
         is (answered already, or never asked).
         """
-        return self._frames.pop(key, None)
+        entry = self._frames.pop(key, None)
+        return None if entry is None else entry[0]
+
+    def overdue(self, now: float, timeout: float, attempts: int = 3) -> list:
+        """
+        The finite-source frames that have waited C{timeout} seconds or more;
+        each starts waiting anew from C{now}.  A frame overdue C{attempts}
+        times is forgotten (and counted) instead: no worker is answering.
+        """
+        late = []
+        for key, entry in list(self._frames.items()):
+            frame, since, tries = entry
+            if frame.live or now - since < timeout:
+                continue
+            if tries >= attempts:
+                del self._frames[key]
+                self.forgotten += 1
+                continue
+            late.append(frame)
+            entry[1], entry[2] = now, tries + 1
+        return late
 
     def discard(self, frame) -> None:
         self._frames.pop((frame.stream, frame.session, frame.seq), None)
@@ -256,6 +292,7 @@ class BusPublisher(ConsumerBase):
         self._latencies: deque = deque(maxlen=latencySamples)
         self._counts: dict = {}
         self.failures = 0
+        self.republished = 0
         self.up = True
         self.closed = False
 
@@ -268,8 +305,9 @@ class BusPublisher(ConsumerBase):
         annotated = bool(getattr(channel, "wantsImage", False))
         job = _Job(frame, self.clock.seconds(), keys.frameFields(frame, self.receiverId, annotated))
         if self.awaiting is not None:
-            self.awaiting.add(frame)
+            self.awaiting.add(frame, job.queued)
         if frame.live:
+            job.finite = False
             self._live.append(job)
             self._trimLive()
             self._pump()
@@ -280,6 +318,21 @@ class BusPublisher(ConsumerBase):
             self._pause(channel)
         self._pump()
         return job.deferred
+
+    def republish(self, frame) -> None:
+        """
+        Publish C{frame} (of a finite source, acknowledged already) again:
+        its answer is overdue, Redis may have lost it.  A worker may then
+        answer twice; the receiver answers the sender once.
+        """
+        if self.closed:
+            return
+        self.republished += 1
+        self._finite.append(
+            _Job(frame, self.clock.seconds(), keys.frameFields(
+                frame, self.receiverId, bool(getattr(frame.channel, "wantsImage", False))))
+        )
+        self._pump()
 
     def close(self) -> None:
         self.closed = True
@@ -295,7 +348,7 @@ class BusPublisher(ConsumerBase):
         """
         Finite-source frames not yet in Redis (waiting or being sent).
         """
-        return len(self._finite) + sum(1 for j in self._inFlight if j.deferred is not None)
+        return len(self._finite) + sum(1 for j in self._inFlight if j.finite)
 
     def _counter(self, stream: str) -> _Counts:
         counts = self._counts.get(stream)
@@ -368,8 +421,8 @@ class BusPublisher(ConsumerBase):
             )
         self.up = False
         # Back in front, in their order; live frames beyond the bound go.
-        finite = [j for j in jobs if j.deferred is not None]
-        live = [j for j in jobs if j.deferred is None]
+        finite = [j for j in jobs if j.finite]
+        live = [j for j in jobs if not j.finite]
         self._finite.extendleft(reversed(finite))
         self._live.extendleft(reversed(live))
         self._trimLive()
@@ -418,6 +471,7 @@ class BusPublisher(ConsumerBase):
             "published": sum(c.published for c in self._counts.values()),
             "live_dropped": sum(c.dropped for c in self._counts.values()),
             "publish_failures": self.failures,
+            "republished": self.republished,
             "publish_latency_ms": latency,
             "backlog": {"finite": self.finiteBacklog, "live": len(self._live)},
             "paused_senders": len(self._paused),
@@ -527,6 +581,7 @@ class BusService(Service):
         )
         if self.reader is not None:
             self._read()
+            self._checkOverdue()
         self._observe()
 
     def stopService(self):
@@ -566,6 +621,19 @@ class BusService(Service):
             self._later(0.5, self._read)
 
         d.addCallbacks(got, failed)
+
+    def _checkOverdue(self) -> None:
+        if not self.running:
+            return
+        for frame in self.reader.awaiting.overdue(self.reactor.seconds(), self.config.answerTimeout):
+            self.log.info(
+                "bus: no answer to frame {seq} of {stream} in {timeout} s; publishing it again",
+                seq=frame.seq,
+                stream=frame.stream,
+                timeout=self.config.answerTimeout,
+            )
+            self.publisher.republish(frame)
+        self._later(min(1.0, self.config.answerTimeout / 4), self._checkOverdue)
 
     def _observe(self) -> None:
         if not self.running:
