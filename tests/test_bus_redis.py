@@ -255,10 +255,10 @@ class _Processes:
         self.statsFile = os.path.join(self.directory, "stats.json")
 
     @defer.inlineCallbacks
-    def startReceiver(self):
+    def startReceiver(self, *args):
         receiver = self.spawn("receiver", [
             "imageproto", "--port", f"tcp:{self.port}:interface=127.0.0.1",
-            "--bus", self.server.url, "--bus-id", "r1", "--stats-file", self.statsFile,
+            "--bus", self.server.url, "--bus-id", "r1", "--stats-file", self.statsFile, *args,
         ])
         yield waitFor(lambda: receiver.status is not None or listening(self.port), 30, "the receiver to listen")
         self.assertIsNone(receiver.status, receiver.text)
@@ -358,6 +358,35 @@ class BusProcessTests(_Processes, _RedisClass, TestCase):
         self.assertEveryFrameAnsweredOnce("sender-clip", "clip")
         self.assertIn("claimed", second.text)
         self.assertEqual(self.client.xpending(key, "detect")["pending"], 0)
+
+
+    @defer.inlineCallbacks
+    def test_redisRestartWithoutPersistenceRepublishes(self):
+        """
+        Redis restarted without persistence loses the frames no worker had
+        taken; the receiver publishes each again once its answer is
+        overdue, and the sender still gets one RESULT per frame.
+        """
+        receiver = yield self.startReceiver("--bus-answer-timeout", "2")
+        first = self.startWorker("w1", slow="0")
+        sender = self.startSender("clip", "--video", self.clip, "--fps", "8", "--results", "results")
+
+        def waiting():
+            return self.stats().get("bus", {}).get("redis", {}).get("streams", {}).get("clip", {}).get("length", 0)
+
+        yield waitFor(lambda: len(self.results("sender-clip")) >= 5, 60, "the first answers")
+        first.transport.signalProcess("TERM")
+        yield first.ended
+        yield waitFor(lambda: waiting() >= 3, 30, "frames to wait in Redis")
+        self.server.stop(kill=True)
+        self.server.spawn()
+        yield waitFor(self.server.ping, 30, "Redis to start again, empty")
+        self.startWorker("w2", slow="0")
+        yield waitFor(lambda: sender.status is not None, 120, "the sender to finish")
+        self.assertEqual(sender.status, 0, sender.text)
+        self.assertEveryFrameAnsweredOnce("sender-clip", "clip")
+        self.assertGreaterEqual(self.stats()["bus"]["republished"], 3)
+        self.assertIn("publishing it again", receiver.text)
 
 
 class BusRedisRestartTests(_Processes, _RedisClass, TestCase):
