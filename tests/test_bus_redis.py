@@ -325,9 +325,12 @@ class BusProcessTests(_Processes, _RedisClass, TestCase):
         for worker in workers:
             worker.transport.signalProcess("TERM")
         yield defer.gatherResults([w.ended for w in workers])
-        stats = self.stats()["bus"]
-        self.assertEqual(stats["published"], FRAMES)
-        self.assertEqual(stats["answered"], FRAMES)
+        # The stats file is rewritten every second.
+        yield waitFor(
+            lambda: self.stats().get("bus", {}).get("answered") == FRAMES, 10,
+            "the stats file to count every answer",
+        )
+        self.assertEqual(self.stats()["bus"]["published"], FRAMES)
 
     @defer.inlineCallbacks
     def test_killedWorkersFramesAreClaimed(self):
