@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap_worker -*-
+# -*- test-case-name: tests.test_bus -*-
 """
 C{twistd imageproto-worker}: run a detector on the frames receivers publish
 to a Redis Streams bus (C{twistd imageproto --bus URL}), as one of a fleet.
