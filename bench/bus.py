@@ -38,6 +38,8 @@ import sys
 import time
 from functools import partial
 
+from imageproto.common.numbers import percentile
+
 __all__ = ["main"]
 
 _FIELDS = {
@@ -57,10 +59,6 @@ def _cpu() -> float:
     t = os.times()
     return t.user + t.system
 
-
-def _percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered)) - 1))]
 
 
 def _runRedisPy(reactor, url, frames, payload, batched):
@@ -161,7 +159,7 @@ def _measure(reactor, runner, url, frames, payload, batched):
         return {
             "fps": frames / wall,
             "latency_ms_mean": 1000 * statistics.mean(latencies),
-            "latency_ms_p99": 1000 * _percentile(latencies, 0.99),
+            "latency_ms_p99": 1000 * percentile(latencies, 0.99),
             "cpu_s_per_1000": 1000 * cpu / frames,
         }
 

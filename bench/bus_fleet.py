@@ -41,6 +41,7 @@ import tempfile
 import time
 
 from bench.inference import frames640, writeClip
+from imageproto.common.numbers import percentile
 from imageproto.features.bus.redisserver import RedisServer
 from imageproto.tap import freePort, listening, stopProcess, twistdCommand
 
@@ -56,10 +57,6 @@ def _cpu(pid: int) -> float:
     except OSError:
         return float("nan")
 
-
-def _pct(values, fraction):
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered)) - 1))]
 
 
 def _spawn(args, cwd, log):
@@ -122,8 +119,8 @@ def run(detect, fleet, clip, frames, workdir, redis, label):
                     figures[f"cpu_{kind}_s_per_1000"] = 1000 * (now - before) / count
             else:
                 trips = [r["roundTripMs"] for r in records]
-                figures["rtt_p50_ms"] = _pct(trips, 0.5)
-                figures["rtt_p99_ms"] = _pct(trips, 0.99)
+                figures["rtt_p50_ms"] = percentile(trips, 0.5)
+                figures["rtt_p99_ms"] = percentile(trips, 0.99)
     finally:
         for process in workers + [receiver]:
             stopProcess(process)

@@ -35,7 +35,6 @@ L{tests.test_load} run them with smaller settings and assert on them.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import random
@@ -47,6 +46,7 @@ from attrs import asdict, field, frozen
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.protocol import ProcessProtocol
 
+from imageproto.receiver.savedir import savedFrames
 from imageproto.tap import freePort, listening, twistdCommand
 from imageproto.testing import waitFor
 
@@ -56,7 +56,8 @@ SUMMARY = re.compile(
     r"(?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, (?P<rejected>\d+) "
     r"rejected, (?P<dropped>\d+) dropped, (?P<lost>\d+) lost, (?P<resent>\d+) "
     r"resent, (?P<reconnects>\d+) reconnects, round trip p50 (?P<p50>\S+) s, "
-    r"p95 (?P<p95>\S+) s"
+    r"p95 (?P<p95>\S+) s; (?P<skipped>\d+) skipped \(already on the receiver\), "
+    r"(?P<notStored>\d+) not stored, (?P<unacknowledged>\d+) unacknowledged"
 )
 # Heartbeat and idle timeout the scenarios give the receiver: a dead peer is
 # noticed within IDLE seconds, and the sender waits three heartbeats.
@@ -280,7 +281,7 @@ def restart(workdir: str, frames: int = 120, fps: float = 20.0):
     sender = Process(
         "sender", senderArgs(port, "cam", "--images", images, "--fps", str(fps))
     )
-    stored = lambda: len(glob.glob(os.path.join(saved, "cam", "*.jpg")))  # noqa: E731
+    stored = lambda: len(savedFrames(saved, "cam"))  # noqa: E731
     yield waitFor(lambda: stored() >= frames // 3, 60, "a third of the frames")
     first.transport.signalProcess("KILL")
     killed = time.monotonic()
@@ -300,7 +301,7 @@ def restart(workdir: str, frames: int = 120, fps: float = 20.0):
     second.signal("TERM")
     yield second.ended
     summary = sender.summary()
-    files = sorted(os.listdir(os.path.join(saved, "cam")))
+    files = savedFrames(saved, "cam")
     return Figures(
         scenario="restart",
         sent=summary["sent"],
@@ -490,6 +491,7 @@ def stall(workdir: str, stallSeconds: float = 8.0, fps: float = 30.0):
             "sender peak before stall KiB": steadyPeak,
             "sender peak at end of stall KiB": stalledPeak,
             "acknowledged": summary["acknowledged"],
+            "unacknowledged": summary["unacknowledged"],
             "proxy connections": proxy.accepted,
         },
     )
@@ -596,7 +598,7 @@ def fuzz(workdir: str, frames: int = 240, connections: int = 300, fps: float = 3
     hello = wire.encodeMessage(wire.Hello("bad", 0))
     hello = len(hello).to_bytes(4, "big") + hello
     closedByServer = 0
-    good = lambda: len(glob.glob(os.path.join(saved, "good", "*.jpg")))  # noqa: E731
+    good = lambda: len(savedFrames(saved, "good"))  # noqa: E731
     try:
         yield waitFor(lambda: good() > 0, 60, "the good stream")
         storedBefore = good()
@@ -625,7 +627,7 @@ def fuzz(workdir: str, frames: int = 240, connections: int = 300, fps: float = 3
     return Figures(
         scenario="fuzz",
         sent=summary["sent"],
-        arrived=len(glob.glob(os.path.join(saved, "good", "*.jpg"))),
+        arrived=len(savedFrames(saved, "good")),
         dropped=summary["dropped"],
         receiverPeakKiB=receiver.peak,
         senderPeakKiB=sender.peak,

@@ -24,6 +24,7 @@ import time
 
 import cv2
 import numpy
+from imageproto.common.numbers import percentile
 from imageproto.tap import freePort, twistdCommand
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,11 +68,6 @@ def waitListening(port: int, process, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("receiver did not listen")
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))]
 
 
 def roundTrip(detector: str, source: list, workdir: str, label: str) -> dict:
@@ -128,7 +124,8 @@ def throughputBoth(detector: str, jpegs: list) -> dict:
 
     from imageproto import wire
     from imageproto.features.inference.detectors import loadDetector
-    from imageproto.features.inference.engine import FrameProcessor, InferenceEngine
+    from imageproto.features.inference.processor import FrameProcessor
+    from imageproto.features.inference.scheduler import InferenceEngine
 
     figures = {}
 

@@ -1,5 +1,5 @@
 """
-The baseline for C{bench.throughput}: a plain blocking-socket sender and
+The baseline for C{bench.throughput} and C{bench.peers}: a plain blocking-socket sender and
 receiver, no Twisted, one message per frame.
 
 Each message is a 4-byte big-endian length, then a 16-byte header (u64 seq,
@@ -51,72 +51,146 @@ def _readExactly(sock: socket.socket, view: memoryview, size: int) -> None:
         got += n
 
 
-def receive(server: socket.socket, maxBytes: int = 16 * 1024 * 1024) -> dict:
+def receive(
+    server: socket.socket,
+    maxBytes: int = 16 * 1024 * 1024,
+    decode=None,
+    connections: int = 1,
+) -> dict:
     """
-    Accept one sender and read frames until its end marker.
+    Accept C{connections} senders and read frames until each one's end
+    marker; several connections are read by one thread each.
 
+    @param decode: when given, called with each frame's JPEG bytes (a
+        C{memoryview}) before its arrival time is taken.
     @return: a summary: C{frames}, C{inOrder} (every seq was the one
-        expected), C{latencies} (receive time minus capture time, seconds,
-        both from C{time.time()}), C{elapsed} and C{cpu} (seconds, from the
-        first frame to the end marker).
+        expected on its connection), C{latencies} (receive time minus
+        capture time, seconds, both from C{time.time()}), C{arrivals}
+        (C{(seq, time.time())} per frame), C{first} and C{last} (wall times
+        of the first and last frame), C{bytes} (JPEG bytes), C{elapsed} and
+        C{cpu} (seconds, from the first frame to the last end marker).
     """
-    conn, _ = server.accept()
-    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conns = []
+    for _ in range(connections):
+        conn, _ = server.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conns.append(conn)
+    results = [None] * connections
+    began = {}
+
+    def read(i):
+        results[i] = _receiveOne(conns[i], maxBytes, decode, began)
+
+    if connections == 1:
+        read(0)
+    else:
+        import threading
+
+        threads = [threading.Thread(target=read, args=(i,)) for i in range(connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    end, cpu1 = time.perf_counter(), _cpu()
+    for conn, r in zip(conns, results):
+        conn.sendall(_COUNT.pack(r["frames"]))
+        conn.close()
+    start = began.get("start")
+    return {
+        "frames": sum(r["frames"] for r in results),
+        "inOrder": all(r["inOrder"] for r in results),
+        "latencies": [x for r in results for x in r["latencies"]],
+        "arrivals": [x for r in results for x in r["arrivals"]],
+        "bytes": sum(r["bytes"] for r in results),
+        "first": min((r["first"] for r in results if r["first"]), default=0.0),
+        "last": max(r["last"] for r in results),
+        "elapsed": end - start if start else 0.0,
+        "cpu": cpu1 - began["cpu0"] if start else 0.0,
+    }
+
+
+def _receiveOne(conn, maxBytes: int, decode, began: dict) -> dict:
     buf = bytearray(maxBytes)
     view = memoryview(buf)
     lengthView = memoryview(bytearray(_LENGTH.size))
-    frames = 0
+    frames = total = 0
     inOrder = True
     latencies = []
-    start = cpu0 = None
+    arrivals = []
+    first = last = 0.0
     while True:
         _readExactly(conn, lengthView, _LENGTH.size)
         (length,) = _LENGTH.unpack(lengthView)
         if length == 0:
             break
         _readExactly(conn, view, length)
+        if not began:
+            began.update(start=time.perf_counter(), cpu0=_cpu())
+        if decode is not None:
+            decode(view[_HEADER.size : length])
         now = time.time()
-        if start is None:
-            start, cpu0 = time.perf_counter(), _cpu()
+        first = first or now
+        last = now
         seq, captureTime = _HEADER.unpack_from(buf)
         latencies.append(now - captureTime)
+        arrivals.append((seq, now))
         inOrder = inOrder and seq == frames
         frames += 1
-    end, cpu1 = time.perf_counter(), _cpu()
-    conn.sendall(_COUNT.pack(frames))
-    conn.close()
+        total += length - _HEADER.size
     return {
         "frames": frames,
         "inOrder": inOrder,
         "latencies": latencies,
-        "elapsed": end - start if start else 0.0,
-        "cpu": cpu1 - cpu0 if start else 0.0,
+        "arrivals": arrivals,
+        "bytes": total,
+        "first": first,
+        "last": last,
     }
 
 
-def send(port: int, jpegs: list[bytes], frames: int, rate: float = 0.0) -> dict:
+def send(
+    port: int,
+    jpegs: list,
+    frames: int,
+    rate: float = 0.0,
+    encode=None,
+    keepCaptures: bool = False,
+) -> dict:
     """
     Connect to a L{receive}r on C{port} and send C{frames} frames cycling
     through C{jpegs}: back to back, or C{rate} per second when given.
 
+    @param encode: when given, C{jpegs} are images and each frame is
+        C{encode(image)}, called after the capture time is taken.
+    @param keepCaptures: also return C{captures}, each frame's capture time.
     @return: C{frames} (sent), C{delivered} (the receiver's count),
-        C{elapsed} (first send to the receiver's answer) and C{cpu}.
+        C{elapsed} (first send to the receiver's answer), C{cpu}, C{start}
+        and C{end} (the same span in C{time.time()}) and C{bytes}.
     """
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     interval = 1.0 / rate if rate else 0.0
+    captures = []
+    total = 0
+    wallStart = time.time()
     start, cpu0 = time.perf_counter(), _cpu()
     for seq in range(frames):
         if interval:
             delay = start + seq * interval - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+        captureTime = time.time()
         jpeg = jpegs[seq % len(jpegs)]
+        if encode is not None:
+            jpeg = encode(jpeg)
+        if keepCaptures:
+            captures.append(captureTime)
+        total += len(jpeg)
         sock.sendall(
             b"".join(
                 [
                     _LENGTH.pack(_HEADER.size + len(jpeg)),
-                    _HEADER.pack(seq, time.time()),
+                    _HEADER.pack(seq, captureTime),
                     jpeg,
                 ]
             )
@@ -126,9 +200,15 @@ def send(port: int, jpegs: list[bytes], frames: int, rate: float = 0.0) -> dict:
     _readExactly(sock, answer, _COUNT.size)
     end, cpu1 = time.perf_counter(), _cpu()
     sock.close()
-    return {
+    result = {
         "frames": frames,
         "delivered": _COUNT.unpack(answer)[0],
         "elapsed": end - start,
         "cpu": cpu1 - cpu0,
+        "start": wallStart,
+        "end": wallStart + (end - start),
+        "bytes": total,
     }
+    if keepCaptures:
+        result["captures"] = captures
+    return result

@@ -43,6 +43,7 @@ import time
 from functools import partial
 
 from bench import plain_socket
+from imageproto.common.numbers import percentile as _percentile
 from imageproto.tap import stopProcess
 
 __all__ = ["makeJpegs", "percentile", "main"]
@@ -52,13 +53,12 @@ _WIDTH, _HEIGHT = 640, 480
 
 def percentile(values: list[float], fraction: float) -> float:
     """
-    The C{fraction} (0..1) percentile of C{values}, by nearest rank.
+    The C{fraction} (0..1) percentile of C{values}, by nearest rank (see
+    L{imageproto.common.numbers.percentile}); NaN for no values, so that a
+    run that measured nothing still prints as JSON numbers.
     """
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered)) - 1))
-    return ordered[rank]
+    value = _percentile(values, fraction)
+    return float("nan") if value is None else value
 
 
 def makeJpegs(count: int = 5, target: int = 60_000) -> list[bytes]:

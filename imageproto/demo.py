@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+from imageproto.receiver.savedir import savedFrames
 from imageproto.tap import freePort, listening, stopProcess, twistdCommand
 
 __all__ = ["main", "formatStats"]
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(formatStats(snapshot))
     saved = os.path.join(work, "frames", "demo")
     kept = "" if args.keep else " (a temporary directory; keep it with --keep DIR)"
-    print(f"\n{len(os.listdir(saved))} frames saved in {saved}{kept}")
+    count = len(savedFrames(os.path.join(work, "frames"), "demo"))
+    print(f"\n{count} frames saved in {saved}{kept}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -20,6 +20,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.sending import TransportPressure
 
 __all__ = [
@@ -173,8 +174,7 @@ def waitFor(condition, timeout: float, what: str, clock=None) -> Deferred:
     from twisted.internet.defer import TimeoutError
     from twisted.internet.task import LoopingCall
 
-    if clock is None:
-        from twisted.internet import reactor as clock
+    clock = defaultReactor(clock)
     deadline = clock.seconds() + timeout
 
     def check():

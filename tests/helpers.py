@@ -12,6 +12,7 @@ from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import StreamRegistry
+from imageproto.receiver.savedir import savedFrames
 
 __all__ = [
     "FAKE_JPEG",
@@ -80,6 +81,7 @@ class RecordingChannel:
     def __init__(self) -> None:
         self.acks: list = []
         self.rejects: list = []
+        self.retries: list = []
         self.results: list = []
         self.paused: set = set()
         self.open = True
@@ -90,8 +92,9 @@ class RecordingChannel:
         for d in self._waiting.pop(seq, []):
             d.callback(None)
 
-    def reject(self, seq: int, reason: str) -> None:
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         self.rejects.append((seq, reason))
+        self.retries.append(retry)
         for d in self._waiting.pop(seq, []):
             d.errback(Rejected(reason))
 
@@ -195,3 +198,81 @@ class StubRegistry:
 
         answer.addCallbacks(accepted, refused)
         return done
+
+
+def savedFrame(directory: str, stream: str, seq: int) -> str:
+    """
+    The one saved file of frame C{seq} of C{stream}.
+    """
+    import os
+
+    [path] = [p for p in savedFrames(directory, stream) if os.path.basename(p) == f"{seq:08d}.jpg"]
+    return path
+
+
+# -- real twistd processes ---------------------------------------------------
+
+import re  # noqa: E402
+
+# The sender's closing summary line, as it logs it.
+SUMMARY = re.compile(
+    r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
+    r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
+)
+
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from twisted.internet import defer, error, reactor  # noqa: E402
+from twisted.internet.protocol import ProcessProtocol  # noqa: E402
+
+from imageproto.tap import twistdCommand  # noqa: E402
+
+
+class _Process(ProcessProtocol):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.output = bytearray()
+        self.ended = defer.Deferred()
+        self.status = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.status = reason.value.exitCode
+        self.ended.callback(self.status)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")
+
+
+class TwistdProcesses:
+    """
+    A TestCase mixin: C{spawn} runs C{twistd -n ARGS} in C{self.directory}/NAME
+    and kills it at cleanup if the test has not ended it.
+    """
+
+    def spawn(self, name: str, args, env=None) -> _Process:
+        process = _Process(name)
+        cwd = os.path.join(self.directory, name)
+        os.makedirs(cwd, exist_ok=True)
+        transport = reactor.spawnProcess(
+            process, sys.executable, twistdCommand() + list(args), env=env or os.environ.copy(), path=cwd
+        )
+
+        def cleanup():
+            if process.status is None:
+                try:
+                    transport.signalProcess("KILL")
+                except error.ProcessExitedAlready:
+                    return None
+                return process.ended
+            return None
+
+        self.addCleanup(cleanup)
+        return process

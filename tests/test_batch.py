@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from imageproto.tap import freePort, listening
 from imageproto.testing import waitFor
-from tests.test_endtoend import TwistdProcesses
+from tests.helpers import TwistdProcesses
 
 try:
     import cv2

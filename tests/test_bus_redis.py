@@ -12,11 +12,9 @@ Waits poll real conditions with a deadline; nothing sleeps.
 import atexit
 import json
 import os
-import signal
-import sys
 import time
 
-from twisted.internet import defer, error, reactor
+from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto import wire
@@ -27,7 +25,7 @@ from imageproto.features.inference.engine import Processed
 from imageproto.receiver.pipeline import ReceivedFrame
 from imageproto.tap import freePort, listening
 from imageproto.testing import waitFor
-from tests.helpers import FAKE_JPEG
+from tests.helpers import FAKE_JPEG, TwistdProcesses
 
 try:
     import redis
@@ -40,7 +38,7 @@ except ImportError:  # pragma: no cover
     cv2 = None
 
 if cv2 is not None:
-    from tests.test_endtoend import FRAMES, TWISTD, _Process, writeClip
+    from tests.test_endtoend import FRAMES, writeClip
 
 
 def _skip(needsCv2=False):
@@ -211,40 +209,22 @@ class WorkerLoopTests(_RedisClass, SynchronousTestCase):
         self.assertIn("w", observed["workers"])
 
 
-class _Processes:
+class _Processes(TwistdProcesses):
     """
-    Real twistd processes, killed at cleanup if still running.
+    Real twistd processes (killed at cleanup if still running) that import
+    the test detector from this checkout.
     """
 
     timeout = 180
 
     def spawn(self, name, args, env=None):
-        process = _Process(name)
-        cwd = os.path.join(self.directory, name)
-        os.makedirs(cwd, exist_ok=True)
         environment = os.environ.copy()
         environment.update(env or {})
-        # The test detector and the tests package come from this checkout.
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         environment["PYTHONPATH"] = os.pathsep.join(
             p for p in (root, environment.get("PYTHONPATH")) if p
         )
-        transport = reactor.spawnProcess(
-            process, sys.executable, TWISTD + list(args), env=environment, path=cwd
-        )
-        process.transport = transport
-
-        def cleanup():
-            if process.status is None:
-                try:
-                    transport.signalProcess("KILL")
-                except error.ProcessExitedAlready:
-                    return None
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
-        return process
+        return TwistdProcesses.spawn(self, name, args, env=environment)
 
     def prepare(self):
         self.directory = os.path.abspath(self.mktemp())

@@ -21,17 +21,15 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto import wire
-from imageproto.protocol import compat
+from imageproto.protocol import compat, compatfields
 from imageproto.protocol.compat import (
     Base64StreamProtocol,
     CompatFactory,
     LengthPrefixedImageProtocol,
 )
-from imageproto.features.inference.engine import (
-    InferenceConsumer,
-    InferenceEngine,
-    Processed,
-)
+from imageproto.features.inference.consumer import InferenceConsumer
+from imageproto.features.inference.processor import Processed
+from imageproto.features.inference.scheduler import InferenceEngine
 from imageproto.receiver.consumers import CallbackSink
 from tests.helpers import receiverStack
 from tests.test_client import readJpeg
@@ -102,16 +100,16 @@ class PureFieldTests(SynchronousTestCase):
         """
         Peer addresses become valid stream names; IPv6 colons are replaced.
         """
-        self.assertEqual(compat.streamNameFor("b64", "127.0.0.1", 5000), "b64-127.0.0.1-5000")
-        self.assertEqual(compat.streamNameFor("le32", "::1"), "le32-__1")
+        self.assertEqual(compatfields.streamNameFor("b64", "127.0.0.1", 5000), "b64-127.0.0.1-5000")
+        self.assertEqual(compatfields.streamNameFor("le32", "::1"), "le32-__1")
 
     def test_lengthField(self):
         """
         A space-padded decimal parses; text, zero and oversize are refused.
         """
-        self.assertEqual(compat.parseLengthField(b"123".ljust(64), 1000), 123)
+        self.assertEqual(compatfields.parseLengthField(b"123".ljust(64), 1000), 123)
         for bad in (b"12a".ljust(64), b"0".ljust(64), b"1001".ljust(64), b" " * 64):
-            self.assertRaises(compat.CompatError, compat.parseLengthField, bad, 1000)
+            self.assertRaises(compatfields.CompatError, compatfields.parseLengthField, bad, 1000)
 
     def test_timestampField(self):
         """
@@ -119,10 +117,20 @@ class PureFieldTests(SynchronousTestCase):
         """
         when = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
         field = when.strftime("%Y-%m-%d %H:%M:%S.%f").encode().ljust(64)
-        self.assertAlmostEqual(compat.parseTimestampField(field), when.timestamp(), 6)
+        self.assertAlmostEqual(compatfields.parseTimestampField(field), when.timestamp(), 6)
         self.assertRaises(
-            compat.CompatError, compat.parseTimestampField, b"yesterday".ljust(64)
+            compatfields.CompatError, compatfields.parseTimestampField, b"yesterday".ljust(64)
         )
+
+    def test_compatReexports(self):
+        """
+        The field parsers moved to L{imageproto.protocol.compatfields} are
+        still importable from L{imageproto.protocol.compat}.
+        """
+        for name in compatfields.__all__:
+            self.assertIs(getattr(compat, name), getattr(compatfields, name))
+        for name in compat.__all__:
+            self.assertTrue(hasattr(compat, name), name)
 
 
 class Base64Tests(SynchronousTestCase):

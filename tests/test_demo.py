@@ -3,6 +3,8 @@ Tests for L{imageproto.demo}, the program behind C{scripts/demo}.
 """
 
 import os
+
+from imageproto.receiver.savedir import savedFrames
 import sys
 
 from twisted.internet import utils
@@ -83,7 +85,9 @@ class DemoTests(TestCase):
             row = [line for line in out.splitlines() if line.startswith("demo ")]
             self.assertEqual(len(row), 1, out)
             self.assertEqual(row[0].split()[1], "20")
-            saved = sorted(os.listdir(os.path.join(keep, "frames", "demo")))
-            self.assertEqual(saved, [f"{seq:08d}.jpg" for seq in range(20)])
+            saved = savedFrames(os.path.join(keep, "frames"), "demo")
+            self.assertEqual(
+                [os.path.basename(p) for p in saved], [f"{seq:08d}.jpg" for seq in range(20)]
+            )
 
         return d.addCallback(check)

@@ -179,6 +179,113 @@ class PhotographTests(SynchronousTestCase):
         self.assertLessEqual(y, 60)
         self.assertGreaterEqual(h, 128)
 
+    # Where a person's box may have its centre in each photograph at its
+    # own size: the man in photographer.jpg (his figure, as above), the
+    # astronaut's face (the region test_facesFindsTheAstronautsFace uses;
+    # HOG is trained on full-length figures and her portrait is half
+    # length), and nowhere in the cat photograph.
+    SUBJECTS = {
+        "photographer.jpg": (64, 49, 140, 288),
+        "astronaut.jpg": (90, 30, 140, 95),
+        "chelsea.jpg": None,
+    }
+    WIDTHS = (None, 192, 256, 320, 400, 512, 640)
+
+    def test_peopleBoxesOnlyTheSubject(self):
+        """
+        On each test photograph, at its own size and resized (INTER_AREA,
+        as the sender resizes) to widths from 192 to 640 pixels, every box
+        C{people} reports has its centre on the real subject and none lies
+        elsewhere (no cat fur, no background); the photographer is found
+        at his own size and at twice it.
+        """
+        detector = loadDetector("people").factory()
+        stray = []
+        photographer = {}
+        for name, region in self.SUBJECTS.items():
+            original = readImage(name)
+            for width in self.WIDTHS:
+                factor = 1.0 if width is None else width / original.shape[1]
+                image = original if width is None else cv2.resize(
+                    original,
+                    (width, round(original.shape[0] * factor)),
+                    interpolation=cv2.INTER_AREA,
+                )
+                found = detector.detect(image, "s")
+                for d in found:
+                    x, y, w, h = (v / factor for v in d["box"])
+                    if region is None or not inside(centre((x, y, w, h)), region):
+                        stray.append((name, width, d))
+                if name == "photographer.jpg":
+                    photographer[width] = found
+        self.assertEqual(stray, [])
+        self.assertEqual(len(photographer[None]), 1)
+        self.assertEqual(len(photographer[512]), 1)
+
+    def test_peopleConfidenceIsSquashedScore(self):
+        """
+        C{people}'s confidence is the logistic function of the HOG SVM
+        score, so within 0..1 (0.5 on the SVM's boundary), not the raw
+        score.
+        """
+        image = readImage("photographer.jpg")
+        [found] = loadDetector("people").factory().detect(image, "s")
+        hog = detectors.HogPeopleDetector()
+        _, weights = hog._hog.detectMultiScale(
+            image,
+            hitThreshold=hog.hitThreshold,
+            winStride=hog.winStride,
+            padding=hog.padding,
+            scale=hog.scale,
+            groupThreshold=hog.groupThreshold,
+        )
+        raw = float(numpy.ravel(weights)[0])
+        self.assertAlmostEqual(found["confidence"], detectors.squash(raw), places=4)
+        self.assertTrue(0.5 < found["confidence"] < 1)
+
+    def test_everyBuiltinConfidenceInUnitInterval(self):
+        """
+        Every built-in detector reports confidences from 0 to 1 on the
+        test photographs, and cascades' level weights go through the same
+        squashing as HOG scores.
+        """
+        found = []
+        for name in ("people", "faces", "cats"):
+            detector = loadDetector(name).factory()
+            for photo in self.SUBJECTS:
+                found += detector.detect(readImage(photo), "s")
+        motion = loadDetector("motion").factory()
+        still = readImage("astronaut.jpg")
+        motion.detect(still, "m")
+        moved = still.copy()
+        moved[150:200, 20:70] = 255
+        found += motion.detect(moved, "m")
+        self.assertGreaterEqual(len(found), 4, found)
+        for d in found:
+            self.assertTrue(0 <= d["confidence"] <= 1, d)
+        face = loadDetector("faces").factory().detect(readImage("astronaut.jpg"), "s")[0]
+        self.assertGreater(face["confidence"], 0.5)
+
+    def test_squash(self):
+        """
+        L{detectors.squash} maps any score into 0..1 keeping its order: 0
+        is 0.5, and huge scores neither overflow nor leave the interval.
+        """
+        scores = [-1e6, -5.0, -0.1, 0.0, 0.2, 1.38, 1e6]
+        squashed = [detectors.squash(s) for s in scores]
+        self.assertEqual(squashed, sorted(squashed))
+        self.assertEqual(detectors.squash(0), 0.5)
+        self.assertTrue(all(0 <= p <= 1 for p in squashed))
+
+    def test_suppressKeepsTheSurest(self):
+        """
+        Non-maximum suppression keeps the surest of overlapping boxes and
+        of a box lying inside another, and every box that overlaps none.
+        """
+        boxes = [(10, 10, 64, 128), (14, 12, 64, 128), (20, 30, 30, 60), (200, 10, 64, 128)]
+        scores = [0.6, 0.7, 0.9, 0.55]
+        self.assertEqual(detectors.suppress(boxes, scores, 0.3), [2, 3])
+
     def test_peopleFindsNobodyInTheCatPhotograph(self):
         """
         C{people} finds nobody in the cat photograph.
@@ -235,6 +342,113 @@ class PhotographTests(SynchronousTestCase):
         out = detectors.annotate(image, [detectors.detection("x", 0.5, (10, 40, 50, 30))])
         self.assertTrue(out[69, 30].any())
         self.assertFalse(image.any())
+
+
+class ConfidenceFilterTests(SynchronousTestCase):
+    """
+    C{--confidence} applies to every detector, in one place.
+    """
+
+    def setUp(self):
+        if cv2 is None:
+            raise self.skipTest("cv2 is not installed")
+
+    def userModule(self, source: str) -> str:
+        return LoadDetectorTests.userModule(self, source)
+
+    def test_filtersBuiltins(self):
+        """
+        A confidence above the photographer's drops him from C{people};
+        the same option given as C{OnnxOptions.confidence} (how the
+        receiver passes C{--confidence}) does too.
+        """
+        image = readImage("photographer.jpg")
+        self.assertEqual(len(loadDetector("people", confidence=0.5).factory().detect(image, "s")), 1)
+        self.assertEqual(loadDetector("people", confidence=0.99).factory().detect(image, "s"), [])
+        self.assertEqual(
+            loadDetector("people", OnnxOptions(confidence=0.99)).factory().detect(image, "s"), []
+        )
+        face = readImage("astronaut.jpg")
+        self.assertEqual(loadDetector("faces", confidence=1.0).factory().detect(face, "s"), [])
+
+    def test_filtersAndClipsUserClasses(self):
+        """
+        A user's class obeys C{--confidence} too; a confidence outside 0..1
+        is clipped into it, with one warning.
+        """
+        module = self.userModule(
+            """
+            class Loose:
+                def detect(self, image, stream):
+                    return [
+                        {"label": "low", "confidence": 0.2, "box": [0, 0, 1, 1]},
+                        {"label": "high", "confidence": 0.8, "box": [0, 0, 1, 1]},
+                        {"label": "raw", "confidence": 3.5, "box": [0, 0, 1, 1]},
+                        {"label": "negative", "confidence": -2, "box": [0, 0, 1, 1]},
+                    ]
+            """
+        )
+        from twisted.logger import capturedLogs
+
+        detector = loadDetector(module + ":Loose", confidence=0.5).factory()
+        with capturedLogs() as events:
+            found = detector.detect(None, "s")
+            detector.detect(None, "s")
+        self.assertEqual(
+            [(d["label"], d["confidence"]) for d in found], [("high", 0.8), ("raw", 1.0)]
+        )
+        self.assertEqual(len([e for e in events if "outside 0..1" in e["log_format"]]), 1)
+        everything = loadDetector(module + ":Loose").factory().detect(None, "s")
+        self.assertEqual(
+            [d["confidence"] for d in everything], [0.2, 0.8, 1.0, 0.0]
+        )
+
+    def test_serialAndEchoPassThrough(self):
+        """
+        The filter keeps the wrapped detector's C{serial} and C{echo}.
+        """
+        self.assertTrue(loadDetector("motion").factory().serial)
+        self.assertTrue(loadDetector("echo").factory().echo)
+
+    def test_defaults(self):
+        """
+        Without C{--confidence}: 0.25 for onnx and the HOG and cascade
+        detectors, 0 for motion, echo and user classes.
+        """
+        self.assertEqual(detectors.defaultConfidence("onnx:/m.onnx"), 0.25)
+        self.assertEqual(detectors.defaultConfidence("people"), 0.25)
+        self.assertEqual(detectors.defaultConfidence("faces"), 0.25)
+        self.assertEqual(detectors.defaultConfidence("motion"), 0.0)
+        self.assertEqual(detectors.defaultConfidence("mine.module:Thing"), 0.0)
+
+    def test_outOfRange(self):
+        """
+        A confidence outside 0..1 is refused.
+        """
+        self.assertRaises(DetectorError, loadDetector, "people", confidence=1.5)
+
+    def test_receiverOption(self):
+        """
+        The receiver's C{--confidence} defaults per detector, must lie in
+        0..1, and reaches the detector.
+        """
+        from twisted.python.usage import UsageError
+
+        from imageproto.tap.receiver import Options
+
+        def parse(*args):
+            options = Options()
+            options.parseOptions(list(args))
+            return options
+
+        self.assertEqual(parse("--detect", "motion")["confidence"], 0.0)
+        self.assertEqual(parse("--detect", "people")["confidence"], 0.25)
+        options = parse("--detect", "people", "--confidence", "0.99")
+        self.assertEqual(
+            options["detector"].factory().detect(readImage("photographer.jpg"), "s"), []
+        )
+        e = self.assertRaises(UsageError, parse, "--detect", "people", "--confidence", "2")
+        self.assertIn("--confidence", str(e))
 
 
 class YoloParsingTests(SynchronousTestCase):

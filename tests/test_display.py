@@ -221,6 +221,18 @@ class DisplaySinkTests(SynchronousTestCase):
         self.threads.runAll()
         self.assertEqual(len(self.window.shown), 1)
 
+    def test_wholeConsumer(self):
+        """
+        The sink has every method of a pipeline consumer; a detector's
+        answer (C{resultReady}) is ignored.
+        """
+        from zope.interface.verify import verifyObject
+
+        from imageproto.receiver.pipeline import IFrameConsumer
+
+        verifyObject(IFrameConsumer, self.sink)
+        self.assertIsNone(self.sink.resultReady(None, None))
+
     def test_streamStoppedAndClose(self):
         """
         A stopped stream's window closes; closing the sink stops the window

@@ -12,7 +12,6 @@ import signal
 import sys
 
 from twisted.internet import defer, error, reactor
-from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
 try:
@@ -24,16 +23,14 @@ except ImportError:  # pragma: no cover
 from imageproto import wire
 from imageproto.tap import freePort, listening, twistdCommand
 from imageproto.testing import waitFor
+from imageproto.receiver.savedir import savedFrames
+from tests.helpers import SUMMARY, TwistdProcesses
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter.
 TWISTD = twistdCommand()
 FRAMES = 48
 FPS = 16.0
-SUMMARY = re.compile(
-    r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
-    r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
-)
 
 
 
@@ -73,54 +70,6 @@ def encodedClip(path: str) -> list:
     return frames
 
 
-class _Process(ProcessProtocol):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.output = bytearray()
-        self.ended = defer.Deferred()
-        self.status = None
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        self.status = reason.value.exitCode
-        self.ended.callback(self.status)
-
-    @property
-    def text(self) -> str:
-        return self.output.decode("utf-8", "replace")
-
-
-class TwistdProcesses:
-    """
-    A TestCase mixin: C{spawn} runs C{twistd -n ARGS} in C{self.directory}/NAME
-    and kills it at cleanup if the test has not ended it.
-    """
-
-    def spawn(self, name: str, args) -> _Process:
-        process = _Process(name)
-        cwd = os.path.join(self.directory, name)
-        os.makedirs(cwd, exist_ok=True)
-        transport = reactor.spawnProcess(
-            process, sys.executable, TWISTD + list(args), env=os.environ.copy(), path=cwd
-        )
-
-        def cleanup():
-            if process.status is None:
-                try:
-                    transport.signalProcess("KILL")
-                except error.ProcessExitedAlready:
-                    return None
-                return process.ended
-            return None
-
-        self.addCleanup(cleanup)
-        return process
-
-
 class EndToEndTests(TwistdProcesses, TestCase):
     skip = None if cv2 is not None else "OpenCV (cv2) is not installed"
     timeout = 120
@@ -145,20 +94,16 @@ class EndToEndTests(TwistdProcesses, TestCase):
         self.assertIsNone(receiver.status, receiver.text)
         return receiver
 
-    def startSender(self, *args) -> _Process:
+    def startSender(self, *args):
         return self.spawn(
             "sender",
             ["imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port}", "--max-delay", "0.5", *args],
         )
 
     def saved(self, stream: str) -> dict:
-        directory = os.path.join(self.saveDir, stream)
-        if not os.path.isdir(directory):
-            return {}
         return {
-            int(name[:-4]): os.path.join(directory, name)
-            for name in os.listdir(directory)
-            if re.fullmatch(r"\d+\.jpg", name)
+            int(os.path.basename(path)[:-4]): path
+            for path in savedFrames(self.saveDir, stream)
         }
 
     @defer.inlineCallbacks

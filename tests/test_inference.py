@@ -1,5 +1,6 @@
 """
-Tests for L{imageproto.features.inference.engine}: scheduling decided without threads (a
+Tests for L{imageproto.features.inference}'s engine, scheduler, processor and
+consumer: scheduling decided without threads (a
 fake C{runInThread} whose Deferreds the test fires), and the thread side
 (L{FrameProcessor}) called directly on real JPEGs.
 """
@@ -18,13 +19,10 @@ from imageproto import wire
 from imageproto.features.inference.detectors import DetectorSpec, loadDetector
 from imageproto.receiver.pipeline import ConsumerBase
 from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
-from imageproto.features.inference.engine import (
-    InferenceConsumer,
-    FrameProcessor,
-    InferenceEngine,
-    InferenceService,
-    Processed,
-)
+from imageproto.features.inference.consumer import InferenceConsumer
+from imageproto.features.inference.engine import InferenceService
+from imageproto.features.inference.processor import FrameProcessor, Processed
+from imageproto.features.inference.scheduler import InferenceEngine
 
 try:
     import cv2
@@ -539,3 +537,25 @@ class ReceiverTapTests(SynchronousTestCase):
         self.assertEqual(
             protocols, [compat.Base64StreamProtocol, compat.LengthPrefixedImageProtocol]
         )
+
+
+class ModuleTests(SynchronousTestCase):
+    """
+    Splitting the engine module kept its names.
+    """
+
+    def test_engineReexports(self):
+        """
+        Every name L{imageproto.features.inference.engine} exported before
+        the split is still importable from it, as the same object.
+        """
+        from imageproto.features.inference import consumer, engine, processor, scheduler
+
+        self.assertIs(engine.InferenceEngine, scheduler.InferenceEngine)
+        self.assertIs(engine.InferenceStats, scheduler.InferenceStats)
+        self.assertIs(engine.REPLY_MODES, scheduler.REPLY_MODES)
+        self.assertIs(engine.FrameProcessor, processor.FrameProcessor)
+        self.assertIs(engine.Processed, processor.Processed)
+        self.assertIs(engine.InferenceConsumer, consumer.InferenceConsumer)
+        for name in engine.__all__:
+            self.assertTrue(hasattr(engine, name), name)

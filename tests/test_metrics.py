@@ -7,8 +7,10 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
+from imageproto import wire
 from imageproto.features.web.metrics import LATENCY_BUCKETS, ReceiverMetrics
 from imageproto.receiver.consumers import ReceivedFrame
+from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 
 
 def _snapshot(**overrides) -> dict:
@@ -46,7 +48,44 @@ def _frame(stream: str, latency: float) -> ReceivedFrame:
     return ReceivedFrame(stream, 1, 100.0, 100.0, 100.0 + latency, b"\xff\xd8", 0)
 
 
+class _Answering(ConsumerBase):
+    """
+    A consumer that keeps each frame, to answer it later.
+    """
+
+    def __init__(self, frames: list) -> None:
+        self.frames = frames
+
+    def frameReceived(self, frame) -> None:
+        self.frames.append(frame)
+
+
 class ReceiverMetricsTests(SynchronousTestCase):
+    def test_ignoresAnswers(self) -> None:
+        """
+        The metrics are a whole pipeline consumer: a detector's answer
+        (C{resultReady}) is ignored, not logged as the consumer failing.
+        """
+        from twisted.internet.task import Clock
+        from twisted.logger import capturedLogs
+        from zope.interface.verify import verifyObject
+
+        from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
+
+        clock = Clock()
+        clock.advance(100)
+        metrics = ReceiverMetrics(lambda: {"streams": {}})
+        verifyObject(IFrameConsumer, metrics)
+        answered = []
+        registry, pipeline = receiverStack(clock, [metrics])
+        pipeline.addConsumer(_Answering(answered))
+        stream = registry.attach("cam1", 0, 1, object())
+        with capturedLogs() as events:
+            pipeline.frameReceived(stream, wire.Frame(0, FAKE_JPEG), RecordingChannel())
+            answered[0].reply(wire.Result(0), toSender=False)
+            registry.detach(stream, object())
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+
     def test_streamCountersFromSnapshot(self) -> None:
         """
         Each per-stream count of the registry's snapshot is exposed as a

@@ -705,7 +705,7 @@ class StubSender:
     def acked(self, seq):
         self.calls.append(("acked", seq))
 
-    def rejected(self, seq, reason):
+    def rejected(self, seq, reason, retry=False):
         self.calls.append(("rejected", seq, reason))
 
     def resultReceived(self, result):

@@ -1,23 +1,32 @@
 """
-Tests for L{imageproto.features.recording}.
+Tests for L{imageproto.features.recording}: real PyAV writing real JPEGs
+the tests make, read back with PyAV.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
 
 from twisted.internet import protocol, reactor
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from imageproto.features.recording import Recorder, segmentName
+from imageproto.features.recording import (
+    Recorder,
+    Timeline,
+    jpegSize,
+    segmentName,
+)
+from imageproto.features.recording.media import UndecodableFrame
 from imageproto.receiver.consumers import ReceivedFrame
 from imageproto.tap import freePort, twistdCommand
+from imageproto.testing import waitFor
 
 try:
     import cv2
@@ -25,32 +34,107 @@ try:
 except ImportError:  # pragma: no cover
     cv2 = None
 
+try:
+    import av
+except ImportError:  # pragma: no cover
+    av = None
 
-def makeJpeg(value: int, width: int = 64, height: int = 48) -> bytes:
-    image = numpy.full((height, width, 3), value % 256, numpy.uint8)
+# Mid-November 2023, on the sender's clock.
+T0 = 1_700_000_000.0
+FPS = 25
+
+
+def makeJpeg(n: int, width: int = 64, height: int = 48) -> bytes:
+    """
+    A JPEG of its own noise pattern for each C{n}, so every frame's bytes
+    differ.
+    """
+    image = numpy.random.RandomState(n).randint(0, 256, (height, width, 3), numpy.uint8)
     ok, data = cv2.imencode(".jpg", image)
     assert ok
     return data.tobytes()
 
 
-def frame(stream: str, seq: int, receiveTime: float, jpeg: bytes) -> ReceivedFrame:
-    return ReceivedFrame(stream, seq, receiveTime - 0.01, receiveTime, receiveTime, jpeg, 0)
+def badPrecisionJpeg() -> bytes:
+    """
+    A JPEG whose frame header reads but declares 0-bit samples, which
+    FFmpeg's decoder refuses.
+    """
+    jpeg = bytearray(makeJpeg(1))
+    jpeg[jpeg.index(b"\xff\xc0") + 4] = 0
+    return bytes(jpeg)
 
 
-def readBack(path: str) -> list:
+def frame(stream, seq, captureTime, jpeg, receiveTime=None) -> ReceivedFrame:
     """
-    Every frame of a video file, read with OpenCV.
+    A frame captured at C{captureTime} on the sender's clock and received
+    10 ms later on ours unless C{receiveTime} says otherwise.
     """
-    capture = cv2.VideoCapture(path)
-    images = []
+    if receiveTime is None:
+        receiveTime = captureTime + 0.01
+    return ReceivedFrame(stream, seq, captureTime, captureTime, receiveTime, jpeg, 0)
+
+
+def clip() -> list[tuple[float, float, bytes]]:
+    """
+    C{(captureTime, receiveTime, jpeg)} of 2 s at 25 fps, a 3 s pause, then
+    1 s more; received with jitter of up to 30 ms (and 200 ms late once, a
+    burst after a stall), so receive times alone would get the pacing wrong.
+    """
+    frames = []
+    for i in range(75):
+        capture = T0 + i / FPS + (3.0 if i >= 50 else 0.0)
+        receive = capture + 0.05 + ((i * 7) % 4) * 0.01 + (0.2 if i == 30 else 0.0)
+        frames.append((capture, receive, makeJpeg(i)))
+    return frames
+
+
+def _readAll(items, truncated: bool) -> list:
+    """
+    C{list(items)}, or, for a file cut short by a kill, the items read
+    before FFmpeg found the end broken (a player stops there too).
+    """
+    result = []
     try:
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                return images
-            images.append(image)
-    finally:
-        capture.release()
+        for item in items:
+            result.append(item)
+    except av.FFmpegError:
+        if not truncated:
+            raise
+    return result
+
+
+def packets(path: str, truncated: bool = False) -> list[tuple[float, bytes]]:
+    """
+    C{(seconds, bytes)} of every packet of a file's video stream, in order.
+    """
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        return _readAll(
+            (
+                (float(p.pts * p.time_base), bytes(p))
+                for p in container.demux(stream)
+                if p.size
+            ),
+            truncated,
+        )
+
+
+def pictures(path: str, truncated: bool = False) -> list:
+    """
+    Every decoded picture of a file as C{(seconds, width, height, format,
+    codec)}.
+    """
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        return _readAll(
+            (
+                (float(f.pts * f.time_base), f.width, f.height, f.format.name, codec)
+                for f in container.decode(stream)
+            ),
+            truncated,
+        )
 
 
 class ManualThread:
@@ -73,23 +157,23 @@ class ManualThread:
 
 
 class FakeWriter:
-    def __init__(self, path, fps, size) -> None:
-        self.path, self.fps, self.size = path, fps, size
-        self.images = []
-        self.released = False
+    def __init__(self, format, path, size) -> None:
+        self.format, self.path, self.size = format, path, size
+        self.written = []
+        self.closed = False
 
-    def write(self, image) -> None:
-        assert not self.released
-        self.images.append(image)
+    def write(self, jpeg, pts) -> None:
+        assert not self.closed
+        self.written.append((pts, jpeg))
 
-    def release(self) -> None:
-        self.released = True
+    def close(self) -> None:
+        self.closed = True
 
 
-class RecorderTests(SynchronousTestCase):
+class _RecorderCase(SynchronousTestCase):
     def setUp(self) -> None:
-        if cv2 is None:
-            raise self.skipTest("cv2 is needed to make and read recordings")
+        if cv2 is None or av is None:
+            raise self.skipTest("cv2 and av (PyAV) are needed to make and read recordings")
         self.directory = self.mktemp()
         self.thread = ManualThread()
 
@@ -108,30 +192,86 @@ class RecorderTests(SynchronousTestCase):
             os.path.join(self.directory, n) for n in os.listdir(self.directory)
         )
 
-    def test_recordingPlaysBack(self) -> None:
+    def recordClip(self, recorder: Recorder) -> tuple[list, list]:
         """
-        Frames queued for a stream are written to an MJPG AVI that OpenCV
-        reads back frame by frame: the same count, size and picture.
+        Record L{clip} as one session of C{cam1}, then a second session of
+        20 frames 10 s after the first began.
+        """
+        first = clip()
+        second = [
+            (T0 + 10 + i / FPS, T0 + 10.05 + i / FPS, makeJpeg(100 + i))
+            for i in range(20)
+        ]
+        recorder.streamStarted("cam1")
+        for seq, (capture, receive, jpeg) in enumerate(first):
+            recorder.frameReceived(frame("cam1", seq, capture, jpeg, receive))
+        recorder.streamStopped("cam1")
+        recorder.streamStarted("cam1")
+        for seq, (capture, receive, jpeg) in enumerate(second):
+            recorder.frameReceived(frame("cam1", seq, capture, jpeg, receive))
+        recorder.streamStopped("cam1")
+        self.stop(recorder)
+        return first, second
+
+    def assertTimes(self, times, session) -> None:
+        """
+        Each frame's time in the file is its capture time less the first
+        frame's, within 1 ms.
+        """
+        self.assertEqual(len(times), len(session))
+        start = session[0][0]
+        errors = [abs(t - (capture - start)) for t, (capture, _, _) in zip(times, session)]
+        self.assertLessEqual(max(errors), 0.001)
+
+
+class MatroskaTests(_RecorderCase):
+    def test_jpegsAsSentAtCaptureTimes(self) -> None:
+        """
+        In the default format each session of a stream becomes one Matroska
+        file whose packets are the JPEG bytes exactly as sent, every one of
+        them, each at its capture time (relative to the file's first frame,
+        within 1 ms): the 3 s pause is kept, and the receive times' jitter
+        is not.
         """
         recorder = self.recorder()
-        values = [0, 40, 80, 120, 160, 200, 240]
-        for seq, value in enumerate(values):
-            recorder.frameReceived(frame("cam1", seq, 1000 + seq * 0.1, makeJpeg(value)))
-        self.stop(recorder)
-        [path] = self.files()
-        self.assertEqual(os.path.basename(path), segmentName("cam1", 1000))
-        images = readBack(path)
-        self.assertEqual(len(images), len(values))
-        for value, image in zip(values, images):
-            self.assertEqual(image.shape, (48, 64, 3))
-            self.assertAlmostEqual(float(image.mean()), value, delta=3)
-        capture = cv2.VideoCapture(path)
-        self.assertAlmostEqual(capture.get(cv2.CAP_PROP_FPS), 10.0, delta=0.5)
-        capture.release()
+        first, second = self.recordClip(recorder)
+        paths = self.files()
+        self.assertEqual(
+            [os.path.basename(p) for p in paths],
+            [segmentName("cam1", first[0][1]), segmentName("cam1", second[0][1])],
+        )
+        self.assertTrue(paths[0].endswith(".mkv"))
+        for path, session in zip(paths, (first, second)):
+            read = packets(path)
+            self.assertEqual([data for _, data in read], [jpeg for _, _, jpeg in session])
+            self.assertTimes([t for t, _ in read], session)
+        times = [t for t, _ in packets(paths[0])]
+        self.assertAlmostEqual(times[50] - times[49], 3.04, delta=0.001)
         self.assertEqual(
             recorder.stats()["cam1"],
-            {"queued": 7, "dropped": 0, "written": 7, "failed": 0, "segments": 1, "file": None},
+            {
+                "queued": 95,
+                "dropped": 0,
+                "written": 95,
+                "failed": 0,
+                "retimed": 0,
+                "segments": 2,
+                "file": None,
+                "format": "mkv",
+            },
         )
+
+    def test_playsBack(self) -> None:
+        """
+        FFmpeg's MJPEG decoder (what VLC, mpv and ffplay use) decodes every
+        frame of the file, at the sent size.
+        """
+        recorder = self.recorder()
+        first, _ = self.recordClip(recorder)
+        decoded = pictures(self.files()[0])
+        self.assertEqual(len(decoded), len(first))
+        self.assertEqual({d[1:3] + (d[4],) for d in decoded}, {(64, 48, "mjpeg")})
+        self.assertTimes([d[0] for d in decoded], first)
 
     def test_fullQueueDropsAndCounts(self) -> None:
         """
@@ -142,87 +282,93 @@ class RecorderTests(SynchronousTestCase):
         recorder = self.recorder(maxQueued=5)
         for seq in range(20):
             self.assertIsNone(
-                recorder.frameReceived(frame("cam1", seq, 1000 + seq * 0.1, makeJpeg(seq * 10)))
+                recorder.frameReceived(frame("cam1", seq, T0 + seq * 0.1, makeJpeg(seq)))
             )
         self.assertEqual(recorder.stats()["cam1"]["queued"], 5)
         self.assertEqual(recorder.stats()["cam1"]["dropped"], 15)
         self.stop(recorder)
         [path] = self.files()
-        self.assertEqual(len(readBack(path)), 5)
+        self.assertEqual(len(packets(path)), 5)
         self.assertEqual(recorder.stats()["cam1"]["written"], 5)
 
     def test_segments(self) -> None:
         """
-        A stream is split into files of at most C{segmentSeconds} of receive
-        time, each named by the stream and its first frame's time, together
-        holding every frame.
+        A stream is split into files of at most C{segmentSeconds} of video,
+        each named by the stream and its first frame's receive time and
+        starting at time 0, together holding every frame.
         """
         recorder = self.recorder(segmentSeconds=2.0)
         for seq in range(10):
-            recorder.frameReceived(frame("cam1", seq, 1000 + seq * 0.5, makeJpeg(seq * 20)))
+            recorder.frameReceived(frame("cam1", seq, T0 + seq * 0.5, makeJpeg(seq)))
         self.stop(recorder)
         paths = self.files()
         self.assertEqual(
             [os.path.basename(p) for p in paths],
-            [segmentName("cam1", t) for t in (1000, 1002, 1004)],
+            [segmentName("cam1", T0 + t + 0.01) for t in (0, 2, 4)],
         )
-        self.assertEqual([len(readBack(p)) for p in paths], [4, 4, 2])
+        self.assertEqual(
+            [[t for t, _ in packets(p)] for p in paths],
+            [[0, 0.5, 1.0, 1.5], [0, 0.5, 1.0, 1.5], [0, 0.5]],
+        )
         self.assertEqual(recorder.stats()["cam1"]["segments"], 3)
 
     def test_streamStoppedFinishesFile(self) -> None:
         """
-        When a stream stops its file is released (finished) before the
-        recorder stops, and its next frame begins a new file.
+        When a stream stops its file is closed (finished) at once, and its
+        next frame begins a new file starting at time 0.
         """
         writers = []
 
-        def openVideo(path, fps, size):
-            writers.append(FakeWriter(path, fps, size))
+        def openWriter(format, path, size):
+            writers.append(FakeWriter(format, path, size))
             return writers[-1]
 
-        recorder = self.recorder(openVideo=openVideo)
-        recorder.frameReceived(frame("cam1", 0, 1000.0, makeJpeg(1)))
-        recorder.frameReceived(frame("cam1", 1, 1000.1, makeJpeg(2)))
+        recorder = self.recorder(openWriter=openWriter)
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(2)))
         recorder.streamStopped("cam1")
-        recorder.frameReceived(frame("cam1", 2, 1010.0, makeJpeg(3)))
+        recorder.frameReceived(frame("cam1", 2, T0 + 10, makeJpeg(3)))
         recorder.stopService()
-        f, args, d = self.thread.calls[0]
+        [(f, args, d)] = self.thread.calls
         f(*args)
-        self.assertEqual([len(w.images) for w in writers], [2, 1])
-        self.assertTrue(all(w.released for w in writers))
-        self.assertAlmostEqual(writers[0].fps, 10.0)
+        self.assertEqual(
+            [[pts for pts, _ in w.written] for w in writers], [[0, 100], [0]]
+        )
+        self.assertTrue(all(w.closed for w in writers))
+        self.assertEqual({(w.format, w.size) for w in writers}, {("mkv", (64, 48))})
 
     def test_sizeChangeStartsNewFile(self) -> None:
         """
         A frame of a different size than the open file's starts a new file
-        (a video file has one frame size).
+        (a video track has one frame size).
         """
         recorder = self.recorder()
-        recorder.frameReceived(frame("cam1", 0, 1000.0, makeJpeg(10)))
-        recorder.frameReceived(frame("cam1", 1, 1000.1, makeJpeg(10)))
-        recorder.frameReceived(frame("cam1", 2, 1000.2, makeJpeg(10, 32, 24)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(2)))
+        recorder.frameReceived(frame("cam1", 2, T0 + 0.2, makeJpeg(3, 32, 24)))
         self.stop(recorder)
-        first = segmentName("cam1", 1000)
-        second = first[: -len(".avi")] + "-2.avi"
-        shapes = {
-            name: readBack(os.path.join(self.directory, name))[0].shape
+        first = segmentName("cam1", T0 + 0.01)
+        second = first[: -len(".mkv")] + "-2.mkv"
+        self.assertEqual({os.path.basename(p) for p in self.files()}, {first, second})
+        sizes = [
+            {d[1:3] for d in pictures(os.path.join(self.directory, name))}
             for name in (first, second)
-        }
-        self.assertEqual(shapes, {first: (48, 64, 3), second: (24, 32, 3)})
+        ]
+        self.assertEqual(sizes, [{(64, 48)}, {(32, 24)}])
 
     def test_undecodableFrameCounted(self) -> None:
         """
-        A frame OpenCV cannot decode is skipped, counted as failed and logged
+        A frame that is not a JPEG is skipped, counted as failed and logged
         naming the stream; the recording goes on.
         """
         recorder = self.recorder()
-        recorder.frameReceived(frame("cam1", 0, 1000.0, makeJpeg(10)))
-        recorder.frameReceived(frame("cam1", 1, 1000.1, b"\xff\xd8\xff not a jpeg \xff\xd9"))
-        recorder.frameReceived(frame("cam1", 2, 1000.2, makeJpeg(10)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, b"\xff\xd8\xff not a jpeg \xff\xd9"))
+        recorder.frameReceived(frame("cam1", 2, T0 + 0.2, makeJpeg(2)))
         with capturedLogs() as events:
             self.stop(recorder)
         self.assertEqual(recorder.stats()["cam1"]["failed"], 1)
-        self.assertEqual(len(readBack(self.files()[0])), 2)
+        self.assertEqual([t for t, _ in packets(self.files()[0])], [0, 0.2])
         warnings = [e for e in events if e["log_level"] == LogLevel.warn]
         self.assertEqual([(e["stream"], e["seq"]) for e in warnings], [("cam1", 1)])
 
@@ -232,10 +378,10 @@ class RecorderTests(SynchronousTestCase):
         counted as dropped, and the stop logs each stream's counts.
         """
         recorder = self.recorder()
-        recorder.frameReceived(frame("cam1", 0, 1000.0, makeJpeg(10)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
         with capturedLogs() as events:
             self.stop(recorder)
-        recorder.frameReceived(frame("cam1", 1, 1000.1, makeJpeg(10)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(2)))
         self.assertEqual(recorder.stats()["cam1"]["dropped"], 1)
         self.assertEqual(recorder.stats()["cam1"]["written"], 1)
         [summary] = [e for e in events if "frames queued" in e["log_format"]]
@@ -247,21 +393,216 @@ class RecorderTests(SynchronousTestCase):
         """
         recorder = self.recorder()
         for seq in range(3):
-            recorder.frameReceived(frame("a", seq, 1000 + seq * 0.1, makeJpeg(10)))
-            recorder.frameReceived(frame("b", seq, 1000 + seq * 0.1, makeJpeg(10)))
+            recorder.frameReceived(frame("a", seq, T0 + seq * 0.1, makeJpeg(seq)))
+            recorder.frameReceived(frame("b", seq, T0 + seq * 0.1, makeJpeg(seq)))
         self.stop(recorder)
         self.assertEqual(
             [os.path.basename(p) for p in self.files()],
-            [segmentName("a", 1000), segmentName("b", 1000)],
+            [segmentName("a", T0 + 0.01), segmentName("b", T0 + 0.01)],
         )
+
+    def test_badCaptureClockRetimed(self) -> None:
+        """
+        Frames whose capture time goes backwards or leaps ahead are placed
+        by receive time (and counted as retimed); the file's times still
+        increase, and the frames after them keep their capture spacing.
+        """
+        recorder = self.recorder()
+        captures = [T0, T0 + 0.04, T0 - 100, T0 + 3600, T0 + 3600.04]
+        for seq, capture in enumerate(captures):
+            recorder.frameReceived(frame("cam1", seq, capture, makeJpeg(seq), T0 + seq * 0.1))
+        self.stop(recorder)
+        self.assertEqual(
+            [t for t, _ in packets(self.files()[0])], [0, 0.04, 0.14, 0.24, 0.28]
+        )
+        self.assertEqual(recorder.stats()["cam1"]["retimed"], 2)
+
+    def test_unknownFormat(self) -> None:
+        """
+        A recorder asked for a format it does not know refuses to start.
+        """
+        recorder = Recorder(self.directory, format="avi", runInThread=self.thread)
+        self.assertRaises(ValueError, recorder.startService)
 
     def test_segmentName(self) -> None:
         """
-        Segment names carry the stream (unsafe characters replaced) and the
-        UTC start time.
+        Segment names carry the stream (unsafe characters replaced), the
+        UTC start time and the format's extension.
         """
-        self.assertEqual(segmentName("cam1", 0), "cam1-19700101T000000Z.avi")
-        self.assertEqual(segmentName("../a b/c", 86400), "_a_b_c-19700102T000000Z.avi")
+        self.assertEqual(segmentName("cam1", 0), "cam1-19700101T000000Z.mkv")
+        self.assertEqual(segmentName("cam1", 0, "mp4"), "cam1-19700101T000000Z.mp4")
+        self.assertEqual(segmentName("../a b/c", 86400), "_a_b_c-19700102T000000Z.mkv")
+
+
+class H264Tests(_RecorderCase):
+    def test_h264AtCaptureTimes(self) -> None:
+        """
+        C{format="mp4"} writes each session as an H.264 (yuv420p) MP4 that
+        PyAV decodes: every frame, each at its capture time within 1 ms,
+        the pause kept.  Odd frame sizes are rounded down to even ones.
+        """
+        recorder = self.recorder(format="mp4")
+        first, second = self.recordClip(recorder)
+        paths = self.files()
+        self.assertEqual(
+            [os.path.basename(p) for p in paths],
+            [segmentName("cam1", first[0][1], "mp4"), segmentName("cam1", second[0][1], "mp4")],
+        )
+        for path, session in zip(paths, (first, second)):
+            decoded = pictures(path)
+            self.assertEqual(
+                {d[1:] for d in decoded}, {(64, 48, "yuv420p", "h264")}
+            )
+            self.assertTimes([d[0] for d in decoded], session)
+        self.assertEqual(recorder.stats()["cam1"]["written"], 95)
+        self.assertEqual(recorder.stats()["cam1"]["format"], "mp4")
+
+    def test_undecodableFrameCounted(self) -> None:
+        """
+        A JPEG whose header reads but which FFmpeg cannot decode is counted
+        as failed; the frames around it are recorded.  A file that would
+        hold nothing else is not left behind.
+        """
+        recorder = self.recorder(format="mp4")
+        bad = badPrecisionJpeg()
+        recorder.frameReceived(frame("cam1", 0, T0, bad))
+        recorder.streamStopped("cam1")
+        for seq, (capture, jpeg) in enumerate([(T0 + 1, makeJpeg(1)), (T0 + 1.04, bad), (T0 + 1.08, makeJpeg(2))]):
+            recorder.frameReceived(frame("cam1", seq, capture, jpeg))
+        self.stop(recorder)
+        stats = recorder.stats()["cam1"]
+        self.assertEqual((stats["written"], stats["failed"], stats["segments"]), (2, 2, 1))
+        [path] = self.files()
+        self.assertEqual([round(d[0], 3) for d in pictures(path)], [0, 0.08])
+
+    def test_oddSize(self) -> None:
+        """
+        A 65x49 stream is recorded at 64x48, as H.264 in 4:2:0 needs even
+        sides.
+        """
+        recorder = self.recorder(format="mp4")
+        for seq in range(3):
+            recorder.frameReceived(frame("cam1", seq, T0 + seq / FPS, makeJpeg(seq, 65, 49)))
+        self.stop(recorder)
+        self.assertEqual({d[1:3] for d in pictures(self.files()[0])}, {(64, 48)})
+
+    def test_keyframeEverySecond(self) -> None:
+        """
+        A keyframe starts every second of video (so each MP4 fragment, what
+        a killed receiver can lose, is about a second long), not every
+        frame although every JPEG is an intra picture.
+        """
+        recorder = self.recorder(format="mp4")
+        for seq in range(60):
+            recorder.frameReceived(frame("cam1", seq, T0 + seq / FPS, makeJpeg(seq)))
+        self.stop(recorder)
+        with av.open(self.files()[0]) as container:
+            keys = [
+                round(float(f.pts * f.time_base), 3)
+                for f in container.decode(video=0)
+                if f.key_frame
+            ]
+        # x264 may add one where it sees a scene cut (this noise is one
+        # long cut); the forced ones are there regardless.
+        self.assertLessEqual({0, 1.0, 2.0}, set(keys))
+        self.assertLess(len(keys), 10)
+
+
+class TimelineTests(SynchronousTestCase):
+    def place(self, *times) -> tuple[list[int], Timeline]:
+        timeline = Timeline()
+        return [timeline.place(c, r) for c, r in times], timeline
+
+    def test_captureTimes(self) -> None:
+        """
+        Timestamps are milliseconds of capture time since the first frame,
+        whatever the receive times.
+        """
+        pts, timeline = self.place((T0, 5.0), (T0 + 0.0401, 5.2), (T0 + 3.0804, 5.21))
+        self.assertEqual((pts, timeline.fallbacks), ([0, 40, 3080], 0))
+
+    def test_noDrift(self) -> None:
+        """
+        Rounding each frame to a millisecond does not add up: the
+        thousandth frame at 30 fps is still at its capture time.
+        """
+        pts, _ = self.place(*[(T0 + i / 30, T0 + i / 30) for i in range(1001)])
+        self.assertEqual(pts[-1], round(1000 / 30 * 1000))
+
+    def test_backwardsAndRepeats(self) -> None:
+        """
+        A capture time that goes backwards or repeats is placed by the
+        receive step; timestamps never repeat or go backwards, even when
+        receive times repeat too.
+        """
+        pts, timeline = self.place(
+            (T0, 0.0), (T0 + 0.1, 0.1), (T0 + 0.05, 0.2), (T0 + 0.05, 0.2), (T0 + 0.15, 0.3)
+        )
+        self.assertEqual(pts, [0, 100, 200, 201, 300])
+        self.assertEqual(timeline.fallbacks, 2)
+
+    def test_leapAhead(self) -> None:
+        """
+        A capture step far longer than the receive step (the sender's clock
+        was set) is placed by the receive step.
+        """
+        pts, timeline = self.place((T0, 0.0), (T0 + 86400, 0.04), (T0 + 86400.04, 0.08))
+        self.assertEqual((pts, timeline.fallbacks), ([0, 40, 80], 1))
+
+    def test_notANumber(self) -> None:
+        """
+        Capture times that are not finite numbers are placed by receive
+        time, from the first frame on.
+        """
+        pts, _ = self.place(
+            (math.nan, 0.0), (math.inf, 0.05), (T0, 0.1), (T0 + 0.02, 0.2)
+        )
+        self.assertEqual(pts, [0, 50, 100, 120])
+
+
+class JpegSizeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if cv2 is None:
+            raise self.skipTest("cv2 is needed to make JPEGs")
+
+    def test_size(self) -> None:
+        """
+        The size comes from the JPEG's frame header.
+        """
+        self.assertEqual(jpegSize(makeJpeg(1, 65, 49)), (65, 49))
+
+    def test_notJpeg(self) -> None:
+        """
+        Bytes without a frame header, or cut short, are undecodable.
+        """
+        jpeg = makeJpeg(1)
+        for data in (b"", b"\xff\xd8\xff not a jpeg \xff\xd9", jpeg[:100], jpeg[:-2], b"GIF89a"):
+            self.assertRaises(UndecodableFrame, jpegSize, data)
+
+
+class OptionsTests(SynchronousTestCase):
+    def service(self, *args):
+        from imageproto.tap.receiver import Options, makeService
+        from twisted.internet.testing import MemoryReactorClock
+
+        options = Options()
+        options.parseOptions(["--port", "0", "--record-dir", self.mktemp()] + list(args))
+        [recorder] = [c for c in makeService(options, MemoryReactorClock()) if isinstance(c, Recorder)]
+        return recorder
+
+    def test_recordFormat(self) -> None:
+        """
+        C{--record-format} picks the recorder's format; C{mkv} by default.
+        """
+        self.assertEqual(self.service().format, "mkv")
+        self.assertEqual(self.service("--record-format", "mp4").format, "mp4")
+
+    def test_badRecordFormat(self) -> None:
+        """
+        An unknown C{--record-format} is a usage error naming the formats.
+        """
+        e = self.assertRaises(UsageError, self.service, "--record-format", "avi")
+        self.assertIn("mkv, mp4", str(e))
 
 
 # --- real twistd processes --------------------------------------------------
@@ -320,23 +661,6 @@ class TwistdProcess(protocol.ProcessProtocol):
             return self.ended
 
 
-def pollUntil(predicate, timeout: float = 60.0, interval: float = 0.1) -> Deferred:
-    """
-    Fire when C{predicate()} is true, checking on the real reactor every
-    C{interval} seconds; fail after C{timeout} seconds.
-    """
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if predicate():
-            return None
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{predicate.__doc__ or predicate} not true after {timeout} s")
-        return deferLater(reactor, interval, check)
-
-    return maybeDeferred(check)
-
-
 def readStats(path: str, stream: str) -> dict | None:
     try:
         with open(path) as f:
@@ -346,35 +670,34 @@ def readStats(path: str, stream: str) -> dict | None:
 
 
 class RecordingProcessTests(TestCase):
+    """
+    A real C{twistd imageproto --record-dir} receiving a real sender's
+    test pattern (160x120 at 20 fps), ended by a signal.
+    """
+
     timeout = 180
 
-    @inlineCallbacks
-    def test_sigtermMidStream(self) -> None:
-        """
-        A real C{twistd imageproto --record-dir} receiving a real sender's
-        test pattern, sent SIGTERM mid-stream, exits cleanly leaving
-        recordings OpenCV reads back frame by frame, holding exactly as many
-        frames as the receiver accepted (its final statistics file) and as
-        its recorder logged.
-        """
-        if cv2 is None:
-            raise self.skipTest("cv2 is needed to read recordings")
-        work = os.path.abspath(self.mktemp())
-        os.makedirs(work)
-        records = os.path.join(work, "rec")
-        statsFile = os.path.join(work, "stats.json")
+    def setUp(self) -> None:
+        if cv2 is None or av is None:
+            raise self.skipTest("cv2 and av (PyAV) are needed to read recordings")
+        self.work = os.path.abspath(self.mktemp())
+        os.makedirs(self.work)
+        self.records = os.path.join(self.work, "rec")
+        self.statsFile = os.path.join(self.work, "stats.json")
+
+    def start(self, *recordArgs: str) -> tuple[TwistdProcess, TwistdProcess]:
         port = freePort()
         receiver = TwistdProcess(
             self,
             [
                 "imageproto",
                 "--port", f"tcp:{port}:interface=127.0.0.1",
-                "--record-dir", records,
-                "--segment-seconds", "1",
-                "--stats-file", statsFile,
+                "--record-dir", self.records,
+                "--stats-file", self.statsFile,
+                *recordArgs,
             ],
-            work,
-            os.path.join(work, "receiver.log"),
+            self.work,
+            os.path.join(self.work, "receiver.log"),
         )
         sender = TwistdProcess(
             self,
@@ -386,25 +709,47 @@ class RecordingProcessTests(TestCase):
                 "--width", "160",
                 "--height", "120",
             ],
-            work,
-            os.path.join(work, "sender.log"),
+            self.work,
+            os.path.join(self.work, "sender.log"),
         )
+        return receiver, sender
 
-        def enoughFrames():
-            """the receiver has accepted 40 frames"""
+    def accepted(self, receiver: TwistdProcess, frames: int) -> Deferred:
+        """
+        Fire once the receiver's statistics file shows C{frames} accepted.
+        """
+
+        def check():
             if receiver.exited:
                 raise AssertionError(receiver.log())
-            stats = readStats(statsFile, "cam1")
-            return stats is not None and stats["frames"] >= 40
+            stats = readStats(self.statsFile, "cam1")
+            return stats is not None and stats["frames"] >= frames
 
-        yield pollUntil(enoughFrames)
+        return waitFor(check, 60, f"the receiver to accept {frames} frames")
+
+    def recordings(self) -> list[str]:
+        return sorted(
+            (os.path.join(self.records, name) for name in os.listdir(self.records)),
+            key=os.path.getmtime,
+        )
+
+    @inlineCallbacks
+    def test_sigtermMidStream(self) -> None:
+        """
+        Sent SIGTERM mid-stream, the receiver exits cleanly leaving Matroska
+        files PyAV decodes frame by frame, each starting at time 0, holding
+        exactly as many frames as the receiver accepted (its final
+        statistics file) and as its recorder logged.
+        """
+        receiver, sender = self.start("--segment-seconds", "1")
+        yield self.accepted(receiver, 40)
         exitCode, signal = yield receiver.terminate()
         log = receiver.log()
         self.assertIn((exitCode, signal), [(0, None), (None, 15)], log)
         self.assertIn("Server Shut Down", log)
         yield sender.terminate()
 
-        accepted = readStats(statsFile, "cam1")["frames"]
+        accepted = readStats(self.statsFile, "cam1")["frames"]
         summary = re.search(
             r"recorder: stream cam1: (\d+) frames queued, (\d+) written, "
             r"(\d+) dropped",
@@ -412,14 +757,75 @@ class RecordingProcessTests(TestCase):
         )
         self.assertIsNotNone(summary, log)
         queued, written, dropped = map(int, summary.groups())
-        paths = sorted(
-            os.path.join(records, name) for name in os.listdir(records)
-        )
-        counts = [len(readBack(path)) for path in paths]
+        paths = self.recordings()
+        decoded = [pictures(path) for path in paths]
+        counts = [len(d) for d in decoded]
         # Segments of one second: the stream spans several files.
         self.assertGreater(len(paths), 1)
+        self.assertTrue(all(path.endswith(".mkv") for path in paths), paths)
         self.assertTrue(all(n > 0 for n in counts), counts)
         self.assertEqual(sum(counts), accepted)
         self.assertEqual((queued, written, dropped), (accepted, accepted, 0))
-        for path in paths:
-            self.assertEqual(readBack(path)[0].shape, (120, 160, 3))
+        for pictured in decoded:
+            self.assertEqual(pictured[0][0], 0)
+            self.assertEqual({d[1:3] for d in pictured}, {(160, 120)})
+
+    @inlineCallbacks
+    def killedMidStream(self, *recordArgs: str):
+        """
+        Record 3 s, SIGKILL the receiver, and return what its statistics
+        file last said it had accepted and the one file it left.
+        """
+        receiver, sender = self.start(*recordArgs)
+        yield self.accepted(receiver, 60)
+        receiver.transport.signalProcess("KILL")
+        exitCode, signal = yield receiver.ended
+        self.assertEqual(signal, 9)
+        # The file is written every second: this many were accepted at most
+        # a second before the kill.
+        accepted = readStats(self.statsFile, "cam1")["frames"]
+        yield sender.terminate()
+        [path] = self.recordings()
+        return accepted, path
+
+    def assertMostFrames(self, times: list[float], accepted: int) -> None:
+        """
+        All but the last second or so (20 frames, plus 10 in flight) of the
+        frames accepted are in the file, 50 ms apart as captured.
+        """
+        self.assertGreaterEqual(len(times), accepted - 30, (len(times), accepted))
+        self.assertGreaterEqual(len(times), 30)
+        steps = sorted(b - a for a, b in zip(times, times[1:]))
+        self.assertGreater(steps[0], 0)
+        self.assertAlmostEqual(steps[len(steps) // 2], 0.05, places=2)
+
+    @inlineCallbacks
+    def test_sigkillLeavesPlayableMatroska(self) -> None:
+        """
+        SIGKILLed mid-stream, the receiver leaves a Matroska file without
+        its index that PyAV still reads and decodes, holding the frames
+        accepted up to about a second before the kill, at their capture
+        times.
+        """
+        accepted, path = yield self.killedMidStream()
+        self.assertTrue(path.endswith(".mkv"), path)
+        read = packets(path, truncated=True)
+        self.assertMostFrames([t for t, _ in read], accepted)
+        with av.open(path) as container:
+            decoded = 0
+            for _ in container.decode(video=0):
+                decoded += 1
+        self.assertGreaterEqual(decoded, len(read) - 1)
+
+    @inlineCallbacks
+    def test_sigkillLeavesPlayableMp4(self) -> None:
+        """
+        SIGKILLed mid-stream while recording H.264, the receiver leaves a
+        fragmented MP4 that PyAV decodes up to its last whole fragment
+        (about a second before the kill).
+        """
+        accepted, path = yield self.killedMidStream("--record-format", "mp4")
+        self.assertTrue(path.endswith(".mp4"), path)
+        decoded = pictures(path, truncated=True)
+        self.assertEqual({d[1:] for d in decoded}, {(160, 120, "yuv420p", "h264")})
+        self.assertMostFrames([d[0] for d in decoded], accepted)

@@ -4,6 +4,7 @@ summary, with plain calls and a fake clock.
 """
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
@@ -31,20 +32,22 @@ def connect(sender, welcome=None):
 class HelloTests(SynchronousTestCase):
     def test_liveHello(self):
         """
-        A live sender's HELLO carries its name, its session, CAP_LIVE and
-        CAP_RESULTS.
+        A live sender's HELLO carries its name, its session, CAP_LIVE,
+        CAP_RESULTS and CAP_RETRY.
         """
         sender, _ = makeSender(live=True)
         self.assertEqual(
-            sender.hello(), wire.Hello("cam", wire.CAP_LIVE | wire.CAP_RESULTS, 42)
+            sender.hello(),
+            wire.Hello("cam", wire.CAP_LIVE | wire.CAP_RESULTS | wire.CAP_RETRY, 42),
         )
 
     def test_finiteHello(self):
         """
-        A finite source's HELLO does not claim CAP_LIVE.
+        A finite source's HELLO does not claim CAP_LIVE, nor CAP_RESUME
+        unless its session names its content.
         """
         sender, _ = makeSender(live=False)
-        self.assertEqual(sender.hello().capabilities, wire.CAP_RESULTS)
+        self.assertEqual(sender.hello().capabilities, wire.CAP_RESULTS | wire.CAP_RETRY)
 
     def test_sessionRandomAndStable(self):
         """
@@ -274,7 +277,8 @@ class FinishTests(SynchronousTestCase):
     def test_rejectedSettles(self):
         """
         A REJECT settles its frame: it is counted and no longer blocks the
-        end of the run.
+        end of the run, which fails, naming how many frames were not stored
+        and why (a finite source not delivered whole is no success).
         """
         sender, _ = makeSender()
         connect(sender)
@@ -282,7 +286,10 @@ class FinishTests(SynchronousTestCase):
         sender.sourceExhausted()
         with capturedLogs() as events:
             sender.rejected(0, "not a JPEG")
-        summary = self.successResultOf(sender.whenDone())
+        failure = self.failureResultOf(sender.whenDone(), SenderFailed)
+        self.assertIn("1 of 1 frames were not stored", failure.value.reason)
+        self.assertIn("not a JPEG", failure.value.reason)
+        summary = sender.summary()
         self.assertEqual((summary.rejected, summary.acknowledged), (1, 0))
         self.assertEqual(summary.rttP50, None)
         self.assertIn("not a JPEG", [e.get("reason") for e in events])
@@ -401,3 +408,106 @@ class PercentileTests(SynchronousTestCase):
         self.assertEqual(percentile(values, 0.95), 95)
         self.assertEqual(percentile([7], 0.95), 7)
         self.assertIsNone(percentile([], 0.5))
+
+
+class StorageAndResumeTests(SynchronousTestCase):
+    """
+    A finite source retries frames the receiver cannot store for now, gives
+    up honestly, and resumes where an earlier run stopped.
+    """
+
+    def test_temporaryRejectSentAgain(self):
+        """
+        A REJECT with the retry flag keeps the frame: it is sent again
+        after a pause, and an ACK then settles it; the run is a success.
+        """
+        sender, clock = makeSender(retryFor=30)
+        protocol = connect(sender)
+        sender.frameCaptured(b"0", 0)
+        sender.sourceExhausted()
+        sender.rejected(0, "disk full", retry=True)
+        self.assertEqual(len(protocol.frames), 1)
+        self.assertNoResult(sender.whenDone())
+        clock.advance(1)
+        self.assertEqual([f.seq for f in protocol.frames], [0, 0])
+        sender.acked(0)
+        summary = self.successResultOf(sender.whenDone())
+        self.assertEqual((summary.acknowledged, summary.resent, summary.notStored), (1, 1, 0))
+
+    def test_givesUpAfterRetryFor(self):
+        """
+        A frame still refused after C{retryFor} seconds is counted as not
+        stored, and the run fails saying how many frames and why.
+        """
+        sender, clock = makeSender(retryFor=10)
+        protocol = connect(sender)
+        sender.frameCaptured(b"0", 0)
+        sender.frameCaptured(b"1", 0)
+        sender.sourceExhausted()
+        sender.acked(1)
+        sender.rejected(0, "No space left on device", retry=True)
+        for _ in range(20):
+            clock.advance(1)
+            if protocol.frames[-1].seq == 0:
+                sender.rejected(0, "No space left on device", retry=True)
+        failure = self.failureResultOf(sender.whenDone(), SenderFailed)
+        self.assertIn("1 of 2 frames were not stored", failure.value.reason)
+        self.assertIn("No space left on device", failure.value.reason)
+        self.assertEqual(sender.summary().notStored, 1)
+
+    def test_liveRetryIsRejected(self):
+        """
+        A live source never waits: a frame refused even for now is settled
+        as rejected.
+        """
+        sender, clock = makeSender(live=True)
+        connect(sender)
+        sender.frameCaptured(b"0", 0)
+        sender.rejected(0, "disk full", retry=True)
+        self.assertEqual(sender.summary().rejected, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_resumeSkipsWhatTheReceiverHolds(self):
+        """
+        A resumable sender says CAP_RESUME; when WELCOME says the receiver
+        holds frames below 3, the first three frames captured are skipped
+        (counted, not sent) and numbering goes on from 3.
+        """
+        sender, _ = makeSender(resumable=True)
+        self.assertTrue(sender.hello().capabilities & wire.CAP_RESUME)
+        protocol = connect(sender, wire.Welcome(wire.SCAP_RESUME, resume=3))
+        for i in range(5):
+            self.assertTrue(sender.frameCaptured(b"%d" % i, 0))
+        self.assertEqual([f.seq for f in protocol.frames], [3, 4])
+        sender.sourceExhausted()
+        sender.acked(3)
+        sender.acked(4)
+        summary = self.successResultOf(sender.whenDone())
+        self.assertEqual((summary.skipped, summary.sent, summary.acknowledged), (3, 2, 2))
+
+    def test_resumeSettlesOutstandingFrames(self):
+        """
+        Frames outstanding when the connection dropped, which the receiver
+        says it holds on reconnecting, are settled, not sent again.
+        """
+        sender, _ = makeSender(resumable=True)
+        first = connect(sender)
+        sender.frameCaptured(b"0", 0)
+        sender.frameCaptured(b"1", 0)
+        sender.disconnected(first, Failure(ConnectionDone()))
+        second = connect(sender, wire.Welcome(wire.SCAP_RESUME, resume=1))
+        self.assertEqual([f.seq for f in second.frames], [1])
+        self.assertEqual(sender.summary().acknowledged, 1)
+
+    def test_unacknowledgedCounted(self):
+        """
+        The summary counts frames in flight, so that every frame sent is
+        acknowledged, rejected, lost, not stored or unacknowledged.
+        """
+        sender, _ = makeSender(live=True)
+        connect(sender)
+        for i in range(3):
+            sender.frameCaptured(b"x", 0)
+        sender.acked(0)
+        summary = sender.summary()
+        self.assertEqual((summary.sent, summary.acknowledged, summary.unacknowledged), (3, 1, 2))

@@ -13,8 +13,6 @@ from imageproto.receiver.consumers import (
     IFrameSink,
     LatestFrameHub,
     ReceivedFrame,
-    SaveDirSink,
-    framePath,
 )
 
 try:
@@ -177,56 +175,6 @@ class LatestFrameHubTests(SynchronousTestCase):
         hub.frameReceived(receivedFrame("a", 1))
         self.assertEqual([f.seq for f in seen], [0, 1])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
-
-
-class SaveDirSinkTests(SynchronousTestCase):
-    def setUp(self):
-        self.directory = self.mktemp()
-        self.threads = FakeThreads()
-        self.sink = SaveDirSink(self.directory, self.threads)
-
-    def test_interface(self):
-        """
-        L{SaveDirSink} provides L{IFrameSink}.
-        """
-        self.assertTrue(verifyObject(IFrameSink, self.sink))
-
-    def test_framePath(self):
-        """
-        Frames go to C{DIR/<stream>/<seq, 8 digits>.jpg}.
-        """
-        self.assertEqual(
-            framePath("/d", "cam-1", 42), os.path.join("/d", "cam-1", "00000042.jpg")
-        )
-
-    def test_writesExactBytesInThread(self):
-        """
-        The frame's bytes are written, unchanged, by the worker thread; the
-        returned L{Deferred} (the ACK) waits for the write.
-        """
-        data = bytes(range(256)) * 10
-        d = self.sink.frameReceived(receivedFrame("cam", 7, jpeg=data))
-        path = framePath(self.directory, "cam", 7)
-        self.assertNoResult(d)
-        self.assertFalse(os.path.exists(path))
-        self.threads.runAll()
-        self.successResultOf(d)
-        with open(path, "rb") as f:
-            self.assertEqual(f.read(), data)
-        self.assertEqual(os.listdir(os.path.dirname(path)), ["00000007.jpg"])
-
-    def test_writeFailureFails(self):
-        """
-        A write that fails fails the L{Deferred}, leaving no temporary file.
-        """
-        os.makedirs(self.directory)
-        # A file where the stream's directory should be.
-        with open(os.path.join(self.directory, "cam"), "wb"):
-            pass
-        d = self.sink.frameReceived(receivedFrame("cam", 1))
-        self.threads.runAll()
-        self.failureResultOf(d, OSError)
-        self.assertEqual(os.listdir(self.directory), ["cam"])
 
 
 class CallbackSinkTests(SynchronousTestCase):

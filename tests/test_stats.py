@@ -199,6 +199,7 @@ class StreamStatsTests(SynchronousTestCase):
                 "connections": 1,
                 "reconnects": 0,
                 "rejected": 0,
+                "storage_errors": 0,
                 "duplicates": 0,
                 "connected": True,
                 "last_seen": 0.25,

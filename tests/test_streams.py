@@ -228,18 +228,48 @@ class RegistryTests(SynchronousTestCase):
 
     def test_duplicateMemoryBounded(self):
         """
-        Only the latest C{rememberSeqs} accepted numbers are remembered.
+        Numbers accepted out of order above the watermark are remembered,
+        only the latest C{rememberSeqs} of them.
         """
         registry = makeRegistry(self.clock, [self.sink], rememberSeqs=4)
         stream = registry.attach("cam", 0, 1, FakeProtocol())
-        for seq in range(10):
+        for seq in range(10, 30, 2):
             deliver(registry.listener, stream, frame(seq))
-        self.assertEqual(sorted(stream._accepted), [6, 7, 8, 9])
-        self.assertEqual(len(stream._acceptedOrder), 4)
-        deliver(registry.listener, stream, frame(9))
-        deliver(registry.listener, stream, frame(2))
-        self.assertEqual([f.seq for f in self.sink.frames][-1], 2)
+        self.assertEqual(sorted(stream._accepted), [22, 24, 26, 28])
+        self.assertEqual(stream.resumePoint, 0)
+        deliver(registry.listener, stream, frame(28))
+        deliver(registry.listener, stream, frame(12))
+        self.assertEqual([f.seq for f in self.sink.frames][-1], 12)
         self.assertEqual(registry.stats("cam").duplicates, 1)
+
+    def test_inOrderSessionRememberedWhole(self):
+        """
+        A session whose frames arrive in order is remembered whole by its
+        watermark, however long: an early frame resent is still known, and
+        the watermark is where a resumed sender goes on.
+        """
+        registry = makeRegistry(self.clock, [self.sink], rememberSeqs=4)
+        stream = registry.attach("cam", 0, 1, FakeProtocol())
+        for seq in range(2000):
+            deliver(registry.listener, stream, frame(seq))
+        self.assertEqual(stream.resumePoint, 2000)
+        self.assertEqual(stream._accepted, set())
+        deliver(registry.listener, stream, frame(3))
+        self.assertEqual(len(self.sink.frames), 2000)
+        self.assertEqual(registry.stats("cam").duplicates, 1)
+
+    def test_watermarkFillsGaps(self):
+        """
+        A frame that fills a gap raises the watermark over the numbers
+        already accepted above it.
+        """
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        for seq in (0, 2, 3, 5):
+            self.accept(stream, seq)
+        self.assertEqual(stream.resumePoint, 1)
+        self.accept(stream, 1)
+        self.assertEqual(stream.resumePoint, 4)
+        self.assertEqual(stream._accepted, {5})
 
     def test_ackWaitsForSinks(self):
         """
@@ -378,7 +408,7 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(
             sorted(cam),
             sorted(["frames", "bytes", "fps", "latency_ms", "gaps", "dropped",
-                    "connections", "reconnects", "rejected", "duplicates",
+                    "connections", "reconnects", "rejected", "storage_errors", "duplicates",
                     "connected", "last_seen"]),
         )
         self.assertEqual(cam["last_seen"], 1000.0)

@@ -12,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto.tap.config import ReceiverConfig
 from imageproto.receiver.service import ReceiverService, StatsReporter, ThreadPoolService
-from imageproto.receiver.consumers import LatestFrameHub, SaveDirSink
+from imageproto.receiver.consumers import LatestFrameHub
+from imageproto.receiver.savedir import SaveDirSink
 from imageproto.tap.receiver import Options, makeService
 
 

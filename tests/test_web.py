@@ -1,5 +1,6 @@
 """
-Tests for L{imageproto.features.web.viewer}: the resources through twisted.web's
+Tests for L{imageproto.features.web.viewer} and its resources
+(L{imageproto.features.web.resources}): the resources through twisted.web's
 C{DummyRequest}, and MJPEG over a real loopback socket.
 """
 
@@ -20,7 +21,8 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from imageproto.features.web.metrics import ReceiverMetrics
 from imageproto.receiver.consumers import LatestFrameHub, ReceivedFrame
-from imageproto.features.web.viewer import BOUNDARY, Viewers, WebRoot, webEndpoint
+from imageproto.features.web.resources import BOUNDARY, Viewers, WebRoot
+from imageproto.features.web.viewer import webEndpoint
 
 try:
     import cv2
@@ -328,6 +330,21 @@ class WebEndpointTests(SynchronousTestCase):
         self.assertEqual(
             webEndpoint("tcp:8081:interface=127.0.0.1"), "tcp:8081:interface=127.0.0.1"
         )
+
+
+class ModuleTests(SynchronousTestCase):
+    def test_viewerReexports(self) -> None:
+        """
+        The resources moved to L{imageproto.features.web.resources} are
+        still importable from L{imageproto.features.web.viewer}, as the
+        same objects.
+        """
+        from imageproto.features.web import resources, viewer
+
+        for name in resources.__all__:
+            self.assertIs(getattr(viewer, name), getattr(resources, name))
+        for name in viewer.__all__:
+            self.assertTrue(hasattr(viewer, name), name)
 
 
 class _PartCollector(Protocol):

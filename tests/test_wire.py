@@ -176,7 +176,10 @@ EDGE_MESSAGES = [
     Hello("x" * 255, 2**32 - 1, 1),
     Hello("\N{GREEK SMALL LETTER ALPHA}" * 127),
     Welcome(0, 0, 0),
-    Welcome(2**32 - 1, 2**32 - 1, 2**16 - 1),
+    Welcome(2**32 - 1, 2**32 - 1, 2**16 - 1, 2**64 - 1),
+    Welcome(wire.SCAP_RESUME, 1, 0, 0),
+    Reject(1, "disk full", wire.REJECT_RETRY),
+    Reject(1, "", 0),
     Frame(0, b""),
     Frame(2**64 - 1, TINY_JPEG, 1.7e9, -0.0, 2**32 - 1),
     Frame(5, b"\x00" * 70000, 5e-324, 1.7976931348623157e308, 0),
@@ -461,10 +464,18 @@ _json = st.recursive(
 
 messages = st.one_of(
     st.builds(Hello, st.text(max_size=63), _u32, _u64),
-    st.builds(Welcome, _u32, _u32, _u16),
+    st.builds(
+        lambda caps, size, beat, resume: Welcome(
+            caps, size, beat, resume if caps & wire.SCAP_RESUME else None
+        ),
+        _u32,
+        _u32,
+        _u16,
+        _u64,
+    ),
     st.builds(Frame, _u64, st.binary(max_size=64), _times, _times, _u32),
     st.builds(Ack, _u64),
-    st.builds(Reject, _u64, _text),
+    st.builds(Reject, _u64, _text, st.none() | st.integers(0, 255)),
     st.builds(Result, _u64, st.lists(_json, max_size=4), _u32, st.binary(max_size=32)),
     st.builds(Error, _u16, _text),
     st.builds(Bye, _text),

@@ -1,5 +1,11 @@
 """
-Small rules the other layers share, each written once: JPEG codec calls
-(L{imageproto.common.jpeg}), atomic file writes, percentiles and the reactor
-fallback.  Nothing here imports the rest of the package.
+Small rules the other layers share, each written once:
+
+  - L{imageproto.common.jpeg}: the JPEG codec calls;
+  - L{imageproto.common.files}: atomic, durable file writes (bytes, JSON);
+  - L{imageproto.common.numbers}: the nearest-rank percentile;
+  - L{imageproto.common.reactor}: the fallback to the global reactor.
+
+Nothing here imports the rest of the package, Twisted's reactor or OpenCV at
+import time.
 """

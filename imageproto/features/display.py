@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from imageproto.receiver.consumers import IFrameSink, ReceivedFrame
+from imageproto.receiver.pipeline import ConsumerBase
 
 __all__ = ["DisplayUnavailable", "checkDisplay", "WindowThread", "DisplaySink"]
 
@@ -173,7 +174,7 @@ class WindowThread:
 
 
 @implementer(IFrameSink)
-class DisplaySink:
+class DisplaySink(ConsumerBase):
     """
     Shows each stream in its own window.  Decoding runs through
     C{runInThread}, at most one decode per stream at a time: frames that

@@ -26,9 +26,11 @@ class IFrameChannel(Interface):
         Frame C{seq} is accepted: send ACK (if the protocol has one).
         """
 
-    def reject(seq, reason):
+    def reject(seq, reason, retry=False):
         """
-        Frame C{seq} is refused for C{reason}: send REJECT.
+        Frame C{seq} is refused for C{reason}: send REJECT.  With C{retry}
+        the condition is temporary (a full disk) and the peer may send the
+        frame again later.
         """
 
     def sendResult(result):

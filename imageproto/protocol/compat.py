@@ -17,30 +17,37 @@ protocols", is the description clients are written from.
 
 Bad input (a length that is not a decimal number or is too large, base64
 that does not decode, a payload that is not an image, a bad timestamp) is
-logged with the peer's address and drops that peer only.
+logged with the peer's address and drops that peer only.  The fields are
+parsed by plain functions in L{imageproto.protocol.compatfields}, re-exported
+here.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import calendar
-import math
 import random
 import struct
-from datetime import datetime
 
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
-
-from imageproto import wire
 from zope.interface import implementer
 
+from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
+from imageproto.protocol.compatfields import (
+    FIELD_BYTES,
+    TIMESTAMP_FORMAT,
+    CompatError,
+    parseLengthField,
+    parseTimestampField,
+    streamNameFor,
+    toJpeg,
+)
 from imageproto.protocol.framing import DEFAULT_MAX_MESSAGE_BYTES, describePeer
 from imageproto.protocol.limits import ReadGate
-from imageproto.wire import Refused, toStreamName
+from imageproto.wire import Refused
 
 __all__ = [
     "FIELD_BYTES",
@@ -55,78 +62,9 @@ __all__ = [
     "listen",
 ]
 
-FIELD_BYTES = 64
-TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _LE32 = struct.Struct("<I")
 # Unsettled frames of one base64 peer before we stop reading from it.
 _HIGH_WATER = 8
-
-
-class CompatError(ValueError):
-    """
-    Input that breaks a compatibility protocol's framing.
-    """
-
-
-def streamNameFor(prefix: str, host: str, port: int | None = None) -> str:
-    """
-    A stream name for a peer that does not name itself, obeying the naming
-    rule (1-64 characters of C{[A-Za-z0-9._-]}): C{prefix-host[-port]}
-    with any other character (C{:} of IPv6) turned into C{_}.
-    """
-    name = f"{prefix}-{host}" + (f"-{port}" if port is not None else "")
-    return toStreamName(name, fallback=prefix)
-
-
-def parseLengthField(field: bytes, limit: int) -> int:
-    """
-    A 64-byte space-padded ASCII decimal length.
-
-    @raise CompatError: if it is not a positive decimal number of at most
-        C{limit}.
-    """
-    text = field.strip(b" \0\r\n\t")
-    if not text.isdigit():
-        raise CompatError(f"length field {bytes(field[:16])!r}... is not a decimal number")
-    length = int(text)
-    if length == 0 or length > limit:
-        raise CompatError(f"length {length} is outside 1..{limit}")
-    return length
-
-
-def parseTimestampField(field: bytes) -> float:
-    """
-    A 64-byte space-padded ASCII C{%Y-%m-%d %H:%M:%S.%f} time in UTC, as
-    seconds since the epoch.
-
-    @raise CompatError: if it does not parse.
-    """
-    try:
-        text = field.strip(b" \0\r\n\t").decode("ascii")
-        when = datetime.strptime(text, TIMESTAMP_FORMAT)
-    except (UnicodeDecodeError, ValueError):
-        raise CompatError(f"timestamp {bytes(field).strip()[:40]!r} is not {TIMESTAMP_FORMAT}") from None
-    seconds = calendar.timegm(when.timetuple()) + when.microsecond / 1e6
-    if not math.isfinite(seconds):
-        raise CompatError("timestamp out of range")
-    return seconds
-
-
-def toJpeg(data: bytes) -> bytes:
-    """
-    The image as JPEG: JPEG passes through, other formats OpenCV reads are
-    re-encoded.  Runs in a worker thread.
-
-    @raise CompatError: if OpenCV cannot read the image.
-    """
-    if wire.isJpeg(data):
-        return data
-    from imageproto.common.jpeg import decodeJpeg, encodeJpeg
-
-    try:
-        return encodeJpeg(decodeJpeg(data))
-    except ValueError as e:
-        raise CompatError(str(e)) from None
 
 
 class CompatFactory(ServerFactory):
@@ -332,7 +270,7 @@ class Base64StreamProtocol(_CompatProtocol):
     def acknowledge(self, seq: int) -> None:
         self._settled()
 
-    def reject(self, seq: int, reason: str) -> None:
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         # Nothing goes back on this protocol: the pipeline has logged why.
         self._settled()
 
@@ -403,7 +341,7 @@ class LengthPrefixedImageProtocol(_CompatProtocol):
     def sendResult(self, result: wire.Result) -> None:
         self._answer(result.jpeg or self._jpeg)
 
-    def reject(self, seq: int, reason: str) -> None:
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         self.drop(f"the server could not accept the image: {reason}")
 
     def _answer(self, out: bytes) -> None:

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from imageproto import wire
+from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.limits import ABORT_GRACE, Watchdog
 
 __all__ = [
@@ -77,11 +78,7 @@ class MessageProtocol(Int32StringReceiver):
     def makeConnection(self, transport) -> None:
         self._buffer = bytearray()
         self._closing = False
-        self.clock = self.factory.clock
-        if self.clock is None:
-            from twisted.internet import reactor as clock
-
-            self.clock = clock
+        self.clock = defaultReactor(self.factory.clock)
         self.watchdog = Watchdog(self.clock, self.timedOut, self._ping)
         # Both directions carry small messages (ACK, PONG, a RESULT without
         # a JPEG) that Nagle's algorithm would hold back until the previous

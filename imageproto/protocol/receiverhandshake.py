@@ -203,11 +203,17 @@ def _welcome(
     core._onFrame = core._frameReceived
     core.log.info("{peer} streams as {name!r}", peer=core.peer, name=hello.name)
     factory = core.factory
+    capabilities, resume = factory.capabilities, None
+    if hello.capabilities & wire.CAP_RESUME:
+        # A finite source run again: it goes on after what we hold.
+        capabilities |= wire.SCAP_RESUME
+        resume = stream.resumePoint
     core.sendMessage(
         wire.Welcome(
-            capabilities=factory.capabilities,
+            capabilities=capabilities,
             maxMessageBytes=core.MAX_LENGTH,
             heartbeat=factory.heartbeat,
+            resume=resume,
         )
     )
     core.watchdog.expect(factory.idleTimeout)

@@ -174,8 +174,11 @@ class FrameReceiverProtocol(MessageProtocol):
     def acknowledge(self, seq: int) -> None:
         self.sendMessage(wire.Ack(seq))
 
-    def reject(self, seq: int, reason: str) -> None:
-        self.sendMessage(wire.Reject(seq, reason))
+    def reject(self, seq: int, reason: str, retry: bool = False) -> None:
+        flags = None
+        if self.stream.capabilities & wire.CAP_RETRY:
+            flags = wire.REJECT_RETRY if retry else 0
+        self.sendMessage(wire.Reject(seq, reason, flags))
 
     def sendResult(self, result: wire.Result) -> None:
         if self.stream.capabilities & wire.CAP_RESULTS and self.isOpen():

@@ -89,7 +89,7 @@ class FrameSenderProtocol(MessageProtocol):
         elif isinstance(message, wire.Result) and self.welcomed:
             sender.resultReceived(message)
         elif isinstance(message, wire.Reject) and self.welcomed:
-            sender.rejected(message.seq, message.reason)
+            sender.rejected(message.seq, message.reason, message.retry)
         elif isinstance(message, wire.Ping):
             self.sendMessage(wire.Pong(message.token))
         elif isinstance(message, wire.Pong):

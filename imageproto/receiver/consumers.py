@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_sinks -*-
 """
 The receiver's own frame consumers (see L{imageproto.receiver.pipeline}):
-the latest-frame hub the viewer reads, the C{--save-dir} writer, and the
-application's callback.
+the latest-frame hub the viewer reads and the application's callback; the
+C{--save-dir} writer is in L{imageproto.receiver.savedir}.
 
 A consumer that returns a L{Deferred} from C{frameReceived} holds back the
 sender's ACK until it fires (L{SaveDirSink} does, so an ACK means the frame
@@ -11,8 +11,6 @@ is on disk); one that returns C{None} does not.
 
 from __future__ import annotations
 
-import itertools
-import os
 from typing import Callable
 
 from attrs import define
@@ -33,9 +31,7 @@ __all__ = [
     "IFrameConsumer",
     "ConsumerBase",
     "LatestFrameHub",
-    "SaveDirSink",
     "CallbackSink",
-    "framePath",
 ]
 
 
@@ -105,64 +101,6 @@ class LatestFrameHub(ConsumerBase):
                     stream=frame.stream,
                 )
                 self.unsubscribe(subscription)
-
-
-def framePath(directory: str, stream: str, seq: int) -> str:
-    """
-    Where L{SaveDirSink} stores frame C{seq} of C{stream}:
-    C{DIR/<stream>/<seq, 8 digits>.jpg}.
-    """
-    return os.path.join(directory, stream, f"{seq:08d}.jpg")
-
-
-_tempNames = itertools.count()
-
-
-def _writeAtomically(path: str, data: bytes) -> None:
-    """
-    Write C{data} to a hidden temporary name beside C{path}, then rename it,
-    so a reader never sees half a file.  Runs in a worker thread.
-    """
-    directory, name = os.path.split(path)
-    os.makedirs(directory, exist_ok=True)
-    temporary = os.path.join(
-        directory, f".{name}.{os.getpid()}.{next(_tempNames)}.part"
-    )
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-
-
-@implementer(IFrameConsumer)
-class SaveDirSink(ConsumerBase):
-    """
-    Writes each frame's bytes, untouched, to C{DIR/<stream>/<seq>.jpg} (see
-    L{framePath}) in a worker thread; the frame is acknowledged only once the
-    file is in place.
-
-    A sender that restarts numbers its frames from the start again, so its
-    new frames overwrite the old run's files of the same numbers.
-
-    @param directory: the directory to write under (created when needed).
-    @param runInThread: C{f(callable, *args) -> Deferred}, running the call
-        off the reactor (in production C{partial(deferToThreadPool, reactor,
-        pool)}).
-    """
-
-    def __init__(self, directory: str, runInThread: Callable[..., Deferred]) -> None:
-        self.directory = directory
-        self._runInThread = runInThread
-
-    def frameReceived(self, frame: ReceivedFrame) -> Deferred:
-        path = framePath(self.directory, frame.stream, frame.seq)
-        return self._runInThread(_writeAtomically, path, frame.jpeg)
 
 
 @implementer(IFrameConsumer)

@@ -36,6 +36,8 @@ from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
 
 __all__ = [
+    "ALREADY_STORED",
+    "StorageError",
     "ReceivedFrame",
     "IFrameConsumer",
     "IFrameSink",
@@ -43,6 +45,26 @@ __all__ = [
     "ConsumerBase",
     "FramePipeline",
 ]
+
+
+class StorageError(Exception):
+    """
+    A consumer could not keep a frame (a full disk, a bus that is away).
+    The frame is rejected with C{reason}; with C{temporary} the sender is
+    told to send it again later.  The consumer logs the condition itself
+    (once, not once per frame), so the pipeline logs no traceback for it.
+    """
+
+    def __init__(self, reason: str, temporary: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.temporary = temporary
+
+
+# What a consumer's Deferred fires with when the frame was already kept (it
+# found the frame on disk from before a restart): the frame is acknowledged
+# and counted as a duplicate, not as a new frame.
+ALREADY_STORED = object()
 
 
 @define(eq=False, slots=True)
@@ -57,6 +79,7 @@ class _Delivery:
     channel: object
     acknowledged: bool | None = None
     waiting: list = field(factory=list)
+    rejection: tuple = ("", False)
 
 
 @frozen
@@ -314,24 +337,27 @@ class FramePipeline:
                     result = result.value.subFailure
                 self._reject(stream, received, result)
             else:
-                self._accept(stream, received)
+                self._accept(stream, received, ALREADY_STORED in result)
             for waiter in waiters:
-                waiter.callback(delivery.acknowledged)
+                waiter.callback(delivery)
             done.callback(None)
 
         gatherResults(outcomes, consumeErrors=True).addBoth(settled)
         return done
 
-    def _settleCopy(self, acknowledged: bool, channel, seq: int) -> None:
-        if acknowledged:
+    def _settleCopy(self, first: _Delivery, channel, seq: int) -> None:
+        if first.acknowledged:
             channel.acknowledge(seq)
         else:
-            channel.reject(seq, "server could not store the frame")
+            channel.reject(seq, *first.rejection)
 
-    def _accept(self, stream, frame: ReceivedFrame) -> None:
+    def _accept(self, stream, frame: ReceivedFrame, already: bool = False) -> None:
         # A frame of an earlier session, settled after its sender came back
         # with a new one, counts for nothing in the new session.
-        if stream.session == frame.session:
+        if stream.session == frame.session and already:
+            stream.remember(frame.seq)
+            stream.stats.duplicateReceived(frame.receiveTime)
+        elif stream.session == frame.session:
             stream.remember(frame.seq)
             stream.stats.frameAccepted(
                 frame.seq,
@@ -348,16 +374,24 @@ class FramePipeline:
             delivery.channel.sendResult(result)
 
     def _reject(self, stream, frame: ReceivedFrame, failure: Failure) -> None:
-        self.log.failure(
-            "frame {seq} of {stream} could not be accepted",
-            failure,
-            seq=frame.seq,
-            stream=stream.name,
-        )
+        error = failure.check(StorageError) and failure.value
+        if error:
+            rejection = (error.reason, error.temporary)
+            stream.stats.storageFailed(frame.receiveTime)
+        else:
+            self.log.failure(
+                "frame {seq} of {stream} could not be accepted",
+                failure,
+                seq=frame.seq,
+                stream=stream.name,
+            )
+            rejection = ("server could not store the frame", False)
+            stream.stats.frameRejected(frame.receiveTime)
         delivery = frame.delivery
         delivery.acknowledged = False
         delivery.waiting = []
-        delivery.channel.reject(frame.seq, "server could not store the frame")
+        delivery.rejection = rejection
+        delivery.channel.reject(frame.seq, *rejection)
 
     # -- answers -------------------------------------------------------------
 

@@ -36,6 +36,13 @@ class Stream:
     One named stream.  It outlives its connections, so statistics and the
     memory of accepted frames carry across a sender's reconnects.
 
+    The memory of accepted frames is a watermark, below which every
+    sequence number of the session was accepted (what a resumed sender is
+    told in WELCOME), and the numbers accepted above it, at most
+    C{rememberSeqs} of them (the oldest are forgotten first): a session of
+    any length is remembered in bounded memory as long as its frames arrive
+    roughly in order.
+
     @ivar protocol: the current connection, or C{None} while disconnected.
     @ivar session: the session id from the latest HELLO.
     """
@@ -46,6 +53,7 @@ class Stream:
     session: int | None = None
     protocol: object = None
     rememberSeqs: int = 1024
+    _watermark: int = field(default=0, init=False, repr=False)
     _accepted: set = field(factory=set, init=False, repr=False)
     _acceptedOrder: deque = field(factory=deque, init=False, repr=False)
     _pending: dict = field(factory=dict, init=False, repr=False)
@@ -56,18 +64,33 @@ class Stream:
 
     def newSession(self, session: int) -> None:
         self.session = session
+        self._watermark = 0
         self._accepted.clear()
         self._acceptedOrder.clear()
 
+    @property
+    def resumePoint(self) -> int:
+        """
+        Every frame of the current session numbered below this was accepted.
+        """
+        return self._watermark
+
     def wasAccepted(self, seq: int) -> bool:
-        return seq in self._accepted
+        return seq < self._watermark or seq in self._accepted
 
     def remember(self, seq: int) -> None:
         """
-        Remember that C{seq} was accepted, forgetting the oldest beyond
-        L{rememberSeqs}.
+        Remember that C{seq} was accepted: raise the watermark over it and
+        the numbers above it already accepted, or keep it above the
+        watermark, forgetting the oldest beyond L{rememberSeqs}.
         """
-        if seq in self._accepted:
+        if self.wasAccepted(seq):
+            return
+        if seq == self._watermark:
+            self._watermark += 1
+            while self._watermark in self._accepted:
+                self._accepted.discard(self._watermark)
+                self._watermark += 1
             return
         self._accepted.add(seq)
         self._acceptedOrder.append(seq)

@@ -16,8 +16,6 @@ builds on the same L{ReceiverService}.
 
 from __future__ import annotations
 
-import json
-import os
 from functools import partial
 from typing import Callable
 
@@ -34,9 +32,12 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.common.files import writeJsonAtomically
+from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.factories import ReceiverFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.receiver.consumers import CallbackSink, LatestFrameHub, SaveDirSink
+from imageproto.receiver.consumers import CallbackSink, LatestFrameHub
+from imageproto.receiver.savedir import SaveDirSink
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
 
@@ -72,18 +73,6 @@ class ThreadPoolService(Service):
         self.pool.stop()
 
 
-def writeJsonAtomically(path: str, value) -> None:
-    """
-    Write C{value} as JSON to C{path} through a temporary file and
-    C{os.replace}, so readers see the old or the new file, never a part.
-    """
-    temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(temporary, path)
-
-
 _LOGGED = (
     "fps",
     "frames",
@@ -91,6 +80,7 @@ _LOGGED = (
     "gaps",
     "dropped",
     "rejected",
+    "storage_errors",
     "duplicates",
     "reconnects",
 )
@@ -132,7 +122,8 @@ class StatsReporter(Service):
             self.log.info(
                 "stream {stream}: {state}, {fps} fps, {frames} frames, {bytes} "
                 "bytes, latency p50 {p50} ms p95 {p95} ms p99 {p99} ms, gaps "
-                "{gaps}, dropped {dropped}, rejected {rejected}, duplicates "
+                "{gaps}, dropped {dropped}, rejected {rejected} (storage errors "
+                "{storage_errors}), duplicates "
                 "{duplicates}, reconnects {reconnects}",
                 stream=name,
                 state="connected" if stats["connected"] else "disconnected",
@@ -291,8 +282,7 @@ class ReceiverService(MultiService):
         threads: int = 4,
     ) -> None:
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor
+        reactor = defaultReactor(reactor)
         self.reactor = reactor
         if isinstance(endpoint, int):
             endpoint = f"tcp:{endpoint}"

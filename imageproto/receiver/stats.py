@@ -6,26 +6,13 @@ calls and timestamps, so it is tested without sockets or real time.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 
 from attrs import define, field
 
+from imageproto.common.numbers import percentile
+
 __all__ = ["StreamStats", "percentile"]
-
-
-def percentile(ordered: list, fraction: float):
-    """
-    The nearest-rank percentile of an ascending list.
-
-    @param ordered: values sorted in ascending order.
-    @param fraction: the percentile as a fraction, C{0.95} for p95.
-    @return: one of C{ordered}'s values, or C{None} when it is empty.
-    """
-    if not ordered:
-        return None
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 @define
@@ -47,7 +34,9 @@ class StreamStats:
     @ivar connections: accepted HELLOs.
     @ivar reconnects: accepted HELLOs after the first under this name (a
         sender coming back, or a newer connection replacing a live one).
-    @ivar rejected: frames refused because they were not JPEGs.
+    @ivar rejected: frames refused: not JPEGs, or not stored.
+    @ivar storageErrors: frames refused because they could not be stored (a
+        full disk), counted in L{rejected} too.
     @ivar duplicates: resent frames that were already accepted.
     @ivar lastSeen: receive time of the latest message counted, or C{None}.
     """
@@ -60,6 +49,7 @@ class StreamStats:
     connections: int = 0
     reconnects: int = 0
     rejected: int = 0
+    storageErrors: int = 0
     duplicates: int = 0
     lastSeen: float | None = None
     _since: float | None = field(default=None, init=False)
@@ -128,6 +118,10 @@ class StreamStats:
         self.rejected += 1
         self.lastSeen = now
 
+    def storageFailed(self, now: float) -> None:
+        self.storageErrors += 1
+        self.frameRejected(now)
+
     def duplicateReceived(self, now: float) -> None:
         self.duplicates += 1
         self.lastSeen = now
@@ -179,6 +173,7 @@ class StreamStats:
             "connections": self.connections,
             "reconnects": self.reconnects,
             "rejected": self.rejected,
+            "storage_errors": self.storageErrors,
             "duplicates": self.duplicates,
             "connected": connected,
             "last_seen": self.lastSeen,

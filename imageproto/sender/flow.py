@@ -37,28 +37,25 @@ opened) fails that Deferred with L{SenderFailed} instead.
 from __future__ import annotations
 
 import random
-from collections import deque
 from typing import Callable
 
-from attrs import asdict, define, frozen
+from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imageproto import wire
+from imageproto.common.numbers import percentile  # re-exported
+from imageproto.sender.outcome import Counts, SenderFailed, Summary
 
 __all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
 
-# ERROR codes that, even before WELCOME, say "not now" rather than "never".
-# ERROR codes after which a sender reconnects with backoff; every other code
-# is permanent (PROTOCOL.md, "ERROR codes").
+# ERROR codes that say "not now" rather than "never", even before WELCOME:
+# after them a sender reconnects with backoff; every other code is permanent
+# (PROTOCOL.md, "ERROR codes").
 _TRANSIENT_ERRORS = frozenset(
     [wire.ERR_STREAM_LIMIT, wire.ERR_TIMEOUT, wire.ERR_SHUTDOWN, wire.ERR_BUSY]
 )
-
-
-# Round-trip samples kept for the summary's percentiles (bounded memory).
-RTT_SAMPLES = 10_000
 
 
 def newSession() -> int:
@@ -66,73 +63,6 @@ def newSession() -> int:
     A random u64 that names this run of the sender (see L{wire.Hello}).
     """
     return random.SystemRandom().getrandbits(64)
-
-
-def percentile(values, fraction: float) -> float | None:
-    """
-    The nearest-rank percentile of C{values}, or C{None} when empty.
-
-    @param fraction: 0.5 for the median, 0.95 for p95.
-    """
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * fraction // 1))
-    return ordered[int(rank) - 1]
-
-
-class SenderFailed(Exception):
-    """
-    The sender stopped for good before delivering everything.
-
-    @ivar reason: a sentence for the log and the process's output.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@frozen
-class Summary:
-    """
-    What one run of the sender did.
-
-    @ivar sent: distinct frames sent at least once.
-    @ivar resent: extra transmissions after reconnects.
-    @ivar acknowledged: frames the server ACKed.
-    @ivar rejected: frames the server REJECTed.
-    @ivar dropped: frames a live source captured that were never sent.
-    @ivar lost: frames of a live source sent but unacknowledged when their
-        connection was lost.
-    @ivar reconnects: handshakes after the first.
-    @ivar results: RESULT messages received.
-    @ivar rttP50: median send-to-ACK time in seconds (sender's clock), or
-        C{None} without ACKs.
-    @ivar rttP95: the 95th percentile, likewise.
-    """
-
-    sent: int
-    resent: int
-    acknowledged: int
-    rejected: int
-    dropped: int
-    lost: int
-    reconnects: int
-    results: int
-    rttP50: float | None
-    rttP95: float | None
-
-
-@define
-class _Counts:
-    sent: int = 0
-    resent: int = 0
-    acknowledged: int = 0
-    rejected: int = 0
-    dropped: int = 0
-    lost: int = 0
-    results: int = 0
 
 
 @define
@@ -145,6 +75,10 @@ class _Pending:
     captureTime: float
     sentAt: float | None = None
     sends: int = 0
+    # When the receiver first said it could not store this frame for now,
+    # and the call that sends it again.
+    refusedSince: float | None = None
+    retryCall: object = None
 
 
 class FrameSender:
@@ -157,6 +91,12 @@ class FrameSender:
     @param window: the most frames unacknowledged at once.
     @param session: the HELLO session id; random by default.
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
+    @param resumable: a finite source whose C{session} names its content
+        (see L{imageproto.sender.resume}): HELLO says so (C{CAP_RESUME}), and
+        frames the receiver already holds are skipped.
+    @param retryFor: seconds a finite source keeps sending again a frame
+        the receiver could not store for now (a full disk) before giving it
+        up as not stored.
     @param awaitResults: for a finite source, when the server detects
         (C{SCAP_DETECT}), a frame stays in the window after its ACK until its
         RESULT arrives, the run is not done before every RESULT is in
@@ -179,6 +119,8 @@ class FrameSender:
         session: int | None = None,
         onResult: Callable[[wire.Result], object] | None = None,
         awaitResults: bool = False,
+        resumable: bool = False,
+        retryFor: float = 60.0,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
@@ -198,26 +140,34 @@ class FrameSender:
         self._exhausted = False
         self._outcome = None
         self._doneWaiters: list[Deferred] = []
-        self._handshakes = 0
-        self._rtts: deque[float] = deque(maxlen=RTT_SAMPLES)
-        self._counts = _Counts()
+        self._counts = Counts()
+        self.resumable = resumable and not live
+        self.retryFor = retryFor
+        self._resumeFrom = 0
+        self._lastRefusal = ""
 
     # -- what the protocol calls ------------------------------------------
 
     def hello(self) -> wire.Hello:
-        capabilities = wire.CAP_RESULTS | (wire.CAP_LIVE if self.live else 0)
+        capabilities = wire.CAP_RESULTS | wire.CAP_RETRY
+        if self.live:
+            capabilities |= wire.CAP_LIVE
+        if self.resumable:
+            capabilities |= wire.CAP_RESUME
         return wire.Hello(self.name, capabilities, self.session)
 
     def connected(self, protocol, welcome: wire.Welcome) -> None:
-        self._handshakes += 1
+        self._counts.handshakes += 1
         self.protocol = protocol
         self.welcome = welcome
+        if welcome.resume and self.resumable:
+            self._resume(welcome.resume)
         self.log.info(
             "streaming {name!r} to {peer} (connection {n}, {pending} frames "
             "to resend)",
             name=self.name,
             peer=protocol.peer,
-            n=self._handshakes,
+            n=self._counts.handshakes,
             pending=len(self._unacked),
         )
         for seq, pending in self._unacked.items():
@@ -239,7 +189,7 @@ class FrameSender:
             self.log.debug("ACK for frame {seq}, not outstanding", seq=seq)
             return
         self._counts.acknowledged += 1
-        self._rtts.append(self.clock.seconds() - pending.sentAt)
+        self._counts.roundTrips.append(self.clock.seconds() - pending.sentAt)
         if (
             self.awaitResults
             and not self.live
@@ -249,14 +199,58 @@ class FrameSender:
             self._awaiting[seq] = pending
         self._settled()
 
-    def rejected(self, seq: int, reason: str) -> None:
-        if self._unacked.pop(seq, None) is None:
+    def rejected(self, seq: int, reason: str, retry: bool = False) -> None:
+        pending = self._unacked.get(seq)
+        if pending is None:
             return
+        if retry and not self.live:
+            self._retryLater(seq, pending, reason)
+            return
+        del self._unacked[seq]
         self._counts.rejected += 1
+        self._lastRefusal = reason
         self.log.warn(
             "the server rejected frame {seq}: {reason}", seq=seq, reason=reason
         )
         self._settled()
+
+    def _retryLater(self, seq: int, pending: _Pending, reason: str) -> None:
+        """
+        The receiver could not store frame C{seq} for now: send it again
+        after a pause that doubles up to 8 s, until L{retryFor} seconds have
+        passed since the first refusal; then count it as not stored.
+        """
+        now = self.clock.seconds()
+        if pending.refusedSince is None:
+            pending.refusedSince = now
+            self.log.warn(
+                "the server cannot store frame {seq} now: {reason}; sending it "
+                "again for up to {limit} s",
+                seq=seq,
+                reason=reason,
+                limit=self.retryFor,
+            )
+        waited = now - pending.refusedSince
+        if waited >= self.retryFor:
+            del self._unacked[seq]
+            self._counts.notStored += 1
+            self._lastRefusal = reason
+            self.log.error(
+                "gave up on frame {seq} after {waited:.0f} s: {reason}",
+                seq=seq,
+                waited=waited,
+                reason=reason,
+            )
+            self._settled()
+            return
+        delay = min(8.0, 0.5 * 2 ** min(pending.sends, 4), self.retryFor - waited)
+
+        def again():
+            pending.retryCall = None
+            if self._unacked.get(seq) is pending and self.protocol is not None:
+                self._transmit(seq, pending)
+
+        pending.retryCall = self.clock.callLater(delay, again)
 
     def resultReceived(self, result: wire.Result) -> None:
         """
@@ -360,6 +354,10 @@ class FrameSender:
             return False
         seq = self._nextSeq
         self._nextSeq += 1
+        if seq < self._resumeFrom:
+            # The receiver has it from an earlier run.
+            self._counts.skipped += 1
+            return True
         pending = _Pending(jpeg, captureTime)
         self._unacked[seq] = pending
         if self.protocol is not None:
@@ -385,11 +383,9 @@ class FrameSender:
     # -- results -----------------------------------------------------------
 
     def summary(self) -> Summary:
-        return Summary(
-            reconnects=max(0, self._handshakes - 1),
-            **asdict(self._counts),
-            rttP50=percentile(self._rtts, 0.5),
-            rttP95=percentile(self._rtts, 0.95),
+        return self._counts.summary(
+            unacknowledged=sum(1 for p in self._unacked.values() if p.sends)
+            + len(self._awaiting)
         )
 
     def logSummary(self, outcome: str) -> Summary:
@@ -399,17 +395,7 @@ class FrameSender:
         @return: the summary.
         """
         summary = self.summary()
-        self.log.info(
-            "sender {name!r} {outcome}: {sent} sent, {acknowledged} "
-            "acknowledged, {rejected} rejected, {dropped} dropped, {lost} lost, "
-            "{resent} resent, {reconnects} reconnects, round trip "
-            "p50 {p50} s, p95 {p95} s",
-            name=self.name,
-            outcome=outcome,
-            p50=_seconds(summary.rttP50),
-            p95=_seconds(summary.rttP95),
-            **{k: getattr(summary, k) for k in _COUNTS},
-        )
+        summary.logTo(self.log, self.name, outcome)
         return summary
 
     def whenDone(self) -> Deferred:
@@ -429,6 +415,27 @@ class FrameSender:
         return self._outcome is not None
 
     # -- internals ---------------------------------------------------------
+
+    def _resume(self, point: int) -> None:
+        """
+        The receiver holds every frame numbered below C{point}: settle those
+        still outstanding, and skip the rest as they are captured.
+        """
+        if point <= self._resumeFrom:
+            return
+        self._resumeFrom = point
+        held = [seq for seq in self._unacked if seq < point]
+        for seq in held:
+            pending = self._unacked.pop(seq)
+            if pending.retryCall is not None and pending.retryCall.active():
+                pending.retryCall.cancel()
+            self._counts.acknowledged += 1
+        self.log.info(
+            "the receiver holds frames 0 to {last} of this source already; going on "
+            "from frame {point}",
+            last=point - 1,
+            point=point,
+        )
 
     def _transmit(self, seq: int, pending: _Pending) -> None:
         now = self.clock.seconds()
@@ -455,7 +462,16 @@ class FrameSender:
         ):
             if self.protocol is not None:
                 self.protocol.sayGoodbye("done")
-            self._finish(self.logSummary("done"))
+            missing = self._counts.rejected + self._counts.notStored
+            if self.live or not missing:
+                self._finish(self.logSummary("done"))
+                return
+            # A finite source that was not delivered whole is no success.
+            self.logSummary("finished")
+            self.fail(
+                f"{missing} of {self._nextSeq - self._counts.skipped} frames were "
+                f"not stored by the receiver (last reason: {self._lastRefusal})"
+            )
             return
         if self._waiters and self.ready:
             waiters, self._waiters = self._waiters, []
@@ -474,10 +490,3 @@ def _fire(d: Deferred, outcome) -> None:
         d.errback(Failure(outcome))
     else:
         d.callback(outcome)
-
-
-_COUNTS = ("sent", "acknowledged", "rejected", "dropped", "lost", "resent", "reconnects")
-
-
-def _seconds(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

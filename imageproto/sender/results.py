@@ -39,6 +39,9 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from imageproto import wire
+from imageproto.common.files import writeBytesAtomically, writeJsonAtomically
+from imageproto.common.numbers import percentile
+from imageproto.common.reactor import defaultReactor
 
 __all__ = [
     "RESULTS_FILE",
@@ -65,17 +68,6 @@ def annotatedName(seq: int, image: str | None) -> str:
     if os.path.splitext(base)[1].lower() in (".jpg", ".jpeg"):
         return base
     return base + ".jpg"
-
-
-def percentile(values, fraction: float):
-    """
-    The nearest-rank percentile of C{values}, or C{None} when empty.
-    """
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(1, min(len(ordered), int(-(-fraction * len(ordered) // 1))))
-    return ordered[rank - 1]
 
 
 @frozen
@@ -274,18 +266,15 @@ class ResultsTracker:
 
 def _append(directory: str, record: ResultRecord) -> None:
     if record.jpeg:
-        path = os.path.join(directory, record.annotated)
-        with open(path + ".part", "wb") as f:
-            f.write(record.jpeg)
-        os.replace(path + ".part", path)
+        writeBytesAtomically(os.path.join(directory, record.annotated), record.jpeg)
     with open(os.path.join(directory, RESULTS_FILE), "a", encoding="utf-8") as f:
         f.write(json.dumps(record.toJSON(), separators=(",", ":")) + "\n")
 
 
 def _writeSummary(directory: str, summary: ResultsSummary) -> None:
-    with open(os.path.join(directory, SUMMARY_FILE), "w", encoding="utf-8") as f:
-        json.dump(summary.toJSON(), f, indent=2)
-        f.write("\n")
+    writeJsonAtomically(
+        os.path.join(directory, SUMMARY_FILE), summary.toJSON(), indent=2, sortKeys=False
+    )
 
 
 def _prepare(directory: str) -> None:
@@ -309,8 +298,7 @@ class ResultsWriter(Service):
         self.directory = directory
         self._pool = None
         if runInThread is None:
-            if reactor is None:
-                from twisted.internet import reactor
+            reactor = defaultReactor(reactor)
             self._pool = ThreadPool(minthreads=0, maxthreads=1, name="results")
             runInThread = partial(deferToThreadPool, reactor, self._pool)
         self.runInThread = runInThread

@@ -35,6 +35,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from imageproto.common.reactor import defaultReactor
 from imageproto.sender import sources
 
 __all__ = [
@@ -86,8 +87,7 @@ class CaptureService(Service):
         clock=None,
         count: int = 0,
     ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
+        clock = defaultReactor(clock)
         self.source = source
         self.sink = sink
         self.fps = fps

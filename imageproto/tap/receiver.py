@@ -123,7 +123,7 @@ class Options(usage.Options):
         ["max-frame-bytes", None, DEFAULT_MAX_MESSAGE_BYTES,
          "Largest message (frame) accepted from a sender, in bytes."],
         ["save-dir", None, None,
-         "Write every frame to DIR/<stream>/<seq>.jpg before acknowledging it."],
+         "Write every frame under DIR/<stream>/<session>/<seq>.jpg before acknowledging it; a new sender run never overwrites an earlier one (README: Saved frames)."],
         ["stats-interval", None, 5.0,
          "Seconds between statistics log lines."],
         ["stats-file", None, None,
@@ -135,7 +135,11 @@ class Options(usage.Options):
          "on this port number or server endpoint, e.g. 8081 or "
          "tcp:8081:interface=127.0.0.1."],
         ["record-dir", None, None,
-         "Record each stream as MJPG AVI files in DIR."],
+         "Record each stream as video files in DIR, each frame at its capture "
+         "time."],
+        ["record-format", None, "mkv",
+         "Recording format: mkv (each JPEG as received, in Matroska) or mp4 "
+         "(re-encoded as H.264, which browsers play)."],
         ["segment-seconds", None, 300.0,
          "Seconds of video per recording file.", _positiveFloat],
         ["detect", None, None,
@@ -149,7 +153,10 @@ class Options(usage.Options):
         ["onnx-classes", None, None, "onnx: class names file, one per line."],
         ["onnx-layout", None, "auto", "onnx: output layout, auto, yolov5 "
          "([1,N,5+C]) or yolov8 ([1,4+C,N])."],
-        ["confidence", None, 0.25, "onnx: minimum confidence.", float],
+        ["confidence", None, None,
+         "Minimum confidence (0 to 1) for a detection to be reported, for "
+         "every detector, package.module:Class included [default: 0.25; "
+         "0 for motion, echo and package.module:Class].", float],
         ["nms", None, 0.45, "onnx: non-maximum suppression IoU threshold.", float],
         ["compat-base64", None, None,
          "Also accept base64 frame streams (see PROTOCOL.md) on this port."],
@@ -189,8 +196,22 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--record-dir {path}: exists and is not a directory"
                 )
+        from imageproto.features.recording import FORMATS
+
+        if self["record-format"] not in FORMATS:
+            raise usage.UsageError(
+                f"--record-format {self['record-format']}: must be one of "
+                f"{', '.join(FORMATS)}"
+            )
+        from imageproto.features.inference.detectors import defaultConfidence
         from imageproto.features.inference.engine import checkOptions
 
+        if self["confidence"] is None:
+            self["confidence"] = defaultConfidence(self["detect"])
+        elif not 0.0 <= self["confidence"] <= 1.0:
+            raise usage.UsageError(
+                f"--confidence {self['confidence']}: must be between 0 and 1"
+            )
         checkOptions(self)
         bus.checkReceiverOptions(self)
         if self["display"]:
@@ -272,4 +293,11 @@ def makeService(options, reactor=None) -> ReceiverService:
             segmentSeconds=options.get("segment-seconds"),
             detections=detections,
         )
+    if options.get("record-dir"):
+        from imageproto.features.recording import Recorder
+
+        # attachToReceiver builds the recorder but takes no format (yet).
+        for child in receiver:
+            if isinstance(child, Recorder):
+                child.format = options.get("record-format", "mkv")
     return receiver

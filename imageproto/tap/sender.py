@@ -63,7 +63,7 @@ def _quality(value):
 
 class Options(usage.Options):
     synopsis = (
-        "[--video PATH [--loop] | --camera INDEX|URL | --images DIR] "
+        "[--video PATH [--loop] | --camera INDEX|URL|picamera2[:N] | --images DIR] "
         "[--connect ENDPOINT | --host HOST --port PORT] [options]"
     )
     longdesc = (
@@ -79,6 +79,9 @@ class Options(usage.Options):
 
     optFlags = [
         ["loop", None, "With --video: start again at the end."],
+        ["no-resume", None, "Send a video or folder from its start even if the "
+         "receiver holds frames of it from an earlier run (by default a run "
+         "after a crash goes on where the last one stopped)."],
     ]
 
     optParameters = [
@@ -86,7 +89,7 @@ class Options(usage.Options):
         ["host", None, None, "Receiver host (shorthand for --connect tcp:HOST:PORT)."],
         ["port", "p", None, "Receiver port (shorthand, with --host)", usage.portCoerce],
         ["video", None, None, "Send this video file."],
-        ["camera", None, None, "Send this camera: a device index or a URL (rtsp://...)."],
+        ["camera", None, None, "Send this camera: a device index, a URL (rtsp://...), or picamera2[:N] for Raspberry Pi camera N (default 0) through picamera2."],
         ["images", None, None, "Send each image in this folder once, sorted by name."],
         ["name", "n", None, "Stream name [default: this host's name]."],
         ["fps", None, None, "Frames per second; 0 = as fast as possible [default: the source's own rate]", _atLeast(0, float)],
@@ -97,6 +100,7 @@ class Options(usage.Options):
         ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
         ["max-retries", None, None, "Give up after this many failed reconnections [default: never]", _atLeast(0)],
+        ["retry-for", None, 60.0, "Seconds to keep sending again a frame the receiver cannot store for now (a full disk) before counting it as not stored and exiting non-zero.", _atLeast(0, float)],
         ["results", None, None, "Write every detector RESULT to this folder: results.jsonl, annotated images, summary.json; the run ends once every frame's RESULT is in."],
     ] + security.SENDER_OPTIONS
 
@@ -119,16 +123,33 @@ class Options(usage.Options):
             if os.path.exists(self["results"]) and not os.path.isdir(self["results"]):
                 raise usage.UsageError(f"--results {self['results']} is not a folder")
         if self["camera"] is not None:
-            camera = self["camera"].strip()
-            if not camera:
-                raise usage.UsageError("--camera needs a device index or a URL")
-            self["camera"] = int(camera) if camera.isdigit() else camera
+            self["camera"] = self._camera(self["camera"].strip())
         self["connect"] = self._endpoint()
         security.checkSenderOptions(self)
         if self["name"] is None:
             self["name"] = socket.gethostname() or "imageproto"
         if not self["name"] or len(self["name"].encode("utf-8")) > 255:
             raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
+
+    def _camera(self, camera: str):
+        if not camera:
+            raise usage.UsageError("--camera needs a device index or a URL")
+        if camera.isdigit():
+            return int(camera)
+        if not camera.startswith("picamera2"):
+            return camera
+        from imageproto.sender import sources
+
+        try:
+            index = sources.parsePicamera2(camera)
+            if index is None:
+                return camera
+            sources.checkPicamera2()
+        except (ValueError, sources.CaptureError) as e:
+            raise usage.UsageError(str(e)) from None
+        return sources.Picamera2Device(
+            index, self["width"], self["height"], self["fps"] or None
+        )
 
     def _imageFolder(self, directory: str) -> str:
         from imageproto.sender.sources import listImages
@@ -219,12 +240,31 @@ def makeService(options, reactor=None):
     config = SenderConfig.fromOptions(options)
     source = buildSource(config.source)
     results = options.get("results")
+    session = None
+    if isinstance(config.source, (VideoSpec, ImagesSpec)) and not options.get("no-resume"):
+        from imageproto.sender.resume import sourceSession
+
+        kind, path = (
+            ("video", config.source.path)
+            if isinstance(config.source, VideoSpec)
+            else ("images", config.source.directory)
+        )
+        session = sourceSession(
+            config.name,
+            kind,
+            path,
+            (config.width, config.height, config.quality, config.count,
+             getattr(config.source, "loop", False)),
+        )
     sender = FrameSender(
         config.name,
         source.live,
         reactor,
         window=config.window,
+        session=session,
         awaitResults=results is not None,
+        resumable=session is not None,
+        retryFor=options.get("retry-for", 60.0),
     )
     sink = sender
     if results is not None:

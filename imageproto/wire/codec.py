@@ -118,15 +118,17 @@ def encodeMessage(message: Message) -> bytes:
             + _string(message.name, "B")
         )
     if isinstance(message, Welcome):
-        return head(MSG_WELCOME) + struct.pack(
+        body = head(MSG_WELCOME) + struct.pack(
             "!IIH", message.capabilities, message.maxMessageBytes, message.heartbeat
         )
+        if message.resume is not None:
+            body += struct.pack("!Q", message.resume)
+        return body
     if isinstance(message, Reject):
-        return (
-            head(MSG_REJECT)
-            + struct.pack("!Q", message.seq)
-            + _string(message.reason, "H")
-        )
+        body = head(MSG_REJECT) + struct.pack("!Q", message.seq) + _string(message.reason, "H")
+        if message.flags is not None:
+            body += struct.pack("!B", message.flags)
+        return body
     if isinstance(message, Result):
         try:
             body = json.dumps(
@@ -212,6 +214,9 @@ class _Reader:
         except UnicodeDecodeError as e:
             raise WireError(f"string is not UTF-8: {e}") from None
 
+    def remaining(self) -> int:
+        return len(self._data) - self._offset
+
     def finish(self) -> None:
         extra = len(self._data) - self._offset
         if extra:
@@ -221,6 +226,20 @@ class _Reader:
 def _decodeHello(r: _Reader) -> Hello:
     capabilities, session = r.unpack("IQ")
     return Hello(r.text("B"), capabilities, session)
+
+
+def _decodeWelcome(r: _Reader) -> Welcome:
+    capabilities, maxMessageBytes, heartbeat = r.unpack("IIH")
+    resume = r.unpack("Q")[0] if capabilities & SCAP_RESUME else None
+    return Welcome(capabilities, maxMessageBytes, heartbeat, resume)
+
+
+def _decodeReject(r: _Reader) -> Reject:
+    seq = r.unpack("Q")[0]
+    reason = r.text("H")
+    # The flags byte is there only for senders that announced CAP_RETRY.
+    flags = r.unpack("B")[0] if r.remaining() else None
+    return Reject(seq, reason, flags)
 
 
 def _decodeFrame(r: _Reader) -> Frame:
@@ -261,10 +280,10 @@ def _decodeResult(r: _Reader) -> Result:
 
 _DECODERS = {
     MSG_HELLO: _decodeHello,
-    MSG_WELCOME: lambda r: Welcome(*r.unpack("IIH")),
+    MSG_WELCOME: _decodeWelcome,
     MSG_FRAME: _decodeFrame,
     MSG_ACK: lambda r: Ack(*r.unpack("Q")),
-    MSG_REJECT: lambda r: Reject(r.unpack("Q")[0], r.text("H")),
+    MSG_REJECT: _decodeReject,
     MSG_RESULT: _decodeResult,
     MSG_ERROR: lambda r: Error(r.unpack("H")[0], r.text("H")),
     MSG_BYE: lambda r: Bye(r.text("H")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Union
 
-from attrs import field, frozen
+from attrs import field, fields, frozen
 from attrs.validators import instance_of
 
 __all__ = [
@@ -32,9 +32,13 @@ __all__ = [
     "CAP_LIVE",
     "CAP_RESULTS",
     "CAP_AUTH",
+    "CAP_RESUME",
+    "CAP_RETRY",
     "SCAP_DETECT",
     "SCAP_ANNOTATED",
     "SCAP_HEARTBEAT",
+    "SCAP_RESUME",
+    "REJECT_RETRY",
     "ERR_VERSION",
     "ERR_BAD_NAME",
     "ERR_STREAM_LIMIT",
@@ -81,11 +85,17 @@ MSG_AUTH = 0x0C
 CAP_LIVE = 0x1  # a live source: the server may skip stale frames
 CAP_RESULTS = 0x2  # the sender understands RESULT messages
 CAP_AUTH = 0x4  # the sender holds a token and can answer a CHALLENGE
+CAP_RESUME = 0x8  # a finite source whose session names its content: resumable
+CAP_RETRY = 0x10  # the sender understands REJECT's flags (retry later)
 
 # Server capabilities (WELCOME).
 SCAP_DETECT = 0x1  # a detector runs; RESULT messages follow ACKs
 SCAP_ANNOTATED = 0x2  # RESULT messages carry the marked-up JPEG
 SCAP_HEARTBEAT = 0x4  # the server sends PING and expects PONG
+SCAP_RESUME = 0x8  # WELCOME carries the seq to resume from
+
+# REJECT flags.
+REJECT_RETRY = 0x1  # the condition is temporary: send the frame again later
 
 # ERROR codes.
 ERR_VERSION = 1
@@ -180,11 +190,21 @@ class Welcome:
 
     @ivar maxMessageBytes: the largest message the server will read.
     @ivar heartbeat: seconds between the server's PINGs, 0 for none.
+    @ivar resume: with C{SCAP_RESUME} in C{capabilities}, the server holds
+        every frame of this session numbered below it: the sender goes on
+        from there.  C{None} without C{SCAP_RESUME}.
     """
 
     capabilities: int = field(default=0, validator=_uint32)
     maxMessageBytes: int = field(default=16 * 1024 * 1024, validator=_uint32)
     heartbeat: int = field(default=0, validator=_uint16)
+    resume: int | None = field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.resume is None) != (not self.capabilities & SCAP_RESUME):
+            raise ValueError("resume goes with SCAP_RESUME, and only with it")
+        if self.resume is not None:
+            _uint64(self, fields(Welcome).resume, self.resume)
 
 
 @frozen
@@ -218,12 +238,26 @@ class Ack:
 @frozen
 class Reject:
     """
-    The server refused frame C{seq} (for example: not a JPEG).  The
-    connection stays up; the sender counts the frame as settled.
+    The server refused frame C{seq} (for example: not a JPEG, or it could
+    not be stored).  The connection stays up.
+
+    @ivar flags: C{None} (the field is absent, as for senders without
+        C{CAP_RETRY}), or C{REJECT_*} bits: with C{REJECT_RETRY} the
+        condition is temporary (a full disk) and the sender should send the
+        frame again later; without it the frame is settled as rejected.
     """
 
     seq: int = field(validator=_uint64)
     reason: str = field(default="", validator=_short(_U16))
+    flags: int | None = field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.flags is not None:
+            _unsigned(0xFF)(self, fields(Reject).flags, self.flags)
+
+    @property
+    def retry(self) -> bool:
+        return bool(self.flags and self.flags & REJECT_RETRY)
 
 
 @frozen

@@ -43,9 +43,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.common.numbers import percentile
 from imageproto.features.bus import keys
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
-from imageproto.receiver.stats import percentile
 
 __all__ = [
     "RECEIVER_OPTIONS",
@@ -461,10 +461,9 @@ class BusPublisher(ConsumerBase):
         """
         The publisher's part of the stats file's C{"bus"} section.
         """
-        ordered = sorted(self._latencies)
         latency = {}
         for name, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-            value = percentile(ordered, fraction)
+            value = percentile(self._latencies, fraction)
             latency[name] = None if value is None else round(value * 1000.0, 3)
         return {
             "up": self.up,

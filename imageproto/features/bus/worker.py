@@ -45,6 +45,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from imageproto import wire
+from imageproto.common.reactor import defaultReactor
 from imageproto.features.bus import keys
 
 __all__ = ["WorkerConfig", "WorkerLoop", "WorkerService", "RESULTS_LENGTH", "RESULTS_TTL"]
@@ -305,10 +306,8 @@ class WorkerService(Service):
     log = Logger()
 
     def __init__(self, config: WorkerConfig, reactor=None, makeLoop=None, runInThread=None) -> None:
-        if reactor is None:
-            from twisted.internet import reactor
         self.config = config
-        self.reactor = reactor
+        self.reactor = reactor = defaultReactor(reactor)
         self._pool = None
         if runInThread is None:
             self._pool = ThreadPool(minthreads=0, maxthreads=config.workers, name="bus-worker")

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from zope.interface import implementer
 
 from imageproto.receiver.consumers import IFrameSink
+from imageproto.receiver.pipeline import ConsumerBase
 
 __all__ = ["ReceiverMetrics", "LATENCY_BUCKETS", "CONTENT_TYPE"]
 
@@ -53,7 +54,12 @@ _STREAM_COUNTERS = (
     ("imageproto_gaps", "gaps", "Sequence numbers skipped within a session."),
     ("imageproto_connections", "connections", "Accepted sender handshakes."),
     ("imageproto_reconnects", "reconnects", "Handshakes after the first."),
-    ("imageproto_rejected_frames", "rejected", "Frames refused (not JPEG)."),
+    ("imageproto_rejected_frames", "rejected", "Frames refused (not JPEG, or not stored)."),
+    (
+        "imageproto_storage_errors",
+        "storage_errors",
+        "Frames refused because they could not be stored (a full disk).",
+    ),
     ("imageproto_duplicate_frames", "duplicates", "Resent frames ignored."),
 )
 
@@ -147,7 +153,7 @@ def _busFamilies(bus: dict):
 
 
 @implementer(IFrameSink)
-class ReceiverMetrics:
+class ReceiverMetrics(ConsumerBase):
     """
     The metrics of one receiver and their text exposition.
 
@@ -184,15 +190,6 @@ class ReceiverMetrics:
 
     def frameReceived(self, frame) -> None:
         self._latency.labels(frame.stream).observe(frame.latency)
-
-    def streamStarted(self, name: str) -> None:
-        pass
-
-    def streamStopped(self, name: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     # prometheus_client collector protocol
 

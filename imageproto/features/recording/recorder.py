@@ -1,22 +1,11 @@
 # -*- test-case-name: tests.test_recorder -*-
 """
-Recording streams as segmented video files.
+L{Recorder}: the receiver's C{--record-dir} sink and service.
 
-L{Recorder} is an L{IFrameSink} and a service.  In the reactor thread it only
-puts frames on a bounded queue (counting any it must drop), so a slow disk
-never stalls receiving.  One worker thread takes them off, decodes each JPEG
-and writes it with C{cv2.VideoWriter} into an MJPG AVI of at most
-C{segmentSeconds}, named for the stream and the segment's start time (UTC)::
-
-    DIR/<stream>-20250101T120000Z.avi
-
-MJPG in AVI is written and read back by OpenCV's own MJPEG codec, which every
-OpenCV build has (no FFmpeg needed), so recordings play anywhere.
-
-A stream's file is finished (C{release()}) when the stream stops, and
-C{stopService} waits until every queued frame is written and every file is
-finished, so a recording is always playable and holds every frame that was
-queued for it.
+In the reactor thread it only puts frames on a bounded queue (counting any
+it must drop), so a slow disk never stalls receiving.  One worker thread
+takes them off and writes them with a writer from
+L{imageproto.features.recording.media}.
 """
 
 from __future__ import annotations
@@ -36,59 +25,42 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from imageproto.features.recording.media import (
+    FORMATS,
+    TIME_BASE,
+    Timeline,
+    UndecodableFrame,
+    jpegSize,
+    openWriter,
+)
 from imageproto.receiver.consumers import IFrameSink
 
-__all__ = ["Recorder", "segmentName", "DEFAULT_SEGMENT_SECONDS"]
+__all__ = ["Recorder", "segmentName", "DEFAULT_SEGMENT_SECONDS", "DEFAULT_FORMAT"]
 
 DEFAULT_SEGMENT_SECONDS = 300.0
 DEFAULT_MAX_QUEUED = 120
-_FALLBACK_FPS = 10.0
-_MIN_FPS, _MAX_FPS = 1.0, 120.0
+DEFAULT_FORMAT = "mkv"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-def segmentName(stream: str, start: float) -> str:
+def segmentName(stream: str, start: float, extension: str = DEFAULT_FORMAT) -> str:
     """
     The file name of a segment of C{stream} beginning at C{start} (seconds
     since the epoch): the stream name with any character other than letters,
-    digits, C{.}, C{_} and C{-} replaced by C{_}, then the UTC start time.
+    digits, C{.}, C{_} and C{-} replaced by C{_}, then the UTC start time
+    and C{extension}.
     """
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start))
-    return f"{_UNSAFE.sub('_', stream).lstrip('.') or '_'}-{stamp}.avi"
-
-
-def _openVideo(path: str, fps: float, size: tuple[int, int]):
-    """
-    Open an MJPG AVI writer; runs in the worker thread.
-    """
-    import cv2
-
-    fourcc = cv2.VideoWriter_fourcc(*"MJPG")
-    writer = cv2.VideoWriter(path, cv2.CAP_OPENCV_MJPEG, fourcc, fps, size)
-    if not writer.isOpened():
-        writer = cv2.VideoWriter(path, fourcc, fps, size)
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot open {path!r} for writing")
-    return writer
-
-
-def _decode(jpeg: bytes):
-    import cv2
-    import numpy
-
-    image = cv2.imdecode(numpy.frombuffer(jpeg, numpy.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("not a decodable JPEG")
-    return image
+    return f"{_UNSAFE.sub('_', stream).lstrip('.') or '_'}-{stamp}.{extension}"
 
 
 @frozen
 class _FrameJob:
     stream: str
     seq: int
+    captureTime: float
     receiveTime: float
     jpeg: bytes = field(repr=False)
-    fpsHint: float | None
 
 
 @frozen
@@ -103,18 +75,18 @@ _STOP = object()
 class _StreamCounts:
     """
     One stream's recording counts.  C{queued} and C{dropped} are changed
-    only in the reactor thread; C{written}, C{segments} and C{file} only in
-    the worker thread (reading a Python int from the other thread is safe).
+    only in the reactor thread; the others only in the worker thread
+    (reading a Python int or str from the other thread is safe).
     """
 
+    format: str
     queued: int = 0
     dropped: int = 0
     written: int = 0
     failed: int = 0
+    retimed: int = 0
     segments: int = 0
     file: str | None = None
-    lastCapture: float | None = None
-    interval: float | None = None
 
     def asDict(self) -> dict:
         return {
@@ -122,8 +94,10 @@ class _StreamCounts:
             "dropped": self.dropped,
             "written": self.written,
             "failed": self.failed,
+            "retimed": self.retimed,
             "segments": self.segments,
             "file": self.file,
+            "format": self.format,
         }
 
 
@@ -134,26 +108,30 @@ class _Segment:
     """
 
     path: str
-    start: float
     size: tuple[int, int]
     writer: object
+    timeline: Timeline = field(factory=Timeline)
     frames: int = 0
 
 
 @implementer(IFrameSink)
 class Recorder(Service):
     """
-    Records every stream into segmented MJPG AVI files off the reactor.
+    Records every stream into segmented video files off the reactor, each
+    frame at its capture time.
 
     @param directory: where the files go (created when the service starts).
-    @param segmentSeconds: the longest span of receive time one file holds.
+    @param segmentSeconds: the longest span of video one file holds.
     @param maxQueued: frames that may wait for the writer, over all streams;
         frames beyond it are dropped and counted.
+    @param format: a key of L{FORMATS}: C{"mkv"} (the JPEGs as received, in
+        Matroska) or C{"mp4"} (H.264 in fragmented MP4).  The attribute may
+        be changed until the service starts.
     @param runInThread: C{f(callable) -> Deferred} running the writer loop in
         a thread; by default a one-thread pool this service starts and stops.
-    @param openVideo: C{f(path, fps, (width, height))} returning an object
-        with C{write(image)} and C{release()}; called in the worker thread.
-    @param decode: C{f(jpeg) -> image}; called in the worker thread.
+    @param openWriter: C{f(format, path, (width, height))} returning an
+        object with C{write(jpeg, pts)} and C{close()}; called in the worker
+        thread.
     """
 
     log = Logger()
@@ -163,22 +141,21 @@ class Recorder(Service):
         directory: str,
         segmentSeconds: float = DEFAULT_SEGMENT_SECONDS,
         maxQueued: int = DEFAULT_MAX_QUEUED,
+        format: str = DEFAULT_FORMAT,
         runInThread: Callable[..., Deferred] | None = None,
-        openVideo: Callable = _openVideo,
-        decode: Callable = _decode,
+        openWriter: Callable = openWriter,
     ) -> None:
         self.directory = os.path.abspath(directory)
         self.segmentSeconds = segmentSeconds
         self.maxQueued = maxQueued
+        self.format = format
         self._runInThread = runInThread
-        self._openVideo = openVideo
-        self._decode = decode
+        self._openWriter = openWriter
         # Unbounded as a structure: only the reactor thread puts, and it
         # checks the bound first, so the STOP marker always fits.
         self._queue: queue.Queue = queue.Queue()
         self._counts: dict[str, _StreamCounts] = {}
         self._segments: dict[str, _Segment] = {}
-        self._held: dict[str, _FrameJob] = {}
         self._accepting = False
         self._pool: ThreadPool | None = None
         self._done: Deferred | None = None
@@ -186,20 +163,13 @@ class Recorder(Service):
     def _countsFor(self, stream: str) -> _StreamCounts:
         counts = self._counts.get(stream)
         if counts is None:
-            counts = self._counts[stream] = _StreamCounts()
+            counts = self._counts[stream] = _StreamCounts(self.format)
         return counts
 
     # IFrameSink, reactor thread
 
     def frameReceived(self, frame) -> None:
         counts = self._countsFor(frame.stream)
-        if counts.lastCapture is not None:
-            step = frame.captureTime - counts.lastCapture
-            if step > 0:
-                counts.interval = (
-                    step if counts.interval is None else 0.8 * counts.interval + 0.2 * step
-                )
-        counts.lastCapture = frame.captureTime
         if not self._accepting or self._queue.qsize() >= self.maxQueued:
             counts.dropped += 1
             self.log.debug(
@@ -209,11 +179,18 @@ class Recorder(Service):
             )
             return None
         counts.queued += 1
-        hint = 1.0 / counts.interval if counts.interval else None
         self._queue.put(
-            _FrameJob(frame.stream, frame.seq, frame.receiveTime, frame.jpeg, hint)
+            _FrameJob(
+                frame.stream, frame.seq, frame.captureTime, frame.receiveTime, frame.jpeg
+            )
         )
         return None
+
+    def resultReady(self, frame, result) -> None:
+        """
+        A detector's answer to C{frame}: not recorded.  (The receiver's
+        frame pipeline tells every consumer of answers.)
+        """
 
     def streamStarted(self, name: str) -> None:
         pass
@@ -227,16 +204,20 @@ class Recorder(Service):
 
     def stats(self) -> dict:
         """
-        C{{stream: {"queued", "dropped", "written", "failed", "segments",
-        "file"}}}: frames put on the queue, dropped because it was full (or
-        the recorder was stopped), written, undecodable, files begun, and the
-        file being written now.
+        C{{stream: {"queued", "dropped", "written", "failed", "retimed",
+        "segments", "file", "format"}}}: frames put on the queue, dropped
+        because it was full (or the recorder was stopped), written,
+        undecodable, timed by receive time because the capture time was
+        not believable, files begun, the file being written now, and the
+        file format.
         """
         return {name: c.asDict() for name, c in sorted(self._counts.items())}
 
     # Service
 
     def startService(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown recording format {self.format!r}")
         super().startService()
         os.makedirs(self.directory, exist_ok=True)
         runInThread = self._runInThread
@@ -252,8 +233,10 @@ class Recorder(Service):
             lambda f: self.log.failure("the recorder's writer failed", f)
         )
         self.log.info(
-            "recording to {directory} in segments of {seconds} s",
+            "recording to {directory} as {fileFormat} in segments of {seconds} s",
             directory=self.directory,
+            # Not "format": Logger.emit takes the message under that name.
+            fileFormat=self.format,
             seconds=self.segmentSeconds,
         )
 
@@ -272,9 +255,14 @@ class Recorder(Service):
                 self.log.info(
                     "recorder: stream {stream}: {queued} frames queued, "
                     "{written} written, {dropped} dropped, {failed} undecodable, "
-                    "{segments} files",
+                    "{retimed} timed by receive time, {segments} files",
                     stream=name,
-                    **counts.asDict(),
+                    queued=counts.queued,
+                    written=counts.written,
+                    dropped=counts.dropped,
+                    failed=counts.failed,
+                    retimed=counts.retimed,
+                    segments=counts.segments,
                 )
 
         return self._done.addCallback(finished)
@@ -297,84 +285,96 @@ class Recorder(Service):
                     self._write(job)
             except Exception:
                 self.log.failure("recording {job!r} failed", job=job)
-        for name in list(self._held) + list(self._segments):
+        for name in list(self._segments):
             try:
                 self._finish(name)
             except Exception:
                 self.log.failure("finishing the recording of {stream} failed", stream=name)
 
+    def _undecodable(self, job: _FrameJob, counts: _StreamCounts, error) -> None:
+        counts.failed += 1
+        self.log.warn(
+            "recorder could not decode frame {seq} of {stream}: {error}",
+            seq=job.seq,
+            stream=job.stream,
+            error=str(error),
+        )
+
     def _write(self, job: _FrameJob) -> None:
         counts = self._counts[job.stream]
-        if job.fpsHint is None and job.stream not in self._segments:
-            # The first frame of a stream: hold it until a second frame tells
-            # the frame rate the file is opened with.
-            self._flushHeld(job.stream, None)
-            self._held[job.stream] = job
-            return
-        self._flushHeld(job.stream, job.fpsHint)
-        self._writeOne(job, job.fpsHint, counts)
-
-    def _flushHeld(self, stream: str, fps: float | None) -> None:
-        held = self._held.pop(stream, None)
-        if held is not None:
-            self._writeOne(held, fps, self._counts[stream])
-
-    def _writeOne(self, job: _FrameJob, fps: float | None, counts: _StreamCounts) -> None:
         try:
-            image = self._decode(job.jpeg)
-        except Exception as e:
-            counts.failed += 1
-            self.log.warn(
-                "recorder could not decode frame {seq} of {stream}: {error}",
-                seq=job.seq,
-                stream=job.stream,
-                error=str(e),
-            )
-            return
-        height, width = image.shape[:2]
+            size = jpegSize(job.jpeg)
+        except UndecodableFrame as e:
+            return self._undecodable(job, counts, e)
         segment = self._segments.get(job.stream)
-        if segment is not None and (
-            job.receiveTime - segment.start >= self.segmentSeconds
-            or segment.size != (width, height)
-        ):
+        if segment is not None and segment.size != size:
+            # A video track has one frame size.
             self._finish(job.stream)
             segment = None
+        retimed = False
+        if segment is not None:
+            before = segment.timeline.fallbacks
+            pts = segment.timeline.place(job.captureTime, job.receiveTime)
+            retimed = segment.timeline.fallbacks > before
+            if pts * TIME_BASE >= self.segmentSeconds:
+                self._finish(job.stream)
+                segment, retimed = None, False
         if segment is None:
-            segment = self._open(job, fps, (width, height), counts)
-        segment.writer.write(image)
+            segment = self._open(job, size, counts)
+            pts = segment.timeline.place(job.captureTime, job.receiveTime)
+        try:
+            segment.writer.write(job.jpeg, pts)
+        except UndecodableFrame as e:
+            return self._undecodable(job, counts, e)
         segment.frames += 1
         counts.written += 1
+        counts.retimed += retimed
+        self.log.debug(
+            "recorded frame {seq} of {stream} at {pts} ms",
+            seq=job.seq,
+            stream=job.stream,
+            pts=pts,
+        )
 
-    def _open(self, job: _FrameJob, fps, size, counts: _StreamCounts) -> _Segment:
-        fps = min(_MAX_FPS, max(_MIN_FPS, fps or _FALLBACK_FPS))
-        base = segmentName(job.stream, job.receiveTime)
+    def _open(self, job: _FrameJob, size, counts: _StreamCounts) -> _Segment:
+        extension = FORMATS[self.format].extension
+        base = segmentName(job.stream, job.receiveTime, extension)
         path = os.path.join(self.directory, base)
         n = 1
         while os.path.exists(path):
             n += 1
-            path = os.path.join(self.directory, base[:-4] + f"-{n}.avi")
-        segment = _Segment(path, job.receiveTime, size, self._openVideo(path, fps, size))
+            path = os.path.join(
+                self.directory, base[: -len(extension) - 1] + f"-{n}.{extension}"
+            )
+        segment = _Segment(path, size, self._openWriter(self.format, path, size))
         self._segments[job.stream] = segment
         counts.segments += 1
         counts.file = path
         self.log.info(
-            "recording {stream} to {path} ({width}x{height} at {fps:.1f} fps)",
+            "recording {stream} to {path} ({width}x{height}, {fileFormat})",
             stream=job.stream,
             path=path,
             width=size[0],
             height=size[1],
-            fps=fps,
+            fileFormat=self.format,
         )
         return segment
 
     def _finish(self, stream: str) -> None:
-        self._flushHeld(stream, None)
         segment = self._segments.pop(stream, None)
         if segment is None:
             return
-        segment.writer.release()
-        counts = self._counts[stream]
-        counts.file = None
+        self._counts[stream].file = None
+        try:
+            segment.writer.close()
+        finally:
+            if segment.frames == 0:
+                # Only undecodable frames came: leave no empty file behind.
+                self._counts[stream].segments -= 1
+                try:
+                    os.remove(segment.path)
+                except OSError:
+                    pass
         self.log.info(
             "recorded {frames} frames of {stream} to {path}",
             frames=segment.frames,
