@@ -133,6 +133,14 @@ class StreamRegistry:
         self.statsWindow = statsWindow
         self._streams: dict[str, Stream] = {}
         self._detachWaiters: list = []
+        self._sections: dict = {}
+
+    def addSection(self, name: str, snapshot) -> None:
+        """
+        Add C{name: snapshot()} to every L{snapshot}, beside C{"streams"}
+        (the bus's figures, for the stats file and C{/metrics}).
+        """
+        self._sections[name] = snapshot
 
     def _notify(self, method: str, name: str) -> None:
         if self.listener is not None:
@@ -224,12 +232,15 @@ class StreamRegistry:
               "last_seen": <unix time>}}}
         """
         now = self.clock.seconds()
-        return {
+        snapshot = {
             "streams": {
                 name: stream.stats.snapshot(now, stream.connected)
                 for name, stream in sorted(self._streams.items())
             }
         }
+        for name, section in self._sections.items():
+            snapshot[name] = section()
+        return snapshot
 
     def disconnectAll(
         self,

@@ -18,6 +18,8 @@ from twisted.python import usage
 from imageproto.features.compat import CompatConfig
 from imageproto.features.inference.engine import InferenceConfig
 from imageproto.features.recording import RecordingConfig
+from imageproto.features.bus.publisher import BusConfig  # noqa: F401
+from imageproto.tap.bus import busConfig
 from imageproto.sender.specs import CameraSpec, ImagesSpec, PatternSpec, VideoSpec
 from imageproto.features.web.viewer import WebConfig
 from imageproto.tap import security
@@ -50,6 +52,7 @@ class ReceiverConfig:
     @ivar web: the live viewer, or C{None}.
     @ivar recording: where to record, or C{None}.
     @ivar compat: the compatibility listeners.
+    @ivar bus: the Redis bus to publish frames to, or C{None}.
     """
 
     port: str = "tcp:8080"
@@ -65,6 +68,7 @@ class ReceiverConfig:
     web: WebConfig | None = None
     recording: RecordingConfig | None = None
     compat: CompatConfig = CompatConfig()
+    bus: "BusConfig | None" = None
 
     @classmethod
     def fromOptions(cls, options) -> "ReceiverConfig":
@@ -98,6 +102,7 @@ class ReceiverConfig:
             maxStreams=options["max-streams"],
             security=security.receiverSecurity(options),
             limits=security.receiverLimits(options),
+            bus=busConfig(options),
             inference=_inference(options),
             web=web,
             recording=recording,
@@ -121,10 +126,12 @@ def _onnxSize(value) -> tuple:
     return size
 
 
-def _inference(options) -> InferenceConfig | None:
+def detectorSpec(options):
     """
-    The L{InferenceConfig} of C{--detect} and its companions (C{--reply}
-    checked by the tap), or C{None} without C{--detect}.
+    The L{imageproto.features.inference.detectors.DetectorSpec} of
+    C{--detect} and its companions (C{--onnx-*}, C{--confidence} already
+    given its default by the tap), loaded once so that a missing or
+    unreadable model is a usage error; C{None} without C{--detect}.
     """
     from imageproto.features.inference.detectors import (
         DetectorError,
@@ -149,9 +156,19 @@ def _inference(options) -> InferenceConfig | None:
         )
         if onnx.layout not in ("auto", "yolov5", "yolov8"):
             raise ValueError("--onnx-layout must be auto, yolov5 or yolov8")
-        detector = loadDetector(name, onnx)
+        return loadDetector(name, onnx)
     except (DetectorError, ValueError) as e:
         raise usage.UsageError(str(e)) from None
+
+
+def _inference(options) -> InferenceConfig | None:
+    """
+    The L{InferenceConfig} of C{--detect} and its companions (C{--reply}
+    checked by the tap), or C{None} without C{--detect}.
+    """
+    detector = detectorSpec(options)
+    if detector is None:
+        return None
     return InferenceConfig(detector, workers=options["workers"], reply=options["reply"])
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from twisted.python import usage
 
+from imageproto.common.reactor import defaultReactor
+from imageproto.features.bus.publisher import attachBus
 from imageproto.features.compat import attachCompat
 from imageproto.features.display import DisplayUnavailable, attachDisplay, checkDisplay
 from imageproto.features.inference.engine import REPLY_MODES, attachInference
@@ -29,10 +31,9 @@ from imageproto.features.web.viewer import attachWeb
 from imageproto.protocol.descriptors import DescriptorWatch
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
 from imageproto.receiver.service import ReceiverService
-from imageproto.tap import CommandOptions, checks, security
+from imageproto.tap import CommandOptions, bus, checks, detect, security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.common.reactor import defaultReactor
 
 __all__ = ["Options", "makeService"]
 
@@ -102,22 +103,10 @@ class Options(CommandOptions):
         ["segment-seconds", None, 300.0,
          "Seconds of video per recording file.",
          checks.coercer(float, above=0, doc="A positive number.")],
-        ["detect", None, None,
-         "Run a detector on every frame: people, faces, cats, motion, echo, "
-         "onnx:PATH or package.module:Class (see imageproto.features.inference.detectors)."],
         ["workers", None, 1, "Detector worker threads.", int],
         ["reply", None, None,
          "What goes back to senders: detections (the default with --detect), "
          "annotated (detections plus the marked-up JPEG) or none."],
-        ["onnx-size", None, "640", "onnx: network input size, N or WxH."],
-        ["onnx-classes", None, None, "onnx: class names file, one per line."],
-        ["onnx-layout", None, "auto", "onnx: output layout, auto, yolov5 "
-         "([1,N,5+C]) or yolov8 ([1,4+C,N])."],
-        ["confidence", None, None,
-         "Minimum confidence (0 to 1) for a detection to be reported, for "
-         "every detector, package.module:Class included [default: 0.25; "
-         "0 for motion, echo and package.module:Class].", float],
-        ["nms", None, 0.45, "onnx: non-maximum suppression IoU threshold.", float],
         ["compat-base64", None, None,
          "Also accept base64 frame streams (see PROTOCOL.md) on this port "
          "number or server endpoint. UNAUTHENTICATED (no token, no TLS) and "
@@ -137,7 +126,7 @@ class Options(CommandOptions):
         ["compat-max-connections", None, 64,
          "Connections to each compat port over this are closed at once "
          "(lowered at start like --web-max-connections)."],
-    ] + security.RECEIVER_OPTIONS
+    ] + detect.OPTIONS + security.RECEIVER_OPTIONS + bus.RECEIVER_OPTIONS
 
     def postOptions(self) -> None:
         checks.apply(self, _CHECKS)
@@ -149,7 +138,6 @@ class Options(CommandOptions):
             raise usage.UsageError(f"--reply must be one of {', '.join(REPLY_MODES)}")
         if reply != "none" and not self["detect"]:
             raise usage.UsageError(f"--reply {reply} needs --detect")
-        from imageproto.features.inference.detectors import defaultConfidence
         from imageproto.features.recording import FORMATS
 
         if self["record-format"] not in FORMATS:
@@ -157,12 +145,8 @@ class Options(CommandOptions):
                 f"--record-format {self['record-format']}: must be one of "
                 f"{', '.join(FORMATS)}"
             )
-        if self["confidence"] is None:
-            self["confidence"] = defaultConfidence(self["detect"])
-        elif not 0.0 <= self["confidence"] <= 1.0:
-            raise usage.UsageError(
-                f"--confidence {self['confidence']}: must be between 0 and 1"
-            )
+        detect.checkOptions(self)
+        bus.checkReceiverOptions(self)
         if self["display"]:
             try:
                 checkDisplay()
@@ -211,4 +195,5 @@ def makeService(options, reactor=None) -> ReceiverService:
         "raise the limit (ulimit -n, LimitNOFILE= in systemd) or lower "
         "--web-max-connections, --compat-max-connections or --max-connections",
     ).setServiceParent(receiver)
+    attachBus(receiver, config.bus)
     return receiver

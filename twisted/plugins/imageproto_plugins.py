@@ -1,6 +1,6 @@
 """
-twistd plugins for imageproto: C{twistd imageproto} (the receiver) and
-C{twistd imageproto-sender}.
+twistd plugins for imageproto: C{twistd imageproto} (the receiver),
+C{twistd imageproto-sender} and C{twistd imageproto-worker} (a bus worker).
 
 Only L{ServiceMaker}s live here; the tap modules are named as strings so that
 plugin discovery imports neither OpenCV nor the rest of the package.
@@ -21,4 +21,11 @@ imageprotoSender = ServiceMaker(
     "Capture frames from a video, camera, image folder or test pattern and "
     "stream them to an imageproto receiver.",
     "imageproto-sender",
+)
+
+imageprotoWorker = ServiceMaker(
+    "imageproto worker",
+    "imageproto.tap.worker",
+    "Run a detector on frames from an imageproto Redis bus, as one of a fleet.",
+    "imageproto-worker",
 )

@@ -84,6 +84,80 @@ def _noStats() -> dict:
     return {}
 
 
+def _busFamilies(bus: dict):
+    """
+    The metric families of the stats snapshot's C{"bus"} section (see
+    L{imageproto.features.bus.publisher.BusService.snapshot}).
+    """
+    up = GaugeMetricFamily("imageproto_bus_up", "1 while publishing to Redis succeeds.")
+    up.add_metric([], 1 if bus.get("up") else 0)
+    yield up
+    published = CounterMetricFamily(
+        "imageproto_bus_published_frames", "Frames published to the bus.", labels=["stream"]
+    )
+    dropped = CounterMetricFamily(
+        "imageproto_bus_live_dropped_frames",
+        "Live frames dropped because publishing fell behind.",
+        labels=["stream"],
+    )
+    for name, counts in sorted(bus.get("per_stream", {}).items()):
+        published.add_metric([name], counts.get("published", 0))
+        dropped.add_metric([name], counts.get("live_dropped", 0))
+    yield published
+    yield dropped
+    latency = GaugeMetricFamily(
+        "imageproto_bus_publish_latency_seconds",
+        "Seconds from a frame's arrival to its XADD's reply, recent quantiles.",
+        labels=["quantile"],
+    )
+    for name, quantile in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+        value = bus.get("publish_latency_ms", {}).get(name)
+        if value is not None:
+            latency.add_metric([quantile], value / 1000.0)
+    yield latency
+    backlog = GaugeMetricFamily(
+        "imageproto_bus_backlog_frames", "Frames waiting to be published.", labels=["kind"]
+    )
+    for kind, value in sorted(bus.get("backlog", {}).items()):
+        backlog.add_metric([kind], value)
+    yield backlog
+    answers = CounterMetricFamily(
+        "imageproto_bus_answers", "Workers' answers by outcome.", labels=["outcome"]
+    )
+    for outcome in ("answered", "skipped_by_workers", "late_duplicates", "forgotten"):
+        if outcome in bus:
+            answers.add_metric([outcome], bus[outcome])
+    yield answers
+    length = GaugeMetricFamily(
+        "imageproto_bus_stream_length", "Entries in a stream's Redis Stream.", labels=["stream"]
+    )
+    pending = GaugeMetricFamily(
+        "imageproto_bus_pending_entries",
+        "Entries a consumer group's workers took and have not acknowledged.",
+        labels=["stream", "group"],
+    )
+    oldest = GaugeMetricFamily(
+        "imageproto_bus_oldest_pending_age_seconds",
+        "Age of the oldest pending entry (Redis's clock).",
+        labels=["stream", "group"],
+    )
+    streams = bus.get("redis", {}).get("streams", {}) or {}
+    for name, stream in sorted(streams.items()):
+        length.add_metric([name], stream.get("length", 0))
+        for group, info in sorted(stream.get("groups", {}).items()):
+            pending.add_metric([name, group], info.get("pending", 0))
+            age = info.get("oldest_pending_age_s")
+            oldest.add_metric([name, group], 0.0 if age is None else age)
+    yield length
+    yield pending
+    yield oldest
+    workers = GaugeMetricFamily(
+        "imageproto_bus_workers", "Workers that sent a heartbeat in the last 10 s."
+    )
+    workers.add_metric([], len(bus.get("workers", {})))
+    yield workers
+
+
 @implementer(IFrameSink)
 class ReceiverMetrics(ConsumerBase):
     """
@@ -169,6 +243,10 @@ class ReceiverMetrics(ConsumerBase):
             for name, stats in sorted(recorded.items()):
                 family.add_metric([name], stats.get(key, 0))
             yield family
+
+        bus = self._snapshot().get("bus")
+        if bus is not None:
+            yield from _busFamilies(bus)
 
     def render(self) -> bytes:
         """

@@ -1,0 +1,415 @@
+# -*- test-case-name: tests.test_bus -*-
+"""
+The worker side of the bus: C{twistd imageproto-worker} runs a detector on
+the frames receivers publish, sharing them with every other worker through
+one Redis consumer group, and puts each RESULT on the results stream of
+the receiver that holds the frame's sender.
+
+Each worker thread runs a L{WorkerLoop}, whose L{WorkerLoop.step} blocks
+(Redis calls and the detector) and returns plain counts; L{WorkerService}
+calls it again and again through its own thread pool and keeps the totals
+on the reactor.  One step:
+
+  1. every second, finds new frame streams (C{imageproto:streams}) and
+     creates the consumer group on each (from the stream's start, so frames
+     published before any worker ran are not missed);
+  2. every C{claimAfter / 2} seconds, claims (XAUTOCLAIM) entries another
+     consumer has held for more than C{claimAfter} seconds: that worker
+     died mid-frame, or is stuck;
+  3. otherwise reads one new entry (XREADGROUP, blocking at most
+     C{blockMillis});
+  4. a live frame older than C{maxAge} (by the Redis server's clock at
+     XADD against this machine's clock) is skipped: the receiver is told,
+     and the entry acknowledged unprocessed.  Any other frame goes to the
+     detector, and the RESULT is added to the receiver's results stream in
+     the same MULTI/EXEC as the XACK and XDEL of the frame's entry, so a
+     worker killed before that transaction leaves the frame pending (to be
+     claimed), and one killed after it has answered exactly once.
+
+Two workers can still both answer a frame when the first was slow rather
+than dead; the receiver answers the sender once and drops the late one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from functools import partial
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from imageproto import wire
+from imageproto.common.reactor import defaultReactor
+from imageproto.features.bus import keys
+
+__all__ = ["WorkerConfig", "WorkerLoop", "WorkerService", "RESULTS_LENGTH", "RESULTS_TTL"]
+
+# Entries kept per results stream (XADD MAXLEN ~) and seconds it outlives
+# its last answer: a receiver that went away leaves nothing behind for long.
+RESULTS_LENGTH = 10000
+RESULTS_TTL = 3600
+_U32 = 0xFFFFFFFF
+
+
+@frozen
+class WorkerConfig:
+    """
+    What a worker does (built from C{twistd imageproto-worker}'s options by
+    L{imageproto.tap.bus.workerConfig}).
+
+    @ivar name: this worker's name (its consumers are C{name-0}, C{name-1},
+        ... one per thread).
+    """
+
+    url: str
+    detector: object
+    workers: int = 1
+    claimAfter: float = 30.0
+    maxAge: float = 2.0
+    group: str = "detect"
+    name: str = ""
+
+
+def defaultName() -> str:
+    host = wire.toStreamName(socket.gethostname() or "worker")
+    return f"{host}-{os.getpid()}"
+
+
+def _isError(e: Exception, code: str) -> bool:
+    return str(e).startswith(code)
+
+
+def _fieldsOf(entry):
+    return entry[1] if entry is not None else None
+
+
+class WorkerLoop:
+    """
+    One worker thread's loop over the bus; see the module docstring.  Only
+    L{step} is called, always from the same kind of thread, never the
+    reactor.
+
+    @param client: a redis-py client.
+    @param process: C{process(stream, jpeg, annotated)} returns a
+        L{imageproto.features.inference.engine.Processed}.
+    @param consumer: this loop's consumer name in the group.
+    @param now: the clock (C{time.time}).
+    """
+
+    def __init__(
+        self,
+        client,
+        process,
+        consumer: str,
+        worker: str,
+        group: str = "detect",
+        claimAfter: float = 30.0,
+        maxAge: float = 2.0,
+        now=time.time,
+        blockMillis: int = 500,
+        discoverEvery: float = 1.0,
+        heartbeatEvery: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.process = process
+        self.consumer = consumer
+        self.worker = worker
+        self.group = group
+        self.claimAfter = claimAfter
+        self.maxAge = maxAge
+        self.now = now
+        self.blockMillis = blockMillis
+        self.discoverEvery = discoverEvery
+        self.heartbeatEvery = heartbeatEvery
+        self.keys: list = []
+        self._grouped: set = set()
+        self._nextDiscover = 0.0
+        self._nextClaim = 0.0
+        self._nextBeat = 0.0
+
+    def step(self) -> dict:
+        """
+        Do one round (see the module docstring).
+
+        @return: C{{"processed", "skipped", "claimed", "failed",
+            "malformed": counts, "idle": bool, "errors": [text]}}.
+        """
+        counts = {
+            "processed": 0,
+            "skipped": 0,
+            "claimed": 0,
+            "failed": 0,
+            "malformed": 0,
+            "idle": False,
+            "errors": [],
+        }
+        now = self.now()
+        if now >= self._nextBeat:
+            self._nextBeat = now + self.heartbeatEvery
+            seconds, micros = self.client.time()
+            self.client.hset(keys.WORKERS_KEY, self.worker, repr(seconds + micros / 1e6))
+        if now >= self._nextDiscover:
+            self._nextDiscover = now + self.discoverEvery
+            self._discover()
+        if not self.keys:
+            counts["idle"] = True
+            return counts
+        entries = []
+        if now >= self._nextClaim:
+            self._nextClaim = now + self.claimAfter / 2
+            entries = self._claim()
+            counts["claimed"] = len(entries)
+        if not entries:
+            entries = self._read()
+        if not entries:
+            counts["idle"] = True
+        for key, entryId, fields in entries:
+            self._handle(key, entryId, fields, counts)
+        return counts
+
+    def _discover(self) -> None:
+        from redis.exceptions import ResponseError
+
+        found = sorted(
+            k.decode("utf-8") if isinstance(k, bytes) else k
+            for k in self.client.smembers(keys.STREAMS_KEY)
+        )
+        for key in found:
+            if key in self._grouped:
+                continue
+            try:
+                self.client.xgroup_create(key, self.group, id="0", mkstream=True)
+            except ResponseError as e:
+                if not _isError(e, "BUSYGROUP"):
+                    raise
+            self._grouped.add(key)
+        self.keys = found
+
+    def _forgetGroups(self) -> None:
+        # Redis lost the group (restarted without persistence): make it again.
+        self._grouped.clear()
+        self._nextDiscover = 0.0
+
+    def _claim(self) -> list:
+        from redis.exceptions import ResponseError
+
+        claimed = []
+        for key in self.keys:
+            try:
+                reply = self.client.xautoclaim(
+                    key,
+                    self.group,
+                    self.consumer,
+                    min_idle_time=int(self.claimAfter * 1000),
+                    start_id="0-0",
+                    count=16,
+                )
+            except ResponseError as e:
+                if _isError(e, "NOGROUP"):
+                    self._forgetGroups()
+                    continue
+                raise
+            # [next start, [(id, fields)...], [deleted ids]] (Redis 7).
+            for entryId, fields in reply[1]:
+                if fields:
+                    claimed.append((key, entryId, fields))
+        return claimed
+
+    def _read(self) -> list:
+        from redis.exceptions import ResponseError
+
+        try:
+            reply = self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                {key: ">" for key in self.keys},
+                count=1,
+                block=self.blockMillis,
+            )
+        except ResponseError as e:
+            if _isError(e, "NOGROUP"):
+                self._forgetGroups()
+                return []
+            raise
+        entries = []
+        for key, items in reply or []:
+            key = key.decode("utf-8") if isinstance(key, bytes) else key
+            for entryId, fields in items:
+                entries.append((key, entryId, fields))
+        return entries
+
+    def _handle(self, key: str, entryId, fields: dict, counts: dict) -> None:
+        try:
+            frame = keys.decodeFrame(fields)
+        except ValueError as e:
+            counts["malformed"] += 1
+            counts["errors"].append(f"entry {entryId!r} of {key}: {e}")
+            self._finish(key, entryId, None, None)
+            return
+        if frame.live and self.now() - keys.entryTime(entryId) > self.maxAge:
+            counts["skipped"] += 1
+            self._finish(key, entryId, frame, keys.skippedFields(frame, self.worker))
+            return
+        try:
+            processed = self.process(frame.stream, frame.jpeg, frame.annotated)
+            result = wire.Result(
+                frame.seq,
+                list(processed.detections),
+                min(int(processed.micros), _U32),
+                processed.jpeg,
+            )
+            wire.encodeMessage(result)
+        except Exception as e:
+            counts["failed"] += 1
+            counts["errors"].append(f"frame {frame.seq} of {frame.stream}: {e!r}")
+            result = wire.Result(frame.seq)
+        counts["processed"] += 1
+        self._finish(key, entryId, frame, keys.resultFields(frame, result, self.worker))
+
+    def _finish(self, key: str, entryId, frame, answer: dict | None) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        if answer is not None:
+            results = keys.resultsKey(frame.receiver)
+            pipe.xadd(results, answer, maxlen=RESULTS_LENGTH, approximate=True)
+            pipe.expire(results, RESULTS_TTL)
+        pipe.xack(key, self.group, entryId)
+        pipe.xdel(key, entryId)
+        pipe.execute()
+
+
+class WorkerService(Service):
+    """
+    Runs C{config.workers} L{WorkerLoop}s in threads of its own and keeps
+    their totals.
+
+    @param makeLoop: C{makeLoop(index)} builds loop C{index} (tests pass
+        fakes); by default a L{WorkerLoop} over one shared redis-py client.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: WorkerConfig, reactor=None, makeLoop=None, runInThread=None) -> None:
+        self.config = config
+        self.reactor = reactor = defaultReactor(reactor)
+        self._pool = None
+        if runInThread is None:
+            self._pool = ThreadPool(minthreads=0, maxthreads=config.workers, name="bus-worker")
+            runInThread = partial(deferToThreadPool, reactor, self._pool)
+        self.runInThread = runInThread
+        self._makeLoop = makeLoop or self._defaultLoop
+        self._client = None
+        self.totals = {"processed": 0, "skipped": 0, "claimed": 0, "failed": 0, "malformed": 0}
+        self._running: list[Deferred] = []
+        self._waiting: dict = {}
+        self._healthy = True
+
+    def _defaultLoop(self, index: int) -> WorkerLoop:
+        from imageproto.features.bus.link import connect
+        from imageproto.features.inference.engine import FrameProcessor
+
+        if self._client is None:
+            self._client = connect(self.config.url)
+            self._processor = FrameProcessor(self.config.detector)
+        return WorkerLoop(
+            self._client,
+            self._processor,
+            consumer=f"{self.config.name}-{index}",
+            worker=self.config.name,
+            group=self.config.group,
+            claimAfter=self.config.claimAfter,
+            maxAge=self.config.maxAge,
+        )
+
+    def startService(self) -> None:
+        super().startService()
+        if self._pool is not None:
+            self._pool.start()
+        self.log.info(
+            "worker {name}: detector {detector} in {workers} threads, group {group}, "
+            "claiming after {claimAfter} s, skipping live frames older than {maxAge} s",
+            name=self.config.name,
+            detector=getattr(self.config.detector, "name", self.config.detector),
+            workers=self.config.workers,
+            group=self.config.group,
+            claimAfter=self.config.claimAfter,
+            maxAge=self.config.maxAge,
+        )
+        for index in range(self.config.workers):
+            done = Deferred()
+            self._running.append(done)
+            self._drive(self._makeLoop(index), done, 0.05)
+
+    def _later(self, delay: float, loop, done: Deferred, nextDelay: float) -> None:
+        self._waiting[done] = self.reactor.callLater(
+            delay, self._drive, loop, done, nextDelay
+        )
+
+    def _drive(self, loop, done: Deferred, delay: float) -> None:
+        self._waiting.pop(done, None)
+        if not self.running:
+            if not done.called:
+                done.callback(None)
+            return
+        d = self.runInThread(loop.step)
+
+        def stepped(counts):
+            if not self._healthy:
+                self.log.info("worker {name}: Redis is back", name=self.config.name)
+            self._healthy = True
+            for name in self.totals:
+                self.totals[name] += counts.get(name, 0)
+            for error in counts.get("errors", ()):
+                self.log.warn("worker {name}: {error}", name=self.config.name, error=error)
+            if counts.get("claimed"):
+                self.log.info(
+                    "worker {name}: claimed {count} frames another worker held",
+                    name=self.config.name,
+                    count=counts["claimed"],
+                )
+            if counts.get("idle") and not loop.keys:
+                # Nothing to read from yet: look again shortly.
+                self._later(0.2, loop, done, 0.05)
+            else:
+                self._drive(loop, done, 0.05)
+
+        def failed(failure):
+            if self._healthy:
+                self.log.error(
+                    "worker {name}: bus failed ({error}); retrying",
+                    name=self.config.name,
+                    error=failure.getErrorMessage(),
+                )
+            self._healthy = False
+            self._later(delay, loop, done, min(delay * 2, 1.0))
+
+        d.addCallbacks(stepped, failed)
+
+    def stopService(self):
+        super().stopService()
+        running, self._running = self._running, []
+        waiting, self._waiting = self._waiting, {}
+        for done, call in waiting.items():
+            if call.active():
+                call.cancel()
+            if not done.called:
+                done.callback(None)
+
+        def stopped(_):
+            if self._pool is not None:
+                self._pool.stop()
+            if self._client is not None:
+                self._client.close()
+            self.log.info(
+                "worker {name}: {processed} frames processed, {skipped} stale live "
+                "frames skipped, {claimed} claimed, {failed} failed",
+                name=self.config.name,
+                **self.totals,
+            )
+
+        return DeferredList(running).addCallback(stopped)

@@ -1,0 +1,69 @@
+# -*- test-case-name: tests.test_bus -*-
+"""
+C{twistd imageproto-worker}: run a detector on the frames receivers publish
+to a Redis Streams bus (C{twistd imageproto --bus URL}), as one of a fleet.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import MultiService
+from twisted.python import usage
+
+from imageproto.tap import CommandOptions, bus, checks, detect
+from imageproto.tap.config import detectorSpec
+
+__all__ = ["Options", "makeService"]
+
+_CHECKS = [
+    ("workers", checks.number(int, 1)),
+    ("claim-after", checks.number(float, 0.001)),
+    ("max-age", checks.number(float, 0.001)),
+]
+
+
+class Options(CommandOptions):
+    synopsis = "--bus URL --detect NAME [options]"
+    longdesc = (
+        "Take frames from the Redis bus that imageproto receivers started with "
+        "--bus publish to, run a detector on each, and send the RESULT back to "
+        "the receiver holding the frame's sender.  Workers share frames through "
+        "one consumer group (--group); a worker that dies mid-frame has its "
+        "frames claimed by another after --claim-after seconds."
+    )
+
+    optParameters = [
+        ["bus", None, None, "The Redis: redis://[:PASSWORD@]HOST:PORT/DB or rediss://..."],
+        ["workers", None, 1, "Frames processed at once (threads)."],
+        ["claim-after", None, 30.0,
+         "Seconds a frame may stay with another worker before this one claims it."],
+        ["max-age", None, 2.0,
+         "Skip live frames older than this many seconds (acknowledged, not processed)."],
+        ["group", None, "detect", "The consumer group this worker reads in."],
+        ["name", None, None, "This worker's name [default: host-pid]."],
+    ] + detect.OPTIONS
+
+    def postOptions(self) -> None:
+        if not self["bus"]:
+            raise usage.UsageError("--bus URL is required")
+        if not self["detect"]:
+            raise usage.UsageError("--detect NAME is required")
+        bus.checkUrl(self["bus"])
+        bus.checkName("group", self["group"])
+        bus.checkName("name", self["name"])
+        checks.apply(self, _CHECKS)
+        detect.checkOptions(self)
+        # Loaded once here, so that a missing model is a usage error.
+        self.config = bus.workerConfig(self, detectorSpec(self))
+
+
+def makeService(options, reactor=None) -> MultiService:
+    """
+    The worker C{options} describe; connects nothing until it starts.
+
+    @param options: parsed L{Options}; their C{config} is used.
+    """
+    from imageproto.features.bus.worker import WorkerService
+
+    top = MultiService()
+    WorkerService(options.config, reactor).setServiceParent(top)
+    return top
