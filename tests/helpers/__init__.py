@@ -20,6 +20,7 @@ from tests.helpers.processes import SUMMARY, TwistdProcesses
 from tests.helpers.receiving import (
     FakeStreams,
     RecordingChannel,
+    RecordingConsumer,
     Rejected,
     StubRegistry,
     deliver,
@@ -49,6 +50,7 @@ __all__ = [
     "FakeThreads",
     "InferenceThreads",
     "RecordingChannel",
+    "RecordingConsumer",
     "Rejected",
     "SUMMARY",
     "StubRegistry",

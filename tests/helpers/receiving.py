@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
-from imageproto.receiver.pipeline import FramePipeline
+from imageproto.receiver.pipeline import ConsumerBase, FramePipeline, IFrameConsumer
 from imageproto.receiver.registry import StreamRegistry
 from imageproto.receiver.savedir import savedFrames
 
@@ -19,6 +19,7 @@ __all__ = [
     "FakeStreams",
     "Rejected",
     "RecordingChannel",
+    "RecordingConsumer",
     "StubRegistry",
     "deliver",
     "receivedFrame",
@@ -208,3 +209,42 @@ def receivedFrame(stream="cam", seq=0, jpeg=b"\xff\xd8\xff jpeg \xff\xd9", **kw)
     values = dict(captureTime=10.0, sendTime=10.01, receiveTime=10.05, senderDropped=0)
     values.update(kw)
     return ReceivedFrame(stream=stream, seq=seq, jpeg=jpeg, **values)
+
+
+@implementer(IFrameConsumer)
+class RecordingConsumer(ConsumerBase):
+    """
+    A pipeline consumer that records what it is told: frames, answers as
+    C{(seq, result)}, stream lifecycle events and closes.
+
+    @param hold: make C{frameReceived} return a Deferred per frame, which
+        the test fires from C{pending}.
+    """
+
+    def __init__(self, hold=False):
+        self.hold = hold
+        self.frames = []
+        self.pending = []
+        self.results = []
+        self.events = []
+        self.closed = 0
+
+    def frameReceived(self, frame):
+        self.frames.append(frame)
+        if self.hold:
+            d = Deferred()
+            self.pending.append(d)
+            return d
+        return None
+
+    def resultReady(self, frame, result):
+        self.results.append((frame.seq, result))
+
+    def streamStarted(self, name):
+        self.events.append(("started", name))
+
+    def streamStopped(self, name):
+        self.events.append(("stopped", name))
+
+    def close(self):
+        self.closed += 1
