@@ -226,7 +226,7 @@ class HandshakeTests(SynchronousTestCase):
         from twisted.test import iosim
 
         from imageproto.protocol.factories import ReceiverFactory, SenderFactory
-        from tests.test_limits import FakeSender, FakeStreams
+        from tests.helpers import FakeSender, FakeStreams
 
         clock = Clock()
         server = ReceiverFactory(FakeStreams(), clock, pipeline=StubRegistry())
@@ -306,7 +306,7 @@ class HandshakeTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from imageproto.protocol.factories import ReceiverFactory
-        from tests.test_limits import FakeStreams, framed, messages
+        from tests.helpers import FakeStreams, framed, takeMessages
 
         client, server, _ = self.connect(f"{TOKEN_A} *", TOKEN_A)
         self.assertIsNotNone(client.welcomed)
@@ -319,21 +319,21 @@ class HandshakeTests(SynchronousTestCase):
         first.makeConnection(firstTransport)
         hello = wire.Hello("cam-1", wire.CAP_AUTH)
         first.dataReceived(framed(hello))
-        [challenge] = messages(firstTransport)
+        [challenge] = takeMessages(firstTransport)
         recorded = wire.Auth(
             CLIENT_NONCE,
             computeDigest(TOKEN_A.encode(), challenge.nonce, CLIENT_NONCE, "cam-1"),
         )
         first.dataReceived(framed(recorded))
-        self.assertIsInstance(messages(firstTransport)[0], wire.Welcome)
+        self.assertIsInstance(takeMessages(firstTransport)[0], wire.Welcome)
 
         second = factory.buildProtocol(None)
         secondTransport = StringTransport()
         second.makeConnection(secondTransport)
         second.dataReceived(framed(hello))
-        messages(secondTransport)
+        takeMessages(secondTransport)
         second.dataReceived(framed(recorded))
-        [error] = messages(secondTransport)
+        [error] = takeMessages(secondTransport)
         self.assertEqual(error.code, wire.ERR_AUTH)
         self.assertTrue(secondTransport.disconnecting)
 
@@ -345,11 +345,11 @@ class HandshakeTests(SynchronousTestCase):
         from twisted.internet.testing import StringTransport
 
         from imageproto.protocol.factories import ReceiverFactory
-        from tests.test_limits import FakeStreams, framed, messages
+        from tests.helpers import FakeStreams, framed, takeMessages
 
         proto = ReceiverFactory(FakeStreams(), Clock(), pipeline=StubRegistry()).buildProtocol(None)
         transport = StringTransport()
         proto.makeConnection(transport)
         proto.dataReceived(framed(wire.Auth(SERVER_NONCE, SERVER_NONCE)))
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_PROTOCOL)

@@ -14,8 +14,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto.tap import freePort
-from tests.test_recorder import TWISTD
+from imageproto.tap import freePort, twistdCommand
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
@@ -75,7 +74,7 @@ class ViewerPageTests(SynchronousTestCase):
     def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = os.path.join(self.work, name + ".log")
         process = subprocess.Popen(
-            TWISTD + [f"--logfile={log}"] + args,
+            twistdCommand() + [f"--logfile={log}"] + args,
             cwd=self.work,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -25,19 +25,13 @@ from imageproto.features.inference.detectors import loadDetector
 from imageproto.features.inference.engine import InferenceConfig, attachInference
 from imageproto.protocol.tokens import TokenTable
 from imageproto.receiver.service import ReceiverService
+from tests.helpers import DATA, readJpeg
 
 try:
     import cv2
     import numpy
 except ImportError:  # pragma: no cover
     cv2 = None
-
-DATA = os.path.join(os.path.dirname(__file__), "data")
-
-
-def readJpeg(name="astronaut.jpg") -> bytes:
-    with open(os.path.join(DATA, name), "rb") as f:
-        return f.read()
 
 
 class EncodeTests(SynchronousTestCase):

@@ -31,8 +31,7 @@ from imageproto.features.inference.consumer import InferenceConsumer
 from imageproto.features.inference.processor import Processed
 from imageproto.features.inference.scheduler import InferenceEngine
 from imageproto.receiver.consumers import CallbackSink
-from tests.helpers import receiverStack
-from tests.test_client import readJpeg
+from tests.helpers import readJpeg, receiverStack
 
 try:
     import cv2

@@ -12,7 +12,12 @@ from imageproto.features.display import (
     checkDisplay,
     guiBackend,
 )
-from tests.test_sinks import FakeThreads, cv2, makeJpeg, receivedFrame
+from tests.helpers import FakeThreads, makeJpeg, receivedFrame
+
+try:
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
 
 _HEADLESS = "  Media I/O:\n  GUI:                           NONE\n    VTK support: NO\n"
 _GTK = "  GUI:                           GTK3\n    GTK+:  YES (ver 3.24)\n"
@@ -189,7 +194,11 @@ class DisplaySinkTests(SynchronousTestCase):
         Frames are decoded by C{runInThread} and shown; the ACK is never
         delayed; the window thread starts with the first frame.
         """
-        self.assertIsNone(self.sink.frameReceived(receivedFrame("a", 0, makeJpeg())))
+        self.assertIsNone(
+            self.sink.frameReceived(
+                receivedFrame("a", 0, makeJpeg(16, 12, (0, 128, 255)))
+            )
+        )
         self.assertEqual((self.window.started, self.window.shown), (1, []))
         self.threads.runAll()
         [(name, image)] = self.window.shown
@@ -201,7 +210,9 @@ class DisplaySinkTests(SynchronousTestCase):
         each other; only the newest is decoded next.
         """
         for seq in range(4):
-            self.sink.frameReceived(receivedFrame("a", seq, makeJpeg(value=(seq, 0, 0))))
+            self.sink.frameReceived(
+                receivedFrame("a", seq, makeJpeg(16, 12, (seq, 0, 0)))
+            )
         self.assertEqual(len(self.threads.calls), 1)
         self.threads.runAll()
         self.assertEqual(len(self.threads.calls), 1)
@@ -217,7 +228,7 @@ class DisplaySinkTests(SynchronousTestCase):
         self.sink.frameReceived(receivedFrame("a", 0, b"\xff\xd8\xffbroken\xff\xd9"))
         self.threads.runAll()
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
-        self.sink.frameReceived(receivedFrame("a", 1, makeJpeg()))
+        self.sink.frameReceived(receivedFrame("a", 1, makeJpeg(16, 12, (0, 128, 255))))
         self.threads.runAll()
         self.assertEqual(len(self.window.shown), 1)
 
@@ -238,7 +249,7 @@ class DisplaySinkTests(SynchronousTestCase):
         A stopped stream's window closes; closing the sink stops the window
         thread off the reactor.
         """
-        self.sink.frameReceived(receivedFrame("a", 0, makeJpeg()))
+        self.sink.frameReceived(receivedFrame("a", 0, makeJpeg(16, 12, (0, 128, 255))))
         self.threads.runAll()
         self.sink.streamStopped("a")
         self.assertEqual(self.window.closed, ["a"])

@@ -35,8 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from imageproto import wire
 from imageproto.protocol.tokens import TokenTable
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
-from tests.helpers import StubRegistry
-from tests.test_limits import FakeSender, messages
+from tests.helpers import FakeSender, StubRegistry, lengthPrefixed, messages
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(64)) + b"\xff\xd9"
 DECODER_INPUTS = 100_000
@@ -91,10 +90,6 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         elif op == 7 and len(out) >= 2:
             out[1] = rng.randrange(256)
     return bytes(out)
-
-
-def framed(data: bytes) -> bytes:
-    return struct.pack("!I", len(data)) + data
 
 
 def checkDecoder(data: bytes) -> None:
@@ -160,7 +155,7 @@ def mutatedStream(rng: random.Random, start: list[bytes]) -> bytes:
         message = rng.choice(ENCODED)
         if rng.random() < 0.6:
             message = mutate(rng, message)
-        parts.append(framed(message))
+        parts.append(lengthPrefixed(message))
     stream = b"".join(parts)
     if rng.random() < 0.3:
         stream = mutate(rng, stream)
@@ -222,7 +217,7 @@ class ProtocolFuzzTests(SynchronousTestCase):
         either survives or is closed by the server.
         """
         rng = random.Random(1)
-        hello = framed(wire.encodeMessage(wire.Hello("cam-1", wire.CAP_AUTH)))
+        hello = lengthPrefixed(wire.encodeMessage(wire.Hello("cam-1", wire.CAP_AUTH)))
         closed = 0
         for n in range(STREAM_INPUTS):
             proto, transport, clock = receiverProtocol(tokens=n % 4 == 3)
@@ -237,7 +232,7 @@ class ProtocolFuzzTests(SynchronousTestCase):
         nothing escapes.
         """
         rng = random.Random(2)
-        welcome = framed(wire.encodeMessage(wire.Welcome(heartbeat=1)))
+        welcome = lengthPrefixed(wire.encodeMessage(wire.Welcome(heartbeat=1)))
         for n in range(STREAM_INPUTS):
             proto, transport, clock = senderProtocol()
             start = [welcome] if n % 2 else []

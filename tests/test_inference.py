@@ -12,46 +12,22 @@ import threading
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
 from imageproto.features.inference.detectors import DetectorSpec, loadDetector
 from imageproto.receiver.pipeline import ConsumerBase
 from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
+from tests.helpers import DATA, InferenceThreads
 from imageproto.features.inference.consumer import InferenceConsumer
 from imageproto.features.inference.engine import InferenceService
-from imageproto.features.inference.processor import FrameProcessor, Processed
+from imageproto.features.inference.processor import FrameProcessor
 from imageproto.features.inference.scheduler import InferenceEngine
 
 try:
     import cv2
 except ImportError:  # pragma: no cover
     cv2 = None
-
-DATA = os.path.join(os.path.dirname(__file__), "data")
-
-
-class FakeThreads:
-    """
-    A C{runInThread} that records each call and hands back a Deferred the
-    test fires with L{finish}.
-    """
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, f, *args):
-        d = Deferred()
-        self.calls.append((args, d))
-        return d
-
-    def finish(self, index, detections=(), jpeg=b""):
-        args, d = self.calls[index]
-        d.callback(Processed(list(detections), 1234, jpeg))
-
-    def fail(self, index):
-        self.calls[index][1].errback(Failure(RuntimeError("boom")))
 
 
 class Flow:
@@ -79,13 +55,13 @@ class EngineTests(SynchronousTestCase):
     """
 
     def engine(self, workers=1, **kwargs):
-        self.threads = FakeThreads()
+        self.threads = InferenceThreads()
         return InferenceEngine(
             lambda *a: None, self.threads, workers=workers, **kwargs
         )
 
     def submitted(self):
-        return [args[1] for args, _ in self.threads.calls]
+        return [call.args[1] for call in self.threads.calls]
 
     def test_resultCarriesDetections(self):
         """
@@ -246,10 +222,10 @@ class EngineTests(SynchronousTestCase):
         engine = self.engine(reply="annotated")
         d = engine.submit("s", frameOf(0))
         engine.submit("s", frameOf(1), annotated=False)
-        self.assertEqual([args[2] for args, _ in self.threads.calls], [True])
+        self.assertEqual([call.args[2] for call in self.threads.calls], [True])
         self.threads.finish(0, jpeg=b"JPEG")
         self.assertEqual(self.successResultOf(d).jpeg, b"JPEG")
-        self.assertEqual(self.threads.calls[1][0][2], False)
+        self.assertEqual(self.threads.calls[1].args[2], False)
 
     def test_idleQueuesForgotten(self):
         """
@@ -362,7 +338,7 @@ class ServiceTests(SynchronousTestCase):
         its ACK, even when the detector finishes before the frame is stored.
         """
         clock = MemoryReactorClock()
-        threads = FakeThreads()
+        threads = InferenceThreads()
         engine = InferenceEngine(lambda *a: None, threads)
         store = Deferred()
 
@@ -398,7 +374,7 @@ class ServiceTests(SynchronousTestCase):
         gets no RESULT, though the detector answered it first.
         """
         clock = MemoryReactorClock()
-        threads = FakeThreads()
+        threads = InferenceThreads()
         store = Deferred()
 
         class Storing(ConsumerBase):

@@ -14,7 +14,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from tests.helpers import StubRegistry
+from tests.helpers import FakeSender, FakeStreams, framed, takeMessages
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
 from imageproto.protocol.limits import (
     ABORT_GRACE,
@@ -27,52 +27,6 @@ from imageproto.protocol.limits import (
 )
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 100 + b"\xff\xd9"
-
-
-def framed(message) -> bytes:
-    data = wire.encodeMessage(message)
-    return len(data).to_bytes(4, "big") + data
-
-
-def messages(transport: StringTransport) -> list:
-    """
-    Decode and clear everything written to C{transport}.
-    """
-    data = transport.value()
-    transport.clear()
-    out = []
-    while data:
-        size = int.from_bytes(data[:4], "big")
-        out.append(wire.decodeMessage(data[4 : 4 + size]))
-        data = data[4 + size :]
-    return out
-
-
-def FakeStreams():
-    """
-    A registry and pipeline stand-in whose frames stay pending until the
-    test fires the Deferreds in its C{pending}.
-    """
-    return StubRegistry(hold=True)
-
-
-class FakeSender:
-    """
-    A FrameSender stand-in recording what the protocol tells it.
-    """
-
-    def __init__(self, name: str = "cam-1") -> None:
-        self.name = name
-        self.events = []
-
-    def hello(self) -> wire.Hello:
-        return wire.Hello(self.name, wire.CAP_LIVE, 7)
-
-    def __getattr__(self, name):
-        if name in ("connected", "acked", "rejected", "resultReceived",
-                    "refused", "failed", "disconnected", "fail"):
-            return lambda *args: self.events.append((name,) + args)
-        raise AttributeError(name)
 
 
 def receiverFactory(clock: Clock, **settings) -> ReceiverFactory:
@@ -263,7 +217,7 @@ class ReceiverLimitTests(SynchronousTestCase):
             proto.dataReceived(
                 (8 * 1024 * 1024).to_bytes(4, "big") + b"x" * (256 * 1024)
             )
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_TOO_LARGE)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(len(proto._buffer), 0)
@@ -282,10 +236,10 @@ class ReceiverLimitTests(SynchronousTestCase):
         factory.tokens = TokenTable({b"secret": ["*"]})
         proto, transport = connect(factory)
         proto.dataReceived(framed(wire.Hello("cam", wire.CAP_AUTH, 1)))
-        [challenge] = messages(transport)
+        [challenge] = takeMessages(transport)
         self.assertIsInstance(challenge, wire.Challenge)
         proto.dataReceived((HANDSHAKE_MAX_BYTES + 1).to_bytes(4, "big"))
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_TOO_LARGE)
 
     def test_framesAfterWelcome(self) -> None:
@@ -297,7 +251,7 @@ class ReceiverLimitTests(SynchronousTestCase):
         factory = receiverFactory(clock)
         proto, transport = connect(factory)
         proto.dataReceived(framed(wire.Hello("cam", 0, 1)))
-        [welcome] = messages(transport)
+        [welcome] = takeMessages(transport)
         self.assertEqual(welcome.maxMessageBytes, factory.maxMessageBytes)
         proto.dataReceived(framed(wire.Frame(0, JPEG * 100)))
         self.assertEqual(len(factory.streams.frames), 1)
@@ -362,7 +316,7 @@ class ReceiverLimitTests(SynchronousTestCase):
         connect(factory)
         with capturedLogs() as events:
             third, transport = connect(factory)
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_BUSY)
         self.assertTrue(transport.disconnecting)
         self.assertIn("--max-connections", events[-1]["log_format"])
@@ -384,7 +338,7 @@ class ReceiverLimitTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         with capturedLogs() as events:
             clock.advance(0.1)
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error, wire.Error(wire.ERR_TIMEOUT, "no handshake within 3 s"))
         self.assertIn("no {what} within {seconds} s", events[0]["log_format"])
         self.assertFalse(transport.disconnected)
@@ -402,7 +356,7 @@ class ReceiverLimitTests(SynchronousTestCase):
         for byte in framed(wire.Hello("cam-1"))[:5]:
             clock.advance(1)
             proto.dataReceived(bytes([byte]))
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_TIMEOUT)
         self.assertTrue(transport.disconnecting)
 
@@ -415,7 +369,7 @@ class ReceiverLimitTests(SynchronousTestCase):
         clock.advance(2.5)
         proto.dataReceived(framed(wire.Hello("cam-1")))
         clock.advance(10)
-        [welcome] = messages(transport)
+        [welcome] = takeMessages(transport)
         self.assertIsInstance(welcome, wire.Welcome)
 
     def test_idleTimeoutAndHeartbeat(self) -> None:
@@ -427,14 +381,14 @@ class ReceiverLimitTests(SynchronousTestCase):
         factory = receiverFactory(clock, heartbeat=2, idleTimeout=6)
         proto, transport = connect(factory)
         proto.dataReceived(framed(wire.Hello("cam-1")))
-        self.assertEqual(messages(transport)[0].heartbeat, 2)
+        self.assertEqual(takeMessages(transport)[0].heartbeat, 2)
         for _ in range(5):
             clock.advance(2)
-            [ping] = messages(transport)
+            [ping] = takeMessages(transport)
             proto.dataReceived(framed(wire.Pong(ping.token)))
         self.assertFalse(transport.disconnecting)
         clock.pump([2, 2, 2])
-        out = messages(transport)
+        out = takeMessages(transport)
         self.assertEqual([type(m) for m in out], [wire.Ping, wire.Ping, wire.Error])
         self.assertEqual(out[-1].code, wire.ERR_TIMEOUT)
         self.assertTrue(transport.disconnecting)
@@ -451,7 +405,7 @@ class ReceiverLimitTests(SynchronousTestCase):
         factory = receiverFactory(clock, maxPeerBuffer=len(JPEG) * 2, idleTimeout=5)
         proto, transport = connect(factory)
         proto.dataReceived(framed(wire.Hello("cam-1")))
-        messages(transport)
+        takeMessages(transport)
         with capturedLogs() as events:
             proto.dataReceived(b"".join(framed(wire.Frame(i, JPEG)) for i in range(5)))
         self.assertEqual(len(factory.streams.pending), 3)
@@ -463,7 +417,7 @@ class ReceiverLimitTests(SynchronousTestCase):
             d.callback(None)
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(len(factory.streams.pending), 5)
-        acks = [m.seq for m in messages(transport)]
+        acks = [m.seq for m in takeMessages(transport)]
         self.assertEqual(acks, [0, 1, 2])
 
     def test_sendBufferFullPausesReading(self) -> None:
@@ -495,14 +449,14 @@ class SenderLimitTests(SynchronousTestCase):
         """
         clock = Clock()
         proto, transport = connect(self.senderFactory(clock))
-        messages(transport)
+        takeMessages(transport)
         proto.dataReceived(framed(wire.Welcome(heartbeat=2)))
         clock.advance(5)
         proto.dataReceived(framed(wire.Ping(1)))
         clock.advance(5.9)
-        self.assertEqual([type(m) for m in messages(transport)], [wire.Pong])
+        self.assertEqual([type(m) for m in takeMessages(transport)], [wire.Pong])
         clock.advance(0.1)
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_TIMEOUT)
         self.assertTrue(transport.disconnecting)
 
@@ -513,9 +467,9 @@ class SenderLimitTests(SynchronousTestCase):
         """
         clock = Clock()
         proto, transport = connect(self.senderFactory(clock, handshakeTimeout=4))
-        messages(transport)
+        takeMessages(transport)
         clock.advance(4)
-        [error] = messages(transport)
+        [error] = takeMessages(transport)
         self.assertEqual(error.code, wire.ERR_TIMEOUT)
 
     def test_ownHeartbeat(self) -> None:
@@ -525,15 +479,16 @@ class SenderLimitTests(SynchronousTestCase):
         """
         clock = Clock()
         proto, transport = connect(self.senderFactory(clock, heartbeat=1))
-        messages(transport)
+        takeMessages(transport)
         proto.dataReceived(framed(wire.Welcome(heartbeat=0)))
         clock.advance(1)
-        [ping] = messages(transport)
+        [ping] = takeMessages(transport)
         self.assertIsInstance(ping, wire.Ping)
         proto.dataReceived(framed(wire.Pong(ping.token)))
         clock.pump([1, 1, 1])
         self.assertEqual(
-            [type(m) for m in messages(transport)], [wire.Ping, wire.Ping, wire.Error]
+            [type(m) for m in takeMessages(transport)],
+            [wire.Ping, wire.Ping, wire.Error],
         )
 
     def test_noHeartbeatNoTimeout(self) -> None:
@@ -543,7 +498,7 @@ class SenderLimitTests(SynchronousTestCase):
         clock = Clock()
         proto, transport = connect(self.senderFactory(clock))
         proto.dataReceived(framed(wire.Welcome(heartbeat=0)))
-        messages(transport)
+        takeMessages(transport)
         clock.advance(3600)
         self.assertEqual(transport.value(), b"")
         self.assertFalse(transport.disconnecting)

@@ -8,41 +8,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
-from imageproto.receiver.pipeline import ConsumerBase
 from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
+from tests.helpers import RecordingConsumer
 
 
-class Recording(ConsumerBase):
-    """
-    Records frames, answers and lifecycle events; C{hold} makes it return a
-    Deferred per frame.
-    """
-
-    def __init__(self, hold=False):
-        self.hold = hold
-        self.frames = []
-        self.pending = []
-        self.results = []
-        self.events = []
-
-    def frameReceived(self, frame):
-        self.frames.append(frame)
-        if self.hold:
-            d = Deferred()
-            self.pending.append(d)
-            return d
-
-    def resultReady(self, frame, result):
-        self.results.append((frame.seq, result))
-
-    def streamStarted(self, name):
-        self.events.append(("started", name))
-
-    def streamStopped(self, name):
-        self.events.append(("stopped", name))
-
-
-class Answering(Recording):
+class Answering(RecordingConsumer):
     """
     A consumer that answers frames (as a detector does).
     """
@@ -54,8 +24,8 @@ class PipelineTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(50)
-        self.quick = Recording()
-        self.slow = Recording(hold=True)
+        self.quick = RecordingConsumer()
+        self.slow = RecordingConsumer(hold=True)
         self.registry, self.pipeline = receiverStack(self.clock, [self.quick, self.slow])
         self.stream = self.registry.attach("cam", wire.CAP_LIVE, 4, object())
         self.channel = RecordingChannel()
@@ -201,11 +171,11 @@ class PipelineTests(SynchronousTestCase):
         logged and the others still hear.
         """
 
-        class Broken(Recording):
+        class Broken(RecordingConsumer):
             def streamStarted(self, name):
                 raise RuntimeError("broken")
 
-        after = Recording()
+        after = RecordingConsumer()
         registry, pipeline = receiverStack(self.clock, [Broken(), after])
         protocol = object()
         stream = registry.attach("door", 0, 1, protocol)
@@ -219,7 +189,7 @@ class PipelineTests(SynchronousTestCase):
         """
         closing = Deferred()
 
-        class Slow(Recording):
+        class Slow(RecordingConsumer):
             def close(self):
                 return closing
 

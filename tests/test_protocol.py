@@ -24,25 +24,8 @@ from imageproto.protocol.framing import MessageProtocol
 from imageproto.receiver.consumers import CallbackSink
 from imageproto.wire import Refused
 from tests.helpers import StubRegistry, receiverStack
-from tests.test_wire import TINY_JPEG, protocolBlocks, wireBytes
-
-
-def framed(message: wire.Message) -> bytes:
-    body = wire.encodeMessage(message)
-    return struct.pack("!I", len(body)) + body
-
-
-def written(transport: StringTransport) -> list:
-    """
-    Decode everything written to C{transport} as framed messages.
-    """
-    data = transport.value()
-    messages = []
-    while data:
-        (length,) = struct.unpack("!I", data[:4])
-        messages.append(wire.decodeMessage(data[4 : 4 + length]))
-        data = data[4 + length :]
-    return messages
+from tests.helpers import TINY_JPEG, framed, protocolBlocks, wireBytes
+from tests.helpers import messages as written
 
 
 class _Holder:

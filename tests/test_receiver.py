@@ -30,7 +30,12 @@ from imageproto.receiver.service import (
 from imageproto.receiver.savedir import SaveDirSink
 from tests.helpers import FAKE_JPEG, deliver, receiverStack, savedFrame
 from imageproto.tap import freePort, twistdCommand
-from tests.test_sinks import FakeThreads, cv2, makeJpeg
+from tests.helpers import FakeThreads, makeJpeg
+
+try:
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
 
 
 def packed(message) -> bytes:
@@ -94,7 +99,7 @@ class ReceiverProtocolTests(SynchronousTestCase):
     def setUp(self):
         if cv2 is None:
             raise self.skipTest("OpenCV is needed to make test JPEGs")
-        self.jpeg = makeJpeg()
+        self.jpeg = makeJpeg(16, 12, (0, 128, 255))
         self.clock = MemoryReactorClock()
         self.clock.advance(1000)
         self.threads = FakeThreads()
@@ -687,7 +692,7 @@ class TwistdIntegrationTests(TestCase):
                     self.fail(b"".join(process.output).decode("utf-8", "replace"))
                 yield task.deferLater(reactor, 0.1, lambda: None)
 
-        jpegs = [makeJpeg(value=(i * 40, 0, 0)) for i in range(5)]
+        jpegs = [makeJpeg(16, 12, (i * 40, 0, 0)) for i in range(5)]
         client.send(wire.Hello("itest", wire.CAP_LIVE, 1234))
         now = reactor.seconds()
         for seq, jpeg in enumerate(jpegs):

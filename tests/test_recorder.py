@@ -27,10 +27,10 @@ from imageproto.features.recording.media import UndecodableFrame
 from imageproto.receiver.consumers import ReceivedFrame
 from imageproto.tap import freePort, twistdCommand
 from imageproto.testing import waitFor
+from tests.helpers import FakeThreads, makeJpeg
 
 try:
     import cv2
-    import numpy
 except ImportError:  # pragma: no cover
     cv2 = None
 
@@ -44,23 +44,12 @@ T0 = 1_700_000_000.0
 FPS = 25
 
 
-def makeJpeg(n: int, width: int = 64, height: int = 48) -> bytes:
-    """
-    A JPEG of its own noise pattern for each C{n}, so every frame's bytes
-    differ.
-    """
-    image = numpy.random.RandomState(n).randint(0, 256, (height, width, 3), numpy.uint8)
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
-
-
 def badPrecisionJpeg() -> bytes:
     """
     A JPEG whose frame header reads but declares 0-bit samples, which
     FFmpeg's decoder refuses.
     """
-    jpeg = bytearray(makeJpeg(1))
+    jpeg = bytearray(makeJpeg(number=1))
     jpeg[jpeg.index(b"\xff\xc0") + 4] = 0
     return bytes(jpeg)
 
@@ -85,7 +74,7 @@ def clip() -> list[tuple[float, float, bytes]]:
     for i in range(75):
         capture = T0 + i / FPS + (3.0 if i >= 50 else 0.0)
         receive = capture + 0.05 + ((i * 7) % 4) * 0.01 + (0.2 if i == 30 else 0.0)
-        frames.append((capture, receive, makeJpeg(i)))
+        frames.append((capture, receive, makeJpeg(number=i)))
     return frames
 
 
@@ -137,25 +126,6 @@ def pictures(path: str, truncated: bool = False) -> list:
         )
 
 
-class ManualThread:
-    """
-    A C{runInThread} that runs nothing until the test says so.
-    """
-
-    def __init__(self) -> None:
-        self.calls = []
-
-    def __call__(self, f, *args) -> Deferred:
-        d = Deferred()
-        self.calls.append((f, args, d))
-        return d
-
-    def runAll(self) -> None:
-        calls, self.calls = self.calls, []
-        for f, args, d in calls:
-            d.callback(f(*args))
-
-
 class FakeWriter:
     def __init__(self, format, path, size) -> None:
         self.format, self.path, self.size = format, path, size
@@ -175,7 +145,7 @@ class _RecorderCase(SynchronousTestCase):
         if cv2 is None or av is None:
             raise self.skipTest("cv2 and av (PyAV) are needed to make and read recordings")
         self.directory = self.mktemp()
-        self.thread = ManualThread()
+        self.thread = FakeThreads()
 
     def recorder(self, **kwargs) -> Recorder:
         recorder = Recorder(self.directory, runInThread=self.thread, **kwargs)
@@ -199,7 +169,7 @@ class _RecorderCase(SynchronousTestCase):
         """
         first = clip()
         second = [
-            (T0 + 10 + i / FPS, T0 + 10.05 + i / FPS, makeJpeg(100 + i))
+            (T0 + 10 + i / FPS, T0 + 10.05 + i / FPS, makeJpeg(number=100 + i))
             for i in range(20)
         ]
         recorder.streamStarted("cam1")
@@ -282,7 +252,7 @@ class MatroskaTests(_RecorderCase):
         recorder = self.recorder(maxQueued=5)
         for seq in range(20):
             self.assertIsNone(
-                recorder.frameReceived(frame("cam1", seq, T0 + seq * 0.1, makeJpeg(seq)))
+                recorder.frameReceived(frame("cam1", seq, T0 + seq * 0.1, makeJpeg(number=seq)))
             )
         self.assertEqual(recorder.stats()["cam1"]["queued"], 5)
         self.assertEqual(recorder.stats()["cam1"]["dropped"], 15)
@@ -299,7 +269,7 @@ class MatroskaTests(_RecorderCase):
         """
         recorder = self.recorder(segmentSeconds=2.0)
         for seq in range(10):
-            recorder.frameReceived(frame("cam1", seq, T0 + seq * 0.5, makeJpeg(seq)))
+            recorder.frameReceived(frame("cam1", seq, T0 + seq * 0.5, makeJpeg(number=seq)))
         self.stop(recorder)
         paths = self.files()
         self.assertEqual(
@@ -324,10 +294,10 @@ class MatroskaTests(_RecorderCase):
             return writers[-1]
 
         recorder = self.recorder(openWriter=openWriter)
-        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
-        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(2)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(number=1)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(number=2)))
         recorder.streamStopped("cam1")
-        recorder.frameReceived(frame("cam1", 2, T0 + 10, makeJpeg(3)))
+        recorder.frameReceived(frame("cam1", 2, T0 + 10, makeJpeg(number=3)))
         recorder.stopService()
         [(f, args, d)] = self.thread.calls
         f(*args)
@@ -343,9 +313,9 @@ class MatroskaTests(_RecorderCase):
         (a video track has one frame size).
         """
         recorder = self.recorder()
-        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
-        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(2)))
-        recorder.frameReceived(frame("cam1", 2, T0 + 0.2, makeJpeg(3, 32, 24)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(number=1)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(number=2)))
+        recorder.frameReceived(frame("cam1", 2, T0 + 0.2, makeJpeg(32, 24, number=3)))
         self.stop(recorder)
         first = segmentName("cam1", T0 + 0.01)
         second = first[: -len(".mkv")] + "-2.mkv"
@@ -362,9 +332,9 @@ class MatroskaTests(_RecorderCase):
         naming the stream; the recording goes on.
         """
         recorder = self.recorder()
-        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(number=1)))
         recorder.frameReceived(frame("cam1", 1, T0 + 0.1, b"\xff\xd8\xff not a jpeg \xff\xd9"))
-        recorder.frameReceived(frame("cam1", 2, T0 + 0.2, makeJpeg(2)))
+        recorder.frameReceived(frame("cam1", 2, T0 + 0.2, makeJpeg(number=2)))
         with capturedLogs() as events:
             self.stop(recorder)
         self.assertEqual(recorder.stats()["cam1"]["failed"], 1)
@@ -378,10 +348,10 @@ class MatroskaTests(_RecorderCase):
         counted as dropped, and the stop logs each stream's counts.
         """
         recorder = self.recorder()
-        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(1)))
+        recorder.frameReceived(frame("cam1", 0, T0, makeJpeg(number=1)))
         with capturedLogs() as events:
             self.stop(recorder)
-        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(2)))
+        recorder.frameReceived(frame("cam1", 1, T0 + 0.1, makeJpeg(number=2)))
         self.assertEqual(recorder.stats()["cam1"]["dropped"], 1)
         self.assertEqual(recorder.stats()["cam1"]["written"], 1)
         [summary] = [e for e in events if "frames queued" in e["log_format"]]
@@ -393,8 +363,8 @@ class MatroskaTests(_RecorderCase):
         """
         recorder = self.recorder()
         for seq in range(3):
-            recorder.frameReceived(frame("a", seq, T0 + seq * 0.1, makeJpeg(seq)))
-            recorder.frameReceived(frame("b", seq, T0 + seq * 0.1, makeJpeg(seq)))
+            recorder.frameReceived(frame("a", seq, T0 + seq * 0.1, makeJpeg(number=seq)))
+            recorder.frameReceived(frame("b", seq, T0 + seq * 0.1, makeJpeg(number=seq)))
         self.stop(recorder)
         self.assertEqual(
             [os.path.basename(p) for p in self.files()],
@@ -410,7 +380,7 @@ class MatroskaTests(_RecorderCase):
         recorder = self.recorder()
         captures = [T0, T0 + 0.04, T0 - 100, T0 + 3600, T0 + 3600.04]
         for seq, capture in enumerate(captures):
-            recorder.frameReceived(frame("cam1", seq, capture, makeJpeg(seq), T0 + seq * 0.1))
+            recorder.frameReceived(frame("cam1", seq, capture, makeJpeg(number=seq), T0 + seq * 0.1))
         self.stop(recorder)
         self.assertEqual(
             [t for t, _ in packets(self.files()[0])], [0, 0.04, 0.14, 0.24, 0.28]
@@ -467,7 +437,7 @@ class H264Tests(_RecorderCase):
         bad = badPrecisionJpeg()
         recorder.frameReceived(frame("cam1", 0, T0, bad))
         recorder.streamStopped("cam1")
-        for seq, (capture, jpeg) in enumerate([(T0 + 1, makeJpeg(1)), (T0 + 1.04, bad), (T0 + 1.08, makeJpeg(2))]):
+        for seq, (capture, jpeg) in enumerate([(T0 + 1, makeJpeg(number=1)), (T0 + 1.04, bad), (T0 + 1.08, makeJpeg(number=2))]):
             recorder.frameReceived(frame("cam1", seq, capture, jpeg))
         self.stop(recorder)
         stats = recorder.stats()["cam1"]
@@ -482,7 +452,7 @@ class H264Tests(_RecorderCase):
         """
         recorder = self.recorder(format="mp4")
         for seq in range(3):
-            recorder.frameReceived(frame("cam1", seq, T0 + seq / FPS, makeJpeg(seq, 65, 49)))
+            recorder.frameReceived(frame("cam1", seq, T0 + seq / FPS, makeJpeg(65, 49, number=seq)))
         self.stop(recorder)
         self.assertEqual({d[1:3] for d in pictures(self.files()[0])}, {(64, 48)})
 
@@ -494,7 +464,7 @@ class H264Tests(_RecorderCase):
         """
         recorder = self.recorder(format="mp4")
         for seq in range(60):
-            recorder.frameReceived(frame("cam1", seq, T0 + seq / FPS, makeJpeg(seq)))
+            recorder.frameReceived(frame("cam1", seq, T0 + seq / FPS, makeJpeg(number=seq)))
         self.stop(recorder)
         with av.open(self.files()[0]) as container:
             keys = [
@@ -569,13 +539,13 @@ class JpegSizeTests(SynchronousTestCase):
         """
         The size comes from the JPEG's frame header.
         """
-        self.assertEqual(jpegSize(makeJpeg(1, 65, 49)), (65, 49))
+        self.assertEqual(jpegSize(makeJpeg(65, 49, number=1)), (65, 49))
 
     def test_notJpeg(self) -> None:
         """
         Bytes without a frame header, or cut short, are undecodable.
         """
-        jpeg = makeJpeg(1)
+        jpeg = makeJpeg(number=1)
         for data in (b"", b"\xff\xd8\xff not a jpeg \xff\xd9", jpeg[:100], jpeg[:-2], b"GIF89a"):
             self.assertRaises(UndecodableFrame, jpegSize, data)
 

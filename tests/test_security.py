@@ -97,11 +97,12 @@ class ReceiverOptionTests(SynchronousTestCase):
         With --client-ca and an ssl: port, makeService listens on an
         SSL endpoint whose context requires a client certificate.
         """
+        from tests.helpers import makeCertificates, sslPort
+
         try:
-            from tests.test_tls import makeCertificates, sslPort
+            paths = makeCertificates(self.mktemp())
         except ImportError as e:  # pragma: no cover
             raise self.skipTest(f"certificates cannot be made: {e}")
-        paths = makeCertificates(self.mktemp())
         options = self.parse("--port", sslPort(paths, 8443), "--client-ca", paths["ca"])
         config = options.config
         endpoint = security.receiverEndpoint(config.port, config.security, MemoryReactorClock())

@@ -26,23 +26,7 @@ from imageproto.testing import (
     PassthroughEncoder,
     ScriptedSource,
 )
-
-
-def framed(message):
-    data = wire.encodeMessage(message)
-    return struct.pack("!I", len(data)) + data
-
-
-def messages(data):
-    """
-    Decode every length-prefixed message in C{data}.
-    """
-    out = []
-    while data:
-        (size,) = struct.unpack("!I", data[:4])
-        out.append(wire.decodeMessage(data[4 : 4 + size]))
-        data = data[4 + size :]
-    return out
+from tests.helpers import framed, messages
 
 
 class CaptureHarness:

@@ -4,7 +4,7 @@ Tests for L{imageproto.receiver.consumers}.
 
 import os
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -12,56 +12,13 @@ from imageproto.receiver.consumers import (
     CallbackSink,
     IFrameSink,
     LatestFrameHub,
-    ReceivedFrame,
 )
+from tests.helpers import makeJpeg, receivedFrame
 
 try:
     import cv2
-    import numpy
 except ImportError:  # pragma: no cover
     cv2 = None
-
-
-def makeJpeg(width=16, height=12, value=(0, 128, 255)):
-    """
-    Encode a small solid-colour BGR image as JPEG bytes.
-    """
-    image = numpy.zeros((height, width, 3), numpy.uint8)
-    image[:] = value
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
-
-
-def receivedFrame(stream="cam", seq=0, jpeg=b"\xff\xd8\xff jpeg \xff\xd9", **kw):
-    values = dict(captureTime=10.0, sendTime=10.01, receiveTime=10.05, senderDropped=0)
-    values.update(kw)
-    return ReceivedFrame(stream=stream, seq=seq, jpeg=jpeg, **values)
-
-
-class FakeThreads:
-    """
-    A C{runInThread} that records calls and runs them only when the test
-    says so.
-    """
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, f, *args):
-        d = Deferred()
-        self.calls.append((f, args, d))
-        return d
-
-    def runAll(self):
-        calls, self.calls = self.calls, []
-        for f, args, d in calls:
-            try:
-                result = f(*args)
-            except BaseException as e:
-                d.errback(e)
-            else:
-                d.callback(result)
 
 
 class ReceivedFrameTests(SynchronousTestCase):
@@ -83,7 +40,7 @@ class ReceivedFrameTests(SynchronousTestCase):
         """
         if cv2 is None:
             raise self.skipTest("OpenCV is not installed")
-        image = receivedFrame(jpeg=makeJpeg(value=(0, 0, 255))).decode()
+        image = receivedFrame(jpeg=makeJpeg(16, 12, (0, 0, 255))).decode()
         self.assertEqual(image.shape, (12, 16, 3))
         blue, green, red = (int(c) for c in image[6, 8])
         self.assertLess(blue, 10)

@@ -2,15 +2,13 @@
 Tests for L{imageproto.receiver.registry}.
 """
 
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.wire import Refused
-from imageproto.receiver.pipeline import IFrameConsumer
 from tests.helpers import FAKE_JPEG, Rejected, deliver, receiverStack
+from tests.helpers import RecordingConsumer
 from imageproto.wire import checkStreamName
 
 
@@ -24,41 +22,6 @@ class FakeProtocol:
 
     def fail(self, code, reason):
         self.failures.append((code, reason))
-
-
-@implementer(IFrameConsumer)
-class RecordingSink:
-    """
-    Records what it is told; C{hold} makes C{frameReceived} return a
-    L{Deferred} the test fires.
-    """
-
-    def __init__(self, hold=False):
-        self.hold = hold
-        self.frames = []
-        self.pending = []
-        self.events = []
-        self.closed = 0
-
-    def frameReceived(self, frame):
-        self.frames.append(frame)
-        if self.hold:
-            d = Deferred()
-            self.pending.append(d)
-            return d
-        return None
-
-    def resultReady(self, frame, result):
-        pass
-
-    def streamStarted(self, name):
-        self.events.append(("started", name))
-
-    def streamStopped(self, name):
-        self.events.append(("stopped", name))
-
-    def close(self):
-        self.closed += 1
 
 
 def frame(seq, jpeg=FAKE_JPEG, captureTime=100.0, dropped=0):
@@ -97,7 +60,7 @@ class RegistryTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(1000.0)
-        self.sink = RecordingSink()
+        self.sink = RecordingConsumer()
         self.registry = makeRegistry(self.clock, [self.sink], maxStreams=2)
 
     def accept(self, stream, seq, **kw):
@@ -276,7 +239,7 @@ class RegistryTests(SynchronousTestCase):
         The L{Deferred} fires only when every sink's L{Deferred} has; the
         frame is counted then.
         """
-        slow = RecordingSink(hold=True)
+        slow = RecordingConsumer(hold=True)
         self.registry.listener.addConsumer(slow)
         stream = self.registry.attach("cam", 0, 1, FakeProtocol())
         d = deliver(self.registry.listener, stream, frame(0))
@@ -291,7 +254,7 @@ class RegistryTests(SynchronousTestCase):
         A copy of a frame still being accepted does not reach the sinks
         again; it shares the first copy's outcome.
         """
-        slow = RecordingSink(hold=True)
+        slow = RecordingConsumer(hold=True)
         registry = makeRegistry(self.clock, [slow])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
         first = deliver(registry.listener, stream, frame(0))
@@ -308,7 +271,7 @@ class RegistryTests(SynchronousTestCase):
         When a sink fails, the frame is rejected and the sink's own error is
         logged; the frame is not counted, and a resend is tried again.
         """
-        slow = RecordingSink(hold=True)
+        slow = RecordingConsumer(hold=True)
         registry = makeRegistry(self.clock, [slow])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
         d = deliver(registry.listener, stream, frame(0))
@@ -324,7 +287,7 @@ class RegistryTests(SynchronousTestCase):
         A sink raising synchronously fails the frame rather than the caller.
         """
 
-        class Broken(RecordingSink):
+        class Broken(RecordingConsumer):
             def frameReceived(self, frame):
                 raise RuntimeError("broken")
 
@@ -351,11 +314,11 @@ class RegistryTests(SynchronousTestCase):
         handed the frame, and the frame is not counted.
         """
 
-        class Broken(RecordingSink):
+        class Broken(RecordingConsumer):
             def frameReceived(self, frame):
                 raise RuntimeError("broken")
 
-        after = RecordingSink()
+        after = RecordingConsumer()
         registry = makeRegistry(self.clock, [Broken(), after])
         stream = registry.attach("cam", 0, 1, FakeProtocol())
         self.failureResultOf(deliver(registry.listener, stream, frame(0)), Rejected)

@@ -23,22 +23,13 @@ from imageproto.features.web.metrics import ReceiverMetrics
 from imageproto.receiver.consumers import LatestFrameHub, ReceivedFrame
 from imageproto.features.web.resources import BOUNDARY, Viewers, WebRoot
 from imageproto.features.web.viewer import webEndpoint
+from tests.helpers import makeJpeg
 
 try:
     import cv2
     import numpy
 except ImportError:  # pragma: no cover
     cv2 = None
-
-
-def makeJpeg(value: int, width: int = 32, height: int = 24) -> bytes:
-    """
-    A real JPEG of a flat grey image of brightness C{value}.
-    """
-    image = numpy.full((height, width, 3), value % 256, numpy.uint8)
-    ok, data = cv2.imencode(".jpg", image)
-    assert ok
-    return data.tobytes()
 
 
 def makeFrame(stream: str, seq: int, jpeg: bytes) -> ReceivedFrame:
@@ -169,8 +160,8 @@ class ResourceTests(SynchronousTestCase):
         as received, with its sequence number in a header.
         """
         root, hub = _root()[:2]
-        jpeg = makeJpeg(10)
-        hub.frameReceived(makeFrame("cam 1", 4, makeJpeg(5)))
+        jpeg = makeJpeg(32, 24, 10)
+        hub.frameReceived(makeFrame("cam 1", 4, makeJpeg(32, 24, 5)))
         hub.frameReceived(makeFrame("cam 1", 5, jpeg))
         request = _render(root, b"/streams/cam%201/latest.jpg")
         self.assertEqual(b"".join(request.written), jpeg)
@@ -209,7 +200,7 @@ class ResourceTests(SynchronousTestCase):
             detections=detections.get,
         )
         snapshot.streams["cam1"] = {"frames": 7, "connected": True}
-        hub.frameReceived(makeFrame("cam1", 6, makeJpeg(1)))
+        hub.frameReceived(makeFrame("cam1", 6, makeJpeg(32, 24, 1)))
         viewers.add("cam1")
         request = _render(root, b"/api/streams")
         self.assertEqual(
@@ -301,7 +292,7 @@ class MJPEGTests(SynchronousTestCase):
         latest frame and adds one part per new frame, each the received JPEG
         bytes untouched (FFD8 ... FFD9, decodable).
         """
-        jpegs = [makeJpeg(v) for v in (10, 80, 160, 240)]
+        jpegs = [makeJpeg(32, 24, v) for v in (10, 80, 160, 240)]
         self.hub.frameReceived(makeFrame("cam1", 0, jpegs[0]))
         request = _render(self.root, b"/streams/cam1.mjpg", ProducerRequest([]))
         self.assertTrue(
@@ -328,7 +319,7 @@ class MJPEGTests(SynchronousTestCase):
         """
         request = _render(self.root, b"/streams/cam1.mjpg", SlowRequest([]))
         viewer = request.producer
-        jpegs = [makeJpeg(v) for v in range(100)]
+        jpegs = [makeJpeg(32, 24, v) for v in range(100)]
         for seq, jpeg in enumerate(jpegs):
             self.hub.frameReceived(makeFrame("cam1", seq, jpeg))
             buffered = len(request.written) + (viewer.pending is not None)
@@ -349,7 +340,7 @@ class MJPEGTests(SynchronousTestCase):
         self.assertEqual(self.viewers.counts(), {"cam1": 1})
         request.processingFailed(Exception("connection lost"))
         self.assertEqual(self.viewers.counts(), {})
-        self.hub.frameReceived(makeFrame("cam1", 1, makeJpeg(1)))
+        self.hub.frameReceived(makeFrame("cam1", 1, makeJpeg(32, 24, 1)))
         self.assertEqual(request.written, [])
 
     def test_viewerLeavesOnFinish(self) -> None:
@@ -363,7 +354,7 @@ class MJPEGTests(SynchronousTestCase):
         self.assertEqual(self.viewers.counts(), {})
         viewer.stopProducing()
         self.assertEqual(self.viewers.counts(), {})
-        self.hub.frameReceived(makeFrame("cam1", 1, makeJpeg(1)))
+        self.hub.frameReceived(makeFrame("cam1", 1, makeJpeg(32, 24, 1)))
         self.assertEqual(request.written, [])
 
 
@@ -433,7 +424,7 @@ class MJPEGOverTCPTests(TestCase):
         that are each a whole, decodable JPEG; when it goes away the server
         forgets it.
         """
-        jpegs = [makeJpeg(v, 320, 240) for v in range(0, 250, 10)]
+        jpegs = [makeJpeg(320, 240, v) for v in range(0, 250, 10)]
         self.hub.frameReceived(makeFrame("cam1", 0, jpegs[0]))
         url = f"http://127.0.0.1:{self.port.getHost().port}/streams/cam1.mjpg"
         response = yield Agent(reactor).request(b"GET", url.encode())

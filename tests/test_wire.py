@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import struct
-from pathlib import Path
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -37,10 +35,7 @@ from imageproto.wire import (
     encodeMessage,
     isJpeg,
 )
-
-__all__ = ["protocolBlocks", "messageFromFields", "wireBytes"]
-
-PROTOCOL_MD = Path(__file__).resolve().parent.parent / "PROTOCOL.md"
+from tests.helpers import TINY_JPEG, protocolBlocks, wireBytes
 
 _TYPES = {
     "HELLO": Hello,
@@ -58,25 +53,6 @@ _TYPES = {
 }
 _BYTE_FIELDS = {"jpeg", "nonce", "digest"}
 
-# The smallest payload that passes the JPEG check: SOI, an empty APP0, EOI.
-TINY_JPEG = bytes.fromhex("ffd8ffe00002ffd9")
-
-
-def protocolBlocks(kind: str) -> list[str]:
-    """
-    The bodies of the fenced code blocks of info string C{kind} in
-    PROTOCOL.md, in document order.
-    """
-    text = PROTOCOL_MD.read_text(encoding="utf-8")
-    return re.findall(r"^```" + re.escape(kind) + r"\n(.*?)^```$", text, re.M | re.S)
-
-
-def wireBytes(hexText: str) -> bytes:
-    """
-    Bytes from PROTOCOL.md's spaced hex.
-    """
-    return bytes.fromhex("".join(hexText.split()))
-
 
 def messageFromFields(fields: dict) -> wire.Message:
     """
@@ -90,6 +66,8 @@ def messageFromFields(fields: dict) -> wire.Message:
 
 
 def framed(message: wire.Message) -> bytes:
+    # Built here from encodeMessage, not taken from tests.helpers (which uses
+    # wire.encodeFramed): it is the reference encodeFramed is checked against.
     body = encodeMessage(message)
     return struct.pack("!I", len(body)) + body
 

@@ -1,6 +1,7 @@
 """
-Helpers several test modules share: wire bytes, tiny JPEGs, the receiver's
-registry and pipeline without sockets, and a recording frame channel.
+The receiver's registry and pipeline without sockets, and stand-ins for
+what the receiving side talks to: a recording frame channel, a stub
+registry, received frames.
 """
 
 from __future__ import annotations
@@ -10,42 +11,22 @@ from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
-from imageproto.receiver.pipeline import FramePipeline
+from imageproto.receiver.pipeline import ConsumerBase, FramePipeline, IFrameConsumer
 from imageproto.receiver.registry import StreamRegistry
 from imageproto.receiver.savedir import savedFrames
 
 __all__ = [
-    "FAKE_JPEG",
+    "FakeStreams",
     "Rejected",
     "RecordingChannel",
+    "RecordingConsumer",
+    "StubRegistry",
     "deliver",
-    "framed",
-    "makeJpeg",
+    "receivedFrame",
     "receiverStack",
+    "savedFrame",
+    "savedFrames",
 ]
-
-# The smallest bytes that pass wire.isJpeg: SOI, a marker byte, EOI.
-FAKE_JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 8 + b"\xff\xd9"
-
-
-def framed(message: wire.Message) -> bytes:
-    """
-    C{message} as it travels: encoded, behind its 4-byte length prefix.
-    """
-    return wire.encodeFramed(message)
-
-
-def makeJpeg(width: int = 64, height: int = 48, value: int = 128, quality: int = 90) -> bytes:
-    """
-    A real JPEG of a flat grey picture with a white square, made with OpenCV.
-    """
-    import numpy
-
-    from imageproto.common.jpeg import encodeJpeg
-
-    image = numpy.full((height, width, 3), value, numpy.uint8)
-    image[height // 4 : height // 2, width // 4 : width // 2] = 255
-    return encodeJpeg(image, quality)
 
 
 def receiverStack(clock, consumers=(), **registryOptions):
@@ -210,69 +191,60 @@ def savedFrame(directory: str, stream: str, seq: int) -> str:
     return path
 
 
-# -- real twistd processes ---------------------------------------------------
-
-import re  # noqa: E402
-
-# The sender's closing summary line, as it logs it.
-SUMMARY = re.compile(
-    r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
-    r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
-)
-
-
-import os  # noqa: E402
-import sys  # noqa: E402
-
-from twisted.internet import defer, error, reactor  # noqa: E402
-from twisted.internet.protocol import ProcessProtocol  # noqa: E402
-
-from imageproto.tap import twistdCommand  # noqa: E402
-
-
-class _Process(ProcessProtocol):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.output = bytearray()
-        self.ended = defer.Deferred()
-        self.status = None
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        self.status = reason.value.exitCode
-        self.ended.callback(self.status)
-
-    @property
-    def text(self) -> str:
-        return self.output.decode("utf-8", "replace")
-
-
-class TwistdProcesses:
+def FakeStreams():
     """
-    A TestCase mixin: C{spawn} runs C{twistd -n ARGS} in C{self.directory}/NAME
-    and kills it at cleanup if the test has not ended it.
+    A registry and pipeline stand-in whose frames stay pending until the
+    test fires the Deferreds in its C{pending}.
+    """
+    return StubRegistry(hold=True)
+
+
+def receivedFrame(stream="cam", seq=0, jpeg=b"\xff\xd8\xff jpeg \xff\xd9", **kw):
+    """
+    A L{ReceivedFrame} with plausible times (50ms of latency), any of them
+    overridden by C{kw}.
+    """
+    from imageproto.receiver.consumers import ReceivedFrame
+
+    values = dict(captureTime=10.0, sendTime=10.01, receiveTime=10.05, senderDropped=0)
+    values.update(kw)
+    return ReceivedFrame(stream=stream, seq=seq, jpeg=jpeg, **values)
+
+
+@implementer(IFrameConsumer)
+class RecordingConsumer(ConsumerBase):
+    """
+    A pipeline consumer that records what it is told: frames, answers as
+    C{(seq, result)}, stream lifecycle events and closes.
+
+    @param hold: make C{frameReceived} return a Deferred per frame, which
+        the test fires from C{pending}.
     """
 
-    def spawn(self, name: str, args, env=None) -> _Process:
-        process = _Process(name)
-        cwd = os.path.join(self.directory, name)
-        os.makedirs(cwd, exist_ok=True)
-        transport = reactor.spawnProcess(
-            process, sys.executable, twistdCommand() + list(args), env=env or os.environ.copy(), path=cwd
-        )
+    def __init__(self, hold=False):
+        self.hold = hold
+        self.frames = []
+        self.pending = []
+        self.results = []
+        self.events = []
+        self.closed = 0
 
-        def cleanup():
-            if process.status is None:
-                try:
-                    transport.signalProcess("KILL")
-                except error.ProcessExitedAlready:
-                    return None
-                return process.ended
-            return None
+    def frameReceived(self, frame):
+        self.frames.append(frame)
+        if self.hold:
+            d = Deferred()
+            self.pending.append(d)
+            return d
+        return None
 
-        self.addCleanup(cleanup)
-        return process
+    def resultReady(self, frame, result):
+        self.results.append((frame.seq, result))
+
+    def streamStarted(self, name):
+        self.events.append(("started", name))
+
+    def streamStopped(self, name):
+        self.events.append(("stopped", name))
+
+    def close(self):
+        self.closed += 1
