@@ -17,7 +17,6 @@ import time
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from imageproto import wire
 from imageproto.features.bus import keys, link
 from imageproto.features.bus.redisserver import MISSING, RedisServer, redisServerBinary
 from imageproto.features.bus.worker import WorkerLoop
@@ -37,8 +36,14 @@ try:
 except ImportError:  # pragma: no cover
     cv2 = None
 
-if cv2 is not None:
-    from tests.test_endtoend import FRAMES, writeClip
+# The clip the process tests send: FRAMES numbered frames.
+FRAMES = 48
+
+
+def writeClip(path: str) -> None:
+    from tests.helpers.jpegs import writeClip as write
+
+    write(path, FRAMES)
 
 
 def _skip(needsCv2=False):

@@ -7,16 +7,13 @@ Waits poll conditions on the real reactor with a deadline; nothing sleeps.
 """
 
 import os
-import re
 import signal
-import sys
 
-from twisted.internet import defer, error, reactor
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 try:
     import cv2
-    import numpy
 except ImportError:  # pragma: no cover
     cv2 = None
 
@@ -24,6 +21,7 @@ from imageproto import wire
 from imageproto.tap import freePort, listening, twistdCommand
 from imageproto.testing import waitFor
 from imageproto.receiver.savedir import savedFrames
+from tests.helpers import jpegs
 from tests.helpers import SUMMARY, TwistdProcesses
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
@@ -43,12 +41,7 @@ def writeClip(path: str) -> None:
     """
     An MJPG video of FRAMES distinct frames, each with its number drawn.
     """
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 120))
-    for i in range(FRAMES):
-        image = numpy.full((120, 160, 3), (i * 5) % 256, numpy.uint8)
-        cv2.putText(image, str(i), (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
-        writer.write(image)
-    writer.release()
+    jpegs.writeClip(path, FRAMES, fps=FPS)
 
 
 def encodedClip(path: str) -> list:

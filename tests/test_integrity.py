@@ -23,22 +23,11 @@ from imageproto.receiver.savedir import savedFrames
 from imageproto.tap import freePort, listening
 from imageproto.testing import waitFor
 from tests.helpers import TwistdProcesses
+from tests.helpers.jpegs import writeClip as _writeClip
 
 
-def writeClip(path: str, frames: int, size=(160, 120), fps: float = 20.0) -> None:
-    """
-    An MJPG video of distinct noisy frames (large enough to fill a small
-    disk quickly).
-    """
-    import numpy
-
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    rng = numpy.random.default_rng(7)
-    for i in range(frames):
-        image = rng.integers(0, 255, (size[1], size[0], 3), dtype=numpy.uint8)
-        cv2.putText(image, str(i), (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 3)
-        writer.write(image)
-    writer.release()
+def writeClip(path: str, frames: int, size=(160, 120)) -> None:
+    _writeClip(path, frames, size, fps=20.0, noise=True)
 
 
 class IntegrityTests(TwistdProcesses, TestCase):

@@ -43,3 +43,31 @@ def readJpeg(name="astronaut.jpg") -> bytes:
     """
     with open(os.path.join(DATA, name), "rb") as f:
         return f.read()
+
+
+def writeClip(
+    path: str,
+    frames: int = 48,
+    size: tuple = (160, 120),
+    fps: float = 16.0,
+    noise: bool = False,
+) -> None:
+    """
+    An MJPG video of C{frames} distinct frames, each with its number drawn:
+    on a grey that changes with the number, or on random noise (C{noise},
+    large JPEGs that fill a small disk quickly).
+    """
+    import cv2
+    import numpy
+
+    width, height = size
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    rng = numpy.random.default_rng(7)
+    for i in range(frames):
+        if noise:
+            image = rng.integers(0, 255, (height, width, 3), dtype=numpy.uint8)
+        else:
+            image = numpy.full((height, width, 3), (i * 5) % 256, numpy.uint8)
+        cv2.putText(image, str(i), (20, 80), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 3)
+        writer.write(image)
+    writer.release()
