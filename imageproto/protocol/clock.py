@@ -71,7 +71,7 @@ class ClockProbe:
         PING now, L{burst} times in all L{burstInterval} apart, then every
         L{interval} seconds if it is set.
         """
-        for i in range(self.burst):
+        for i in range(1, self.burst):
             self._calls.append(self.clock.callLater(i * self.burstInterval, self.ping))
         if self.interval:
             self._loop = LoopingCall(self.ping)
@@ -81,6 +81,8 @@ class ClockProbe:
                     self.burst * self.burstInterval, self._loop.start, self.interval
                 )
             )
+        if self.burst:
+            self.ping()
 
     def stop(self) -> None:
         """
