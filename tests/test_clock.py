@@ -7,17 +7,23 @@ task.Clock and in-memory connections.
 
 from __future__ import annotations
 
+import json
+import os
+
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto import wire
 from imageproto.protocol.clock import BURST, BURST_INTERVAL, ClockProbe, SkewedClock
 from imageproto.protocol.factories import ReceiverFactory, SenderFactory
 from imageproto.receiver.stats import StreamStats
 from imageproto.sender.flow import FrameSender
-from tests.helpers import FAKE_JPEG, StubRegistry, framed, receiverStack
+from imageproto.tap import freePort, listening
+from imageproto.testing import waitFor
+from tests.helpers import FAKE_JPEG, StubRegistry, TwistdProcesses, framed, receiverStack
 
 
 def written(transport: StringTransport) -> list:
@@ -512,3 +518,68 @@ class BothEndsTests(SynchronousTestCase):
         self.assertLessEqual(
             abs(stats["latency_corrected_ms"]["p50"] - 11.0), stats["clock_error_ms"]
         )
+
+
+class SkewedProcessTests(TwistdProcesses, TestCase):
+    """
+    Real C{twistd} processes on loopback: a sender whose clock is 300 s
+    slow (C{IMAGEPROTO_CLOCK_SKEW=-300}) beside one with a true clock.
+    """
+
+    timeout = 120
+
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.port = freePort()
+        self.statsFile = os.path.join(self.directory, "stats.json")
+
+    def sender(self, name: str, skew: float):
+        env = dict(os.environ, IMAGEPROTO_CLOCK_SKEW=str(skew))
+        return self.spawn(
+            name,
+            ["imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port}", "--name", name,
+             "--width", "160", "--height", "120", "--fps", "30", "--count", "90"],
+            env=env,
+        )
+
+    @defer.inlineCallbacks
+    def test_trueLatencyDespiteSkew(self):
+        """
+        The skewed stream's measured latency is about 300 s; its corrected
+        latency is within a few milliseconds of the true-clock stream's
+        measured one; and the offset estimate holds the true offset within
+        its reported bound.
+        """
+        receiver = self.spawn(
+            "receiver",
+            ["imageproto", "--port", f"tcp:{self.port}:interface=127.0.0.1",
+             "--stats-file", self.statsFile],
+        )
+        yield waitFor(
+            lambda: receiver.status is not None or listening(self.port), 30, "the receiver to listen"
+        )
+        self.assertIsNone(receiver.status, receiver.text)
+        true = self.sender("true", 0)
+        skewed = self.sender("skewed", -300)
+        for process in (true, skewed):
+            status = yield process.ended
+            self.assertEqual(status, 0, process.text)
+        self.assertIn("IMAGEPROTO_CLOCK_SKEW", skewed.text)
+        receiver.transport.signalProcess("TERM")
+        yield receiver.ended
+        with open(self.statsFile) as f:
+            streams = json.load(f)["streams"]
+        baseline, off = streams["true"], streams["skewed"]
+        self.assertEqual(off["frames"], 90)
+        self.assertLess(abs(off["latency_ms"]["p50"] - 300_000.0), 50.0)
+        self.assertLessEqual(
+            abs(off["clock_offset_ms"] + 300_000.0), off["clock_error_ms"], off
+        )
+        self.assertLess(off["clock_error_ms"], 5.0)
+        self.assertLess(
+            abs(off["latency_corrected_ms"]["p50"] - baseline["latency_ms"]["p50"]), 3.0,
+            (off, baseline),
+        )
+        # The true-clock sender's own estimate is about zero.
+        self.assertLessEqual(abs(baseline["clock_offset_ms"]), baseline["clock_error_ms"])
