@@ -583,3 +583,26 @@ class SkewedProcessTests(TwistdProcesses, TestCase):
         )
         # The true-clock sender's own estimate is about zero.
         self.assertLessEqual(abs(baseline["clock_offset_ms"]), baseline["clock_error_ms"])
+
+
+class ClockVectorTests(SynchronousTestCase):
+    """
+    The C{clock} blocks of PROTOCOL.md hold for L{wire.clockSample}.
+    """
+
+    def test_vectors(self):
+        """
+        Each block's four times give exactly its offset, round trip and
+        error (the vectors use binary fractions, so equality is exact).
+        """
+        from tests.test_wire import protocolBlocks
+
+        blocks = [json.loads(b) for b in protocolBlocks("clock")]
+        self.assertGreaterEqual(len(blocks), 3)
+        for v in blocks:
+            sample = wire.clockSample(v["t1"], v["t2"], v["t3"], v["t4"])
+            self.assertEqual(
+                (sample.offset, sample.roundTrip, sample.error),
+                (v["offset"], v["roundTrip"], v["error"]),
+                v["name"],
+            )
