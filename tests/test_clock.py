@@ -606,3 +606,68 @@ class ClockVectorTests(SynchronousTestCase):
                 (v["offset"], v["roundTrip"], v["error"]),
                 v["name"],
             )
+
+
+class ExportTests(SynchronousTestCase):
+    """
+    The estimate leaves the receiver through /metrics; the sender's tap
+    reads the testing aid from its environment.
+    """
+
+    def test_metrics(self):
+        """
+        /metrics has the offset, its bound and the corrected quantiles, in
+        seconds, for a stream with an estimate, and none for one without.
+        """
+        from imageproto.features.web.metrics import ReceiverMetrics
+
+        snapshot = {"streams": {
+            "cam": {"clock_offset_ms": -300000.0, "clock_error_ms": 0.25,
+                    "latency_corrected_ms": {"p50": 1.5, "p95": 2.0, "p99": None}},
+            "old": {"clock_offset_ms": None, "clock_error_ms": None,
+                    "latency_corrected_ms": {"p50": None, "p95": None, "p99": None}},
+        }}
+        text = ReceiverMetrics(lambda: snapshot).render().decode()
+        self.assertIn('imageproto_clock_offset_seconds{stream="cam"} -300.0', text)
+        self.assertIn('imageproto_clock_error_seconds{stream="cam"} 0.00025', text)
+        self.assertIn(
+            'imageproto_frame_latency_corrected_seconds{quantile="0.5",stream="cam"} 0.0015', text
+        )
+        self.assertNotIn('stream="old"', text.split("imageproto_clock_offset_seconds")[-1].split("#")[0])
+
+    def test_clockSkewVariable(self):
+        """
+        IMAGEPROTO_CLOCK_SKEW is read as seconds; unset or empty is 0, and
+        anything but a finite number is a usage error.
+        """
+        from twisted.python.usage import UsageError
+
+        from imageproto.tap.checks import clockSkew
+
+        self.assertEqual(clockSkew({}), 0.0)
+        self.assertEqual(clockSkew({"IMAGEPROTO_CLOCK_SKEW": " "}), 0.0)
+        self.assertEqual(clockSkew({"IMAGEPROTO_CLOCK_SKEW": "-300"}), -300.0)
+        for bad in ("soon", "nan", "inf"):
+            self.assertRaises(UsageError, clockSkew, {"IMAGEPROTO_CLOCK_SKEW": bad})
+
+    def test_tapSkewsTheSender(self):
+        """
+        With the variable set, the sender's tap stamps frames and PONGs with
+        a skewed clock, and leaves the factory's timers on the reactor.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from imageproto.tap import sender as tap
+
+        reactor = MemoryReactorClock()
+        reactor.advance(1000)
+        options = tap.Options()
+        self.patch(os, "environ", dict(os.environ, IMAGEPROTO_CLOCK_SKEW="-300"))
+        options.parseOptions(["--connect", "tcp:127.0.0.1:9"])
+        service = tap.makeService(options, reactor=reactor)
+        [factory] = [c.factory for c in service if hasattr(c, "factory")]
+        [capture] = [c for c in service if hasattr(c, "now")]
+        self.assertIs(factory.clock, reactor)
+        self.assertEqual(factory.wallClock.seconds(), 700.0)
+        self.assertIs(service.sender.clock, factory.wallClock)
+        self.assertEqual(capture.now(), 700.0)
