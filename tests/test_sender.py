@@ -33,12 +33,16 @@ class HelloTests(SynchronousTestCase):
     def test_liveHello(self):
         """
         A live sender's HELLO carries its name, its session, CAP_LIVE,
-        CAP_RESULTS and CAP_RETRY.
+        CAP_RESULTS, CAP_RETRY and CAP_CLOCK.
         """
         sender, _ = makeSender(live=True)
         self.assertEqual(
             sender.hello(),
-            wire.Hello("cam", wire.CAP_LIVE | wire.CAP_RESULTS | wire.CAP_RETRY, 42),
+            wire.Hello(
+                "cam",
+                wire.CAP_LIVE | wire.CAP_RESULTS | wire.CAP_RETRY | wire.CAP_CLOCK,
+                42,
+            ),
         )
 
     def test_finiteHello(self):
@@ -47,7 +51,10 @@ class HelloTests(SynchronousTestCase):
         unless its session names its content.
         """
         sender, _ = makeSender(live=False)
-        self.assertEqual(sender.hello().capabilities, wire.CAP_RESULTS | wire.CAP_RETRY)
+        self.assertEqual(
+            sender.hello().capabilities,
+            wire.CAP_RESULTS | wire.CAP_RETRY | wire.CAP_CLOCK,
+        )
 
     def test_sessionRandomAndStable(self):
         """

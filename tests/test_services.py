@@ -390,7 +390,7 @@ class SenderProtocolTests(SynchronousTestCase):
         """
         Connecting sends the sender's HELLO, and nothing else.
         """
-        self.assertEqual(messages(self.transport.value()), [wire.Hello("cam", wire.CAP_RESULTS | wire.CAP_RETRY, 7)])
+        self.assertEqual(messages(self.transport.value()), [wire.Hello("cam", wire.CAP_RESULTS | wire.CAP_RETRY | wire.CAP_CLOCK, 7)])
 
     def test_welcomeStartsSending(self):
         """

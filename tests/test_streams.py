@@ -370,7 +370,8 @@ class RegistryTests(SynchronousTestCase):
         cam = snapshot["streams"]["cam"]
         self.assertEqual(
             sorted(cam),
-            sorted(["frames", "bytes", "fps", "latency_ms", "gaps", "dropped",
+            sorted(["frames", "bytes", "fps", "latency_ms", "latency_corrected_ms",
+                    "clock_offset_ms", "clock_error_ms", "gaps", "dropped",
                     "connections", "reconnects", "rejected", "storage_errors", "duplicates", "implausible_times",
                     "connected", "last_seen"]),
         )

@@ -93,8 +93,11 @@ class SenderFactory(ReconnectingClientFactory):
     # Security and liveness; set after construction.  token: the bytes
     # proven in answer to a CHALLENGE (None: no token).  idleTimeout: None
     # for three heartbeats, 0 for never.  heartbeat: our own PING interval,
-    # used only when the server announces none.
+    # used only when the server announces none.  wallClock: the clock our
+    # PONGs are stamped with (None: the factory's clock), the one the
+    # sender stamps frames with.
     token = None
+    wallClock = None
     handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT
     idleTimeout = None
     heartbeat = 0

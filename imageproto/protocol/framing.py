@@ -73,6 +73,9 @@ class MessageProtocol(Int32StringReceiver):
     _reserved = 0
     # Whether the handshake has finished; the subclasses keep it current.
     welcomed = False
+    # Whether both peers announced the clock capability (CAP_CLOCK,
+    # SCAP_CLOCK): PONGs then carry this end's times.  Set at WELCOME.
+    clockAgreed = False
 
     @property
     def peer(self) -> str:
@@ -82,6 +85,9 @@ class MessageProtocol(Int32StringReceiver):
         self._buffer = bytearray()
         self._closing = False
         self.clock = defaultReactor(self.factory.clock)
+        # The clock times are stamped with (frames, PONGs): the reactor,
+        # unless the factory has a C{wallClock} (a sender's skewed clock).
+        self.wallClock = getattr(self.factory, "wallClock", None) or self.clock
         self.watchdog = Watchdog(self.clock, self.timedOut, self._ping)
         # Both directions carry small messages (ACK, PONG, a RESULT without
         # a JPEG) that Nagle's algorithm would hold back until the previous
@@ -212,6 +218,19 @@ class MessageProtocol(Int32StringReceiver):
 
     def _ping(self, token: int) -> None:
         self.sendMessage(wire.Ping(token))
+
+    def answerPing(self, ping: wire.Ping) -> None:
+        """
+        Answer C{ping} with PONG: timed (this end's receive and send times,
+        on L{wallClock}) when the connection agreed on the clock exchange.
+        """
+        if not self.clockAgreed:
+            self.sendMessage(wire.Pong(ping.token))
+            return
+        receivedAt = self.wallClock.seconds()
+        self.sendMessage(
+            wire.answerPing(ping, True, receivedAt, self.wallClock.seconds())
+        )
 
     def timedOut(self, seconds: float) -> None:
         """

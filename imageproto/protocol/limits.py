@@ -337,6 +337,13 @@ class Watchdog:
         self._cancelDeadline()
         self._stopPinger()
 
+    def pingNow(self) -> None:
+        """
+        Send one PING now, outside the heartbeat's schedule, with the next
+        token (so that tokens never repeat on a connection).
+        """
+        self._ping()
+
     def _ping(self) -> None:
         self._token += 1
         self.sendPing(self._token)

@@ -210,6 +210,10 @@ def _welcome(
         # A finite source run again: it goes on after what we hold.
         capabilities |= wire.SCAP_RESUME
         resume = stream.resumePoint
+    if hello.capabilities & wire.CAP_CLOCK:
+        # Like SCAP_RESUME, only in answer: a sender that did not ask never
+        # gets a timed PONG.
+        capabilities |= wire.SCAP_CLOCK
     core.sendMessage(
         wire.Welcome(
             capabilities=capabilities,
@@ -220,6 +224,8 @@ def _welcome(
     )
     core.watchdog.expect(factory.idleTimeout)
     core.watchdog.heartbeat(factory.heartbeat)
+    if capabilities & wire.SCAP_CLOCK:
+        core.startClockProbe()
 
 
 @_upon([_awaitingHello, _challenged], _ReceiverInputs.refuse, to=_closed)

@@ -16,6 +16,7 @@ from zope.interface import implementer
 
 from imageproto import wire
 from imageproto.protocol.channel import IFrameChannel
+from imageproto.protocol.clock import CLOCK_INTERVAL, ClockProbe
 from imageproto.protocol.framing import READ_BYTES, MessageProtocol
 from imageproto.protocol.limits import (
     HANDSHAKE_MAX_BYTES,
@@ -52,6 +53,8 @@ class FrameReceiverProtocol(MessageProtocol):
 
     # Whether this connection waits in the buffer budget's queue.
     _budgetWait = False
+    # Times PINGs once the sender agreed on the clock exchange.
+    _clockProbe = None
 
     def connectionMade(self) -> None:
         # Until WELCOME only handshake-sized messages (see limits); _welcome
@@ -206,13 +209,39 @@ class FrameReceiverProtocol(MessageProtocol):
         elif isinstance(message, wire.Auth):
             self._machine.auth(message)
         elif isinstance(message, wire.Ping):
-            self.sendMessage(wire.Pong(message.token))
+            self.answerPing(message)
         elif isinstance(message, wire.Pong):
-            pass
+            if self._clockProbe is not None:
+                self._clockProbe.ponged(message)
         elif isinstance(message, (wire.Bye, wire.Error)):
             self._machine.goodbye(message)
         else:
             self.unexpected(message, "to the server")
+
+    # -- the clock exchange (PROTOCOL.md, "Clock offset") --------------------
+
+    def startClockProbe(self) -> None:
+        """
+        The sender agreed on the clock exchange (WELCOME said SCAP_CLOCK):
+        time our PINGs, a few at once and then with the heartbeat, and hand
+        each sample of its clock to the stream registry.
+        """
+        self.clockAgreed = True
+        self._clockProbe = ClockProbe(
+            self.clock,
+            self.watchdog.pingNow,
+            self._clockSampled,
+            interval=None if self.factory.heartbeat else CLOCK_INTERVAL,
+        )
+        self._clockProbe.start()
+
+    def _ping(self, token: int) -> None:
+        if self._clockProbe is not None:
+            self._clockProbe.pinged(token)
+        super()._ping(token)
+
+    def _clockSampled(self, sample: wire.ClockSample) -> None:
+        self.factory.streams.clockSampled(self.stream, self, sample)
 
     def fail(self, code: int, reason: str) -> None:
         super().fail(code, reason)
@@ -275,6 +304,8 @@ class FrameReceiverProtocol(MessageProtocol):
 
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
+        if self._clockProbe is not None:
+            self._clockProbe.stop()
         if self._budgetWait:
             self._budgetWait = False
             self.budget.cancel(self)

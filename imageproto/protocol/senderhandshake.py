@@ -144,6 +144,8 @@ def _answer(answered: bool):
 
 def _connected(core: _Core, welcome: wire.Welcome) -> None:
     core.welcomed = welcome
+    # From now on our PONGs carry our clock's times, if both sides said so.
+    core.clockAgreed = wire.clockAgreed(core._hello.capabilities, welcome.capabilities)
     # The per-frame path: ACKs go straight to the sender from now on.
     core._onAck = core.factory.sender.acked
     core._watchServer(welcome)

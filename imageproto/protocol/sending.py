@@ -103,7 +103,7 @@ class FrameSenderProtocol(MessageProtocol):
         elif isinstance(message, wire.Reject):
             self._machine.reject(message)
         elif isinstance(message, wire.Ping):
-            self.sendMessage(wire.Pong(message.token))
+            self.answerPing(message)
         elif isinstance(message, wire.Pong):
             pass
         elif isinstance(message, wire.Welcome):

@@ -188,6 +188,15 @@ class StreamRegistry:
             self._notify("streamStarted", name)
         return stream
 
+    def clockSampled(self, stream: Stream, protocol, sample) -> None:
+        """
+        C{protocol}'s clock exchange measured its sender's clock (a
+        L{wire.ClockSample}); ignored unless C{protocol} is C{stream}'s
+        current connection.
+        """
+        if stream.protocol is protocol:
+            stream.stats.clockSampled(sample)
+
     def _forgetIdle(self) -> None:
         idle = [s for s in self._streams.values() if not s.connected]
         excess = len(idle) - self.maxIdle + 1

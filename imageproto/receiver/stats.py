@@ -13,6 +13,7 @@ from attrs import define, field
 
 from imageproto.common.files import jsonSafe, strictJSON
 from imageproto.common.numbers import percentile
+from imageproto.wire import ClockFilter, ClockSample
 
 __all__ = [
     "PLAUSIBLE_SKEW",
@@ -65,6 +66,9 @@ class StreamStats:
         not finite or further than L{PLAUSIBLE_SKEW} from the receiver's
         clock; they count everywhere but in the latency figures.
     @ivar lastSeen: receive time of the latest message counted, or C{None}.
+    @ivar clockFilter: the current connection's samples of the sender's clock
+        offset (PROTOCOL.md, "Clock offset"); empty for a sender without
+        the clock capability, and emptied on each new connection.
     """
 
     window: float = 5.0
@@ -82,12 +86,18 @@ class StreamStats:
     _since: float | None = field(default=None, init=False)
     _arrivals: deque = field(factory=deque, init=False, repr=False)
     _latencies: deque = field(init=False, repr=False)
+    _corrected: deque = field(init=False, repr=False)
+    clockFilter: ClockFilter = field(factory=ClockFilter, init=False, repr=False)
+    # The best estimate's offset as of the latest sample, applied to each
+    # frame's capture time; None before a sample.
+    _offset: float | None = field(default=None, init=False)
     _highestSeq: int | None = field(default=None, init=False)
     _sessionDropped: int = field(default=0, init=False)
     _droppedBefore: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._latencies = deque(maxlen=self.latencySamples)
+        self._corrected = deque(maxlen=self.latencySamples)
 
     @property
     def dropped(self) -> int:
@@ -106,6 +116,10 @@ class StreamStats:
         if self._since is None:
             self._since = now
         self.lastSeen = now
+        # Another connection may be another path, or (a new session) another
+        # machine: its clock is measured afresh.
+        self.clockFilter = ClockFilter()
+        self._offset = None
         if newSession:
             self._highestSeq = None
             self._droppedBefore += self._sessionDropped
@@ -138,6 +152,13 @@ class StreamStats:
             self._latencies.append(receiveTime - captureTime)
         else:
             self.implausibleTimes += 1
+        offset = self._offset
+        if offset is not None:
+            # The capture time on our clock; checked again, as a clock more
+            # than a day off may still be measured right.
+            captured = captureTime - offset
+            if plausibleTime(captured, receiveTime):
+                self._corrected.append(receiveTime - captured)
         highest = self._highestSeq
         if highest is None:
             self._highestSeq = seq
@@ -149,6 +170,28 @@ class StreamStats:
             self.gaps -= 1
         self._sessionDropped = max(self._sessionDropped, senderDropped)
         self._expire(receiveTime)
+
+    def clockSampled(self, sample: ClockSample) -> None:
+        """
+        The clock exchange measured the sender's clock: keep the sample, and
+        correct the following frames' latencies by the best estimate.
+        """
+        self.clockFilter.add(sample)
+        self._offset = self.clockFilter.best(sample.at).offset
+
+    def clockEstimate(self, now: float) -> dict:
+        """
+        The sender's clock offset (its clock minus ours) and the bound on
+        that estimate's error now, in milliseconds: C{{"clock_offset_ms":
+        .., "clock_error_ms": ..}}, both C{None} before any sample.
+        """
+        best = self.clockFilter.best(now)
+        if best is None:
+            return {"clock_offset_ms": None, "clock_error_ms": None}
+        return {
+            "clock_offset_ms": round(best.offset * 1000.0, 3),
+            "clock_error_ms": round(best.error * 1000.0, 3),
+        }
 
     def frameRejected(self, now: float) -> None:
         self.rejected += 1
@@ -181,13 +224,17 @@ class StreamStats:
             return 0.0
         return len(self._arrivals) / span
 
-    def latencyPercentiles(self) -> dict:
+    def latencyPercentiles(self, corrected: bool = False) -> dict:
         """
         Capture-to-receive latency over the recent samples, in milliseconds:
         C{{"p50": .., "p95": .., "p99": ..}}, each C{None} before any frame.
         Senders' and receiver's clocks differ, so this includes their offset.
+
+        @param corrected: instead, the latency with each capture time moved
+            to our clock by the clock offset estimated when the frame
+            arrived (frames before the first estimate are left out).
         """
-        ordered = sorted(self._latencies)
+        ordered = sorted(self._corrected if corrected else self._latencies)
         result = {}
         for key, fraction in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
             value = percentile(ordered, fraction)
@@ -204,6 +251,8 @@ class StreamStats:
             "bytes": self.bytes,
             "fps": round(self.fps(now), 3),
             "latency_ms": self.latencyPercentiles(),
+            "latency_corrected_ms": self.latencyPercentiles(corrected=True),
+            **self.clockEstimate(now),
             "gaps": self.gaps,
             "dropped": self.dropped,
             "connections": self.connections,

@@ -149,7 +149,9 @@ class FrameSender:
     # -- what the protocol calls ------------------------------------------
 
     def hello(self) -> wire.Hello:
-        capabilities = wire.CAP_RESULTS | wire.CAP_RETRY
+        # CAP_CLOCK: our PONGs carry our clock's times, so that the receiver
+        # can tell true latency from our clock's offset.
+        capabilities = wire.CAP_RESULTS | wire.CAP_RETRY | wire.CAP_CLOCK
         if self.live:
             capabilities |= wire.CAP_LIVE
         if self.resumable:

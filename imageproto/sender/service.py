@@ -69,6 +69,9 @@ class CaptureService(Service):
     @param clock: the C{IReactorTime} for the loop.
     @param count: stop after this many frames were taken by the sink (0: no
         limit).
+    @param now: the wall clock capture times are read from (in the capture
+        thread), C{time.time} by default; the sender's tap passes its
+        skewed clock's when C{IMAGEPROTO_CLOCK_SKEW} is set.
 
     @ivar frames: frames the sink took.
     @ivar missedTicks: ticks skipped because a capture (or the wait for the
@@ -86,8 +89,10 @@ class CaptureService(Service):
         runInThread=None,
         clock=None,
         count: int = 0,
+        now=None,
     ) -> None:
         clock = defaultReactor(clock)
+        self.now = now
         self.source = source
         self.sink = sink
         self.fps = fps
@@ -154,7 +159,10 @@ class CaptureService(Service):
         return self._capture()
 
     def _capture(self) -> Deferred:
-        d = self.runInThread(sources.grab, self.source, self.encoder)
+        if self.now is None:
+            d = self.runInThread(sources.grab, self.source, self.encoder)
+        else:
+            d = self.runInThread(sources.grab, self.source, self.encoder, self.now)
         d.addCallbacks(self._captured, self._captureFailed)
         return d
 

@@ -32,6 +32,8 @@ __all__ = [
     "existingDirectory",
     "existingFile",
     "newFile",
+    "CLOCK_SKEW_VARIABLE",
+    "clockSkew",
 ]
 
 _INFINITY = float("inf")
@@ -196,3 +198,30 @@ def newFile(name: str, value: str) -> str:
     if os.path.isdir(path):
         raise usage.UsageError(f"--{name} {path}: is a directory")
     return path
+
+
+# A testing aid, deliberately not an option: the sender's clock reads this
+# many seconds off (README, "Clock offset").
+CLOCK_SKEW_VARIABLE = "IMAGEPROTO_CLOCK_SKEW"
+
+
+def clockSkew(environ) -> float:
+    """
+    The seconds C{IMAGEPROTO_CLOCK_SKEW} in C{environ} asks the sender's
+    clock to be off by (0 when unset or empty), so that a test can show on
+    one machine what a sender whose clock is wrong looks like.
+
+    @raise usage.UsageError: if it is not a finite number.
+    """
+    raw = environ.get(CLOCK_SKEW_VARIABLE, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        skew = float(raw)
+    except ValueError:
+        skew = _INFINITY
+    if skew != skew or skew in (_INFINITY, -_INFINITY):
+        raise usage.UsageError(
+            f"{CLOCK_SKEW_VARIABLE}={raw}: must be a number of seconds"
+        )
+    return skew

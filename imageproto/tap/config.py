@@ -199,6 +199,8 @@ class SenderConfig:
         says (C{--no-resume} turns it off).
     @ivar retryFor: seconds to keep sending a frame the receiver cannot
         store for now.
+    @ivar clockSkew: seconds the sender's clock is made to read off, from
+        C{IMAGEPROTO_CLOCK_SKEW} (a testing aid; 0 normally).
     """
 
     connect: str = "tcp:localhost:8080"
@@ -217,6 +219,7 @@ class SenderConfig:
     limits: SenderLimitsConfig = SenderLimitsConfig()
     resume: bool = True
     retryFor: float = 60.0
+    clockSkew: float = 0.0
 
     @classmethod
     def fromOptions(cls, options) -> "SenderConfig":
@@ -251,6 +254,7 @@ class SenderConfig:
             limits=security.senderLimits(options),
             resume=not options["no-resume"],
             retryFor=options["retry-for"],
+            clockSkew=options.get("clock-skew", 0.0),
         )
 
 

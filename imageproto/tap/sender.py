@@ -26,6 +26,7 @@ import sys
 from functools import partial
 
 from twisted.internet import error
+from twisted.logger import Logger
 from twisted.python import usage
 
 from imageproto.tap import CommandOptions, checks, security
@@ -41,6 +42,7 @@ from imageproto.tap.config import (
 __all__ = ["Options", "makeService", "exitProcess"]
 
 DEFAULT_CONNECT = "tcp:localhost:8080"
+_log = Logger()
 
 
 def _atLeast(minimum, kind=int):
@@ -119,6 +121,8 @@ class Options(CommandOptions):
             self["name"] = socket.gethostname() or "imageproto"
         if not self["name"] or len(self["name"].encode("utf-8")) > 255:
             raise usage.UsageError("--name must be 1 to 255 bytes of UTF-8")
+        # Not an option: a testing aid that only the environment sets.
+        self["clock-skew"] = checks.clockSkew(os.environ)
         # Built once here, so that a bad token file is a usage error before
         # anything starts; makeService uses it.
         self.config = SenderConfig.fromOptions(self)
@@ -213,6 +217,18 @@ def makeService(options, reactor=None):
 
     config: SenderConfig = options.config
     source = buildSource(config.source)
+    # The clock frames and PONGs are stamped with; timers stay on the
+    # reactor (a skewed clock's DelayedCalls would report unskewed times).
+    wallClock = reactor
+    if config.clockSkew:
+        from imageproto.protocol.clock import SkewedClock
+
+        wallClock = SkewedClock(reactor, config.clockSkew)
+        _log.warn(
+            "{variable}: this sender's clock reads {skew} s off (a testing aid)",
+            variable=checks.CLOCK_SKEW_VARIABLE,
+            skew=config.clockSkew,
+        )
     results = config.results
     session = None
     if isinstance(config.source, (VideoSpec, ImagesSpec)) and config.resume:
@@ -233,7 +249,7 @@ def makeService(options, reactor=None):
     sender = FrameSender(
         config.name,
         source.live,
-        reactor,
+        wallClock,
         window=config.window,
         session=session,
         awaitResults=results is not None,
@@ -256,6 +272,7 @@ def makeService(options, reactor=None):
         maxRetries=config.maxRetries,
     )
     security.applyToSenderFactory(factory, config.security, config.limits)
+    factory.wallClock = wallClock
     connection = SenderConnectionService(
         security.senderEndpoint(config.connect, config.security, reactor),
         factory,
@@ -269,6 +286,7 @@ def makeService(options, reactor=None):
         Encoder(config.width, config.height, config.quality),
         clock=reactor,
         count=config.count,
+        now=wallClock.seconds,
     )
     service = SenderService(
         sender, connection, captureService, partial(exitProcess, reactor)

@@ -3,14 +3,16 @@ The imageproto wire format, bytes in and objects out, with no Twisted and no
 OpenCV: the messages (L{imageproto.wire.messages}), their encoding
 (L{imageproto.wire.codec}), errors (L{imageproto.wire.errors}), the stream
 name rule (L{imageproto.wire.names}) and the authentication digest
-(L{imageproto.wire.digest}), and the sender's handshake decisions
-(L{imageproto.wire.handshake}).  C{PROTOCOL.md} is the normative description.
+(L{imageproto.wire.digest}), the sender's handshake decisions
+(L{imageproto.wire.handshake}) and the clock-offset arithmetic
+(L{imageproto.wire.clock}).  C{PROTOCOL.md} is the normative description.
 
 Everything public is importable from here: C{from imageproto import wire;
 wire.Frame(...)}.
 """
 
-from imageproto.wire import codec, digest, errors, handshake, messages, names
+from imageproto.wire import clock, codec, digest, errors, handshake, messages, names
+from imageproto.wire.clock import *  # noqa: F401,F403
 from imageproto.wire.codec import *  # noqa: F401,F403
 from imageproto.wire.digest import *  # noqa: F401,F403
 from imageproto.wire.errors import *  # noqa: F401,F403
@@ -25,4 +27,5 @@ __all__ = [
     *names.__all__,
     *digest.__all__,
     *handshake.__all__,
+    *clock.__all__,
 ]

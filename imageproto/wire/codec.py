@@ -26,7 +26,8 @@ length in bytes.
   - ERROR      0x07  u16 code, u16 reason length, reason
   - BYE        0x08  u16 reason length, reason
   - PING       0x09  u64 token
-  - PONG       0x0A  u64 token
+  - PONG       0x0A  u64 token, and with the clock capability (both
+                     peers) f64 receive time, f64 send time
   - CHALLENGE  0x0B  32-byte server nonce
   - AUTH       0x0C  32-byte client nonce, 32-byte HMAC-SHA256 digest
 
@@ -176,7 +177,11 @@ def encodeMessage(message: Message) -> bytes:
     if isinstance(message, Ping):
         return head(MSG_PING) + struct.pack("!Q", message.token)
     if isinstance(message, Pong):
-        return head(MSG_PONG) + struct.pack("!Q", message.token)
+        if message.receiveTime is None:
+            return head(MSG_PONG) + struct.pack("!Q", message.token)
+        return head(MSG_PONG) + struct.pack(
+            "!Qdd", message.token, message.receiveTime, message.sendTime
+        )
     if isinstance(message, Challenge):
         return head(MSG_CHALLENGE) + message.nonce
     if isinstance(message, Auth):
@@ -260,6 +265,18 @@ def _decodeReject(r: _Reader) -> Reject:
     return Reject(seq, reason, flags)
 
 
+def _decodePong(r: _Reader) -> Pong:
+    (token,) = r.unpack("Q")
+    if not r.remaining():
+        return Pong(token)
+    # The times are there only between peers that announced the clock
+    # capability; anything but exactly two f64s is malformed.
+    receiveTime, sendTime = r.unpack("dd")
+    if not (math.isfinite(receiveTime) and math.isfinite(sendTime)):
+        raise WireError("PONG times must be finite")
+    return Pong(token, receiveTime, sendTime)
+
+
 def _decodeFrame(r: _Reader) -> Frame:
     seq, size = r.unpack("QI")
     jpeg = r.take(size)
@@ -306,7 +323,7 @@ _DECODERS = {
     MSG_ERROR: lambda r: Error(r.unpack("H")[0], r.text("H")),
     MSG_BYE: lambda r: Bye(r.text("H")),
     MSG_PING: lambda r: Ping(*r.unpack("Q")),
-    MSG_PONG: lambda r: Pong(*r.unpack("Q")),
+    MSG_PONG: _decodePong,
     MSG_CHALLENGE: lambda r: Challenge(r.take(NONCE_BYTES)),
     MSG_AUTH: lambda r: Auth(r.take(NONCE_BYTES), r.take(DIGEST_BYTES)),
 }

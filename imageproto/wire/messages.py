@@ -12,7 +12,7 @@ import math
 from typing import Union
 
 from attrs import field, fields, frozen
-from attrs.validators import instance_of
+from attrs.validators import instance_of, optional
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -34,10 +34,12 @@ __all__ = [
     "CAP_AUTH",
     "CAP_RESUME",
     "CAP_RETRY",
+    "CAP_CLOCK",
     "SCAP_DETECT",
     "SCAP_ANNOTATED",
     "SCAP_HEARTBEAT",
     "SCAP_RESUME",
+    "SCAP_CLOCK",
     "REJECT_RETRY",
     "ERR_VERSION",
     "ERR_BAD_NAME",
@@ -87,12 +89,14 @@ CAP_RESULTS = 0x2  # the sender understands RESULT messages
 CAP_AUTH = 0x4  # the sender holds a token and can answer a CHALLENGE
 CAP_RESUME = 0x8  # a finite source whose session names its content: resumable
 CAP_RETRY = 0x10  # the sender understands REJECT's flags (retry later)
+CAP_CLOCK = 0x40  # the sender stamps its PONGs with its clock's times
 
 # Server capabilities (WELCOME).
 SCAP_DETECT = 0x1  # a detector runs; RESULT messages follow ACKs
 SCAP_ANNOTATED = 0x2  # RESULT messages carry the marked-up JPEG
 SCAP_HEARTBEAT = 0x4  # the server sends PING and expects PONG
 SCAP_RESUME = 0x8  # WELCOME carries the seq to resume from
+SCAP_CLOCK = 0x20  # timed PONGs both ways (only in answer to CAP_CLOCK)
 
 # REJECT flags.
 REJECT_RETRY = 0x1  # the condition is temporary: send the frame again later
@@ -155,6 +159,10 @@ def _finite(instance, attribute, value):
     # a time, and JSON cannot carry them.
     if not math.isfinite(value):
         raise ValueError(f"{attribute.name} must be finite, not {value!r}")
+
+
+def _optionalFloat(value):
+    return None if value is None else float(value)
 
 
 def _exact(size: int):
@@ -304,7 +312,31 @@ class Ping:
 
 @frozen
 class Pong:
+    """
+    The answer to a L{Ping}, repeating its token.
+
+    @ivar receiveTime: on a connection where both peers announced the clock
+        capability (C{CAP_CLOCK}, C{SCAP_CLOCK}), when the PING arrived, on
+        the answering peer's clock; otherwise C{None} (the field is absent).
+    @ivar sendTime: with C{receiveTime}, when this PONG was sent, same
+        clock.  The two are present together or not at all.
+    """
+
     token: int = field(validator=_uint64)
+    receiveTime: float | None = field(
+        default=None, converter=_optionalFloat, validator=optional(_finite)
+    )
+    sendTime: float | None = field(
+        default=None, converter=_optionalFloat, validator=optional(_finite)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if (self.receiveTime is None) != (self.sendTime is None):
+            raise ValueError("a PONG carries both times or neither")
+
+    @property
+    def timed(self) -> bool:
+        return self.receiveTime is not None
 
 
 @frozen

@@ -143,6 +143,7 @@ class StubRegistry:
         self.frames: list = []
         self.pending: list = []
         self.detached: list = []
+        self.clockSamples: list = []
 
     def attach(self, name, capabilities, session, protocol):
         if name in self.refusals:
@@ -153,6 +154,9 @@ class StubRegistry:
 
     def detach(self, stream, protocol):
         self.detached.append((stream.name, protocol))
+
+    def clockSampled(self, stream, protocol, sample):
+        self.clockSamples.append((stream.name, sample))
 
     def frameReceived(self, stream, frame, channel):
         when = None if self.clock is None else self.clock.seconds()

@@ -80,6 +80,41 @@ _RECORDER_COUNTERS = (
 )
 
 
+def _clockFamilies(streams: dict):
+    """
+    The clock-offset estimate and the latency corrected by it, per stream
+    with an estimate (PROTOCOL.md, "Clock offset"), as gauges in seconds.
+    """
+    offset = GaugeMetricFamily(
+        "imageproto_clock_offset_seconds",
+        "The sender's clock minus the receiver's, estimated from timed PONGs.",
+        labels=["stream"],
+    )
+    error = GaugeMetricFamily(
+        "imageproto_clock_error_seconds",
+        "Bound on the clock offset estimate's error (half its round trip, "
+        "plus drift since).",
+        labels=["stream"],
+    )
+    corrected = GaugeMetricFamily(
+        "imageproto_frame_latency_corrected_seconds",
+        "Capture-to-receipt latency with the capture time moved to the "
+        "receiver's clock by the offset estimate, recent quantiles.",
+        labels=["stream", "quantile"],
+    )
+    for name, stats in streams.items():
+        if stats.get("clock_offset_ms") is not None:
+            offset.add_metric([name], stats["clock_offset_ms"] / 1000.0)
+            error.add_metric([name], stats["clock_error_ms"] / 1000.0)
+        for key, quantile in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+            value = (stats.get("latency_corrected_ms") or {}).get(key)
+            if value is not None:
+                corrected.add_metric([name, quantile], value / 1000.0)
+    yield offset
+    yield error
+    yield corrected
+
+
 def _noStats() -> dict:
     return {}
 
@@ -228,6 +263,7 @@ class ReceiverMetrics(ConsumerBase):
             fps.add_metric([name], stats.get("fps") or 0.0)
         yield connected
         yield fps
+        yield from _clockFamilies(streams)
 
         viewers = GaugeMetricFamily(
             "imageproto_viewers", "Live MJPEG viewers.", labels=["stream"]

@@ -9,9 +9,17 @@
 
   var FIELDS = [
     ["fps", "fps", function (s) { return fixed(s.fps, 1); }],
-    ["latency", "latency p50 / p95 / p99 (ms)", function (s) {
+    ["latency", "latency as measured p50 / p95 / p99 (ms)", function (s) {
       var l = s.latency_ms || {};
       return [l.p50, l.p95, l.p99].map(function (v) { return fixed(v, 1); }).join(" / ");
+    }],
+    ["corrected", "corrected latency p50 / p95 / p99 (ms)", function (s) {
+      var l = s.latency_corrected_ms || {};
+      return [l.p50, l.p95, l.p99].map(function (v) { return fixed(v, 1); }).join(" / ");
+    }],
+    ["clock", "sender clock offset (ms)", function (s) {
+      if (s.clock_offset_ms === null || s.clock_offset_ms === undefined) { return "–"; }
+      return fixed(s.clock_offset_ms, 1) + " ± " + fixed(s.clock_error_ms, 2);
     }],
     ["frames", "frames", function (s) { return count(s.frames); }],
     ["seq", "latest seq", function (s) { return count(s.seq); }],
