@@ -1076,8 +1076,9 @@ def absurdTimestamp(workdir: str, frames: int = 30, captureTime: float = 1e308):
     """
     import cv2
     import numpy
+    import urllib.request
+
     from twisted.internet.threads import deferToThread
-    from twisted.web.client import Agent, readBody
 
     workdir = prepare(workdir)
     port, web = freePort(), freePort()
@@ -1093,10 +1094,13 @@ def absurdTimestamp(workdir: str, frames: int = 30, captureTime: float = 1e308):
         )
         answer = yield deferToThread(_sendAbsurdFrame, port, jpeg, captureTime)
         yield finish(sender, timeout=120)
-        response = yield Agent(reactor).request(
-            b"GET", f"http://127.0.0.1:{web}/api/streams".encode()
-        )
-        body = yield readBody(response)
+        url = f"http://127.0.0.1:{web}/api/streams"
+
+        def get():
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read()
+
+        status, body = yield deferToThread(get)
     finally:
         receiver.signal("TERM")
         yield receiver.ended
@@ -1119,7 +1123,7 @@ def absurdTimestamp(workdir: str, frames: int = 30, captureTime: float = 1e308):
         notes={
             "captureTime": captureTime,
             "raw client's answer": type(answer).__name__.upper(),
-            "HTTP status": response.code,
+            "HTTP status": status,
             "strict JSON": strict,
             "streams listed": sorted(listed) if isinstance(listed, dict) else None,
             "absurd latency_ms": absurd.get("latency_ms"),
