@@ -6,6 +6,8 @@ Run from the checkout's root::
     /work/venv/bin/python -m bench.faults [--only NAME ...] [--senders 100]
         [--load-seconds 10]
 
+(C{fulldisk} mounts a tmpfs: run as root, or leave it out with C{--only}.)
+
 Each scenario starts real C{twistd -n imageproto} and
 C{twistd -n imageproto-sender} processes on free loopback ports and prints
 what was sent, what arrived, what was dropped on purpose, how long
@@ -27,6 +29,20 @@ from C{/proc/<pid>/status}, sampled every 0.1 s while it runs):
   - C{load}: N senders (in this process, each its own TCP connection,
     L{FrameSender} and protocol) at 10 fps each into one receiver process;
     every frame is accounted for.
+  - C{sessions}: a camera restarted: two sender runs under one name; both
+    runs' frames are on disk, each in its own session folder, and the
+    first run's files are untouched by the second.
+  - C{fulldisk}: C{--save-dir} on a tmpfs of a few hundred KiB (mounted by
+    the scenario, so it needs root): the frames that fit are stored, the
+    rest rejected with storage errors, and the sender exits non-zero
+    saying how many were not stored.
+  - C{declared}: 50 peers that never say HELLO declare 16 MiB messages and
+    push bytes at them: each is refused at once, and the receiver's peak
+    memory hardly moves.
+  - C{viewers}: 1,100 idle connections to the C{--web} port of a receiver
+    limited to 512 file descriptors, then a sender: every frame stored.
+  - C{timestamp}: a raw client sends a frame captured "at" 1e308 beside a
+    normal sender; C{/api/streams} stays strict JSON and lists both.
 
 The scenario functions return L{Figures}; L{tests.test_faults} and
 L{tests.test_load} run them with smaller settings and assert on them.
@@ -39,6 +55,7 @@ import json
 import os
 import random
 import re
+import sys
 import tempfile
 import time
 
@@ -119,14 +136,21 @@ class Process(ProcessProtocol):
     A child C{twistd}: collects its output and samples its peak memory.
     """
 
-    def __init__(self, name: str, args: list[str]) -> None:
+    def __init__(self, name: str, args: list[str], nofile: int | None = None) -> None:
         self.name = name
         self.output = bytearray()
         self.ended = defer.Deferred()
         self.status = None
         self.peak = None
+        argv = TWISTD + args
+        if nofile is not None:
+            # spawnProcess has no preexec_fn: set RLIMIT_NOFILE (soft and
+            # hard, so the receiver cannot raise it) in a small interpreter
+            # that then execs twistd, as preexec_fn would between fork and
+            # exec.
+            argv = [sys.executable, "-c", _LIMITED, str(nofile), *argv]
         self.transport = reactor.spawnProcess(
-            self, TWISTD[0], TWISTD + args, env=os.environ.copy(), path=ROOT
+            self, argv[0], argv, env=os.environ.copy(), path=ROOT
         )
         self.pid = self.transport.pid
         self._sampler = task.LoopingCall(self._sample)
@@ -178,6 +202,13 @@ class Process(ProcessProtocol):
         return pattern in self.text
 
 
+_LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 def receiverArgs(port: int, workdir: str, stats: str, *extra: str) -> list[str]:
     return [
         "imageproto",
@@ -224,25 +255,30 @@ def readStats(path: str) -> dict:
         return {}
 
 
-def writeImages(directory: str, count: int, size=(160, 120)) -> str:
+def writeImages(directory: str, count: int, size=(160, 120), noise: bool = False) -> str:
     """
-    C{count} distinct small JPEG files, named in order.
+    C{count} distinct small JPEG files, named in order; with C{noise},
+    random pixels (JPEG compresses them little: about 20 KB at 160x120).
     """
     import cv2
     import numpy
 
     os.makedirs(directory, exist_ok=True)
     width, height = size
+    rng = numpy.random.default_rng(7)
     for i in range(count):
-        image = numpy.full((height, width, 3), (i * 7) % 256, numpy.uint8)
+        if noise:
+            image = rng.integers(0, 256, (height, width, 3), numpy.uint8)
+        else:
+            image = numpy.full((height, width, 3), (i * 7) % 256, numpy.uint8)
         cv2.putText(image, str(i), (10, height - 20), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 2)
         cv2.imwrite(os.path.join(directory, f"{i:05d}.jpg"), image)
     return directory
 
 
 @defer.inlineCallbacks
-def startReceiver(port: int, workdir: str, stats: str, *extra: str):
-    receiver = Process("receiver", receiverArgs(port, workdir, stats, *extra))
+def startReceiver(port: int, workdir: str, stats: str, *extra: str, nofile: int | None = None):
+    receiver = Process("receiver", receiverArgs(port, workdir, stats, *extra), nofile=nofile)
     yield waitFor(lambda: listening(port) or not receiver.running, 30, "the receiver")
     if not receiver.running:
         raise AssertionError(f"receiver exited:\n{receiver.text[-3000:]}")
@@ -728,9 +764,389 @@ def load(workdir: str, senders: int = 100, fps: float = 10.0, seconds: float = 1
     )
 
 
+# -- two sessions under one name (a camera restarted) ------------------------------
+
+
+def _fileIdentities(paths: list[str]) -> dict[str, tuple[int, int]]:
+    """
+    Each file's inode and modification time: a file rewritten in place or
+    replaced keeps its path but not both of these.
+    """
+    identities = {}
+    for path in paths:
+        st = os.stat(path)
+        identities[path] = (st.st_ino, st.st_mtime_ns)
+    return identities
+
+
+@defer.inlineCallbacks
+def twoSessions(workdir: str, frames: int = 60, fps: float = 30.0):
+    """
+    A live camera (the test pattern) sends C{frames}, stops, and is started
+    again under the same name: both runs' frames are on disk, each run in
+    its own session folder, none overwritten.
+    """
+    workdir = prepare(workdir)
+    saved = os.path.join(workdir, "saved")
+    port = freePort()
+    receiver = yield startReceiver(port, workdir, "stats.json", "--save-dir", saved)
+    args = ("--count", str(frames), "--fps", str(fps), "--width", "160", "--height", "120")
+    try:
+        first = Process("first", senderArgs(port, "cam", *args))
+        yield finish(first, timeout=120)
+        afterFirst = _fileIdentities(savedFrames(saved, "cam"))
+        second = Process("second", senderArgs(port, "cam", *args))
+        yield finish(second, timeout=120)
+    finally:
+        receiver.signal("TERM")
+        yield receiver.ended
+    files = savedFrames(saved, "cam")
+    now = _fileIdentities(files)
+    kept = sum(1 for path, identity in afterFirst.items() if now.get(path) == identity)
+    one, two = first.summary(), second.summary()
+    return Figures(
+        scenario="sessions",
+        sent=one["sent"] + two["sent"],
+        arrived=len(files),
+        dropped=one["dropped"] + two["dropped"],
+        receiverPeakKiB=receiver.peak,
+        senderPeakKiB=max(first.peak or 0, second.peak or 0),
+        notes={
+            "acknowledged": one["acknowledged"] + two["acknowledged"],
+            "acknowledged per run": (one["acknowledged"], two["acknowledged"]),
+            "session folders": len(os.listdir(os.path.join(saved, "cam"))),
+            "files after run 1": len(afterFirst),
+            "run 1 files untouched by run 2": kept,
+            "distinct files": len(set(files)),
+            "sender exits": (first.status, second.status),
+        },
+    )
+
+
+# -- a full disk ---------------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def fullDisk(workdir: str, frames: int = 40, diskKiB: int = 256, retryFor: float = 2.0):
+    """
+    C{--save-dir} on a tmpfs of C{diskKiB} KiB (mounted here; needs root)
+    and a finite sender of C{frames} images larger in total: the frames
+    that fit are stored and acknowledged, the rest rejected with storage
+    errors, and the sender, after C{retryFor} seconds of retrying each,
+    exits non-zero saying how many were not stored.
+    """
+    workdir = prepare(workdir)
+    if os.geteuid() != 0:
+        raise PermissionError("the full-disk scenario mounts a tmpfs: run it as root")
+    images = writeImages(os.path.join(workdir, "images"), frames, noise=True)
+    imageBytes = sum(os.path.getsize(os.path.join(images, n)) for n in os.listdir(images))
+    disk = os.path.join(workdir, "disk")
+    os.makedirs(disk, exist_ok=True)
+    mount = yield _run("mount", "-t", "tmpfs", "-o", f"size={diskKiB}k", "tmpfs", disk)
+    if mount != 0:
+        raise OSError(f"mount -t tmpfs {disk} failed ({mount})")
+    port = freePort()
+    try:
+        receiver = yield startReceiver(port, workdir, "stats.json", "--save-dir", disk)
+        sender = Process(
+            "sender",
+            senderArgs(port, "cam", "--images", images, "--fps", "0", "--retry-for", str(retryFor)),
+        )
+        try:
+            yield finish(sender, timeout=120)
+        finally:
+            receiver.signal("TERM")
+            yield receiver.ended
+        stored = len(savedFrames(disk, "cam"))
+    finally:
+        yield _run("umount", "-l", disk)
+    stats = readStats(os.path.join(workdir, "stats.json")).get("cam", {})
+    summary = sender.summary()
+    notStored = re.search(r"(\d+ of \d+ frames were not stored)", sender.text)
+    return Figures(
+        scenario="fulldisk",
+        sent=summary["sent"],
+        arrived=stored,
+        receiverPeakKiB=receiver.peak,
+        senderPeakKiB=sender.peak,
+        notes={
+            "frames": frames,
+            "image bytes": imageBytes,
+            "disk KiB": diskKiB,
+            "acknowledged": summary["acknowledged"],
+            "not stored": summary["notStored"],
+            "receiver frames": stats.get("frames"),
+            "receiver rejected": stats.get("rejected"),
+            "storage errors": stats.get("storage_errors"),
+            "sender exit": sender.status,
+            "sender says": notStored.group(1) if notStored else None,
+            "receiver logged full once": receiver.text.count("No space left on device"),
+        },
+    )
+
+
+def _run(*argv: str):
+    """
+    Run a short command; a Deferred firing with its exit status.
+    """
+    from twisted.internet.utils import getProcessValue
+
+    return getProcessValue(argv[0], argv[1:], env=os.environ)
+
+
+# -- unauthenticated peers declaring large messages -----------------------------------
+
+
+class _Pusher(protocol.Protocol):
+    """
+    Declares a C{factory.declared}-byte message and pushes zeros at it
+    until the server closes the connection.
+    """
+
+    def connectionMade(self) -> None:
+        self.factory.opened += 1
+        self.transport.write(self.factory.declared.to_bytes(4, "big"))
+        self._push = task.LoopingCall(self.transport.write, b"\0" * 65536)
+        self._push.start(0.001)
+
+    def connectionLost(self, reason) -> None:
+        if self._push.running:
+            self._push.stop()
+        self.factory.closed += 1
+
+
+@defer.inlineCallbacks
+def bigDeclared(workdir: str, peers: int = 50, declared: int = 16 * 1024 * 1024 - 16):
+    """
+    C{peers} connections that never say HELLO, each declaring a
+    C{declared}-byte message and pushing bytes at it: the receiver refuses
+    each at once (over 4 KiB before WELCOME) and its peak memory stays
+    where it was.
+    """
+    workdir = prepare(workdir)
+    port = freePort()
+    receiver = yield startReceiver(port, workdir, "stats.json")
+    # Let the receiver finish starting, so its baseline peak is settled.
+    yield task.deferLater(reactor, 1.0, lambda: None)
+    receiver._sample()
+    baseline = receiver.peak
+    factory = protocol.ClientFactory()
+    factory.protocol = _Pusher
+    factory.declared = declared
+    factory.opened = factory.closed = 0
+    started = time.monotonic()
+    try:
+        for _ in range(peers):
+            reactor.connectTCP("127.0.0.1", port, factory)
+        yield waitFor(lambda: factory.closed >= peers, 60, "every peer to be closed")
+        seconds = time.monotonic() - started
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        receiver._sample()
+    finally:
+        receiver.signal("TERM")
+        yield receiver.ended
+    refusals = receiver.text.count("before its handshake finished")
+    return Figures(
+        scenario="declared",
+        sent=peers,
+        arrived=0,
+        receiverPeakKiB=receiver.peak,
+        seconds=round(seconds, 2),
+        notes={
+            "peers": peers,
+            "declared bytes each": declared,
+            "closed by server": factory.closed,
+            "refusals logged": refusals,
+            "receiver peak before KiB": baseline,
+            "receiver peak growth KiB": (receiver.peak or 0) - (baseline or 0),
+        },
+    )
+
+
+# -- idle viewers while a sender streams ------------------------------------------------
+
+
+class _Viewer(protocol.Protocol):
+    def connectionMade(self) -> None:
+        self.factory.opened += 1
+
+    def connectionLost(self, reason) -> None:
+        self.factory.closed += 1
+
+
+@defer.inlineCallbacks
+def viewers(workdir: str, viewerCount: int = 1100, nofile: int = 512, frames: int = 60):
+    """
+    A receiver limited to C{nofile} file descriptors, C{viewerCount} idle
+    connections to its C{--web} port, then a sender of C{frames}: the web
+    port's cap keeps descriptors for senders, and every frame is stored.
+
+    "Still open" counts connections this end has not seen closed: those the
+    receiver accepted under its cap, and those still waiting in the
+    kernel's accept queue.
+    """
+    import resource
+
+    workdir = prepare(workdir)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < viewerCount + 256 and hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    saved = os.path.join(workdir, "saved")
+    port, web = freePort(), freePort()
+    receiver = yield startReceiver(
+        port, workdir, "stats.json", "--save-dir", saved,
+        "--web", f"tcp:{web}:interface=127.0.0.1",
+        nofile=nofile,
+    )
+    factory = protocol.ClientFactory()
+    factory.protocol = _Viewer
+    factory.opened = factory.closed = 0
+    connectors = []
+    try:
+        for _ in range(viewerCount):
+            connectors.append(reactor.connectTCP("127.0.0.1", web, factory))
+        yield waitFor(lambda: factory.opened >= viewerCount, 60, "the viewers to connect")
+        # Connections over the web port's cap are closed at once.
+        yield task.deferLater(reactor, 1.0, lambda: None)
+        closedAtOnce = factory.closed
+        started = time.monotonic()
+        sender = Process(
+            "sender",
+            senderArgs(port, "cam", "--count", str(frames), "--fps", "30",
+                       "--width", "160", "--height", "120", "--max-retries", "5"),
+        )
+        yield finish(sender, timeout=120)
+        seconds = time.monotonic() - started
+        openDuring = factory.opened - factory.closed
+    finally:
+        for connector in connectors:
+            connector.disconnect()
+        receiver.signal("TERM")
+        yield receiver.ended
+        yield waitFor(lambda: factory.closed >= factory.opened, 30, "the viewers to close")
+    summary = sender.summary()
+    cap = re.search(r"--web-max-connections lowered from \d+ to (\d+)", receiver.text)
+    return Figures(
+        scenario="viewers",
+        sent=summary["sent"],
+        arrived=len(savedFrames(saved, "cam")),
+        receiverPeakKiB=receiver.peak,
+        senderPeakKiB=sender.peak,
+        seconds=round(seconds, 2),
+        notes={
+            "receiver RLIMIT_NOFILE": nofile,
+            "viewer connections": viewerCount,
+            "viewers accepted": factory.opened,
+            "closed at once by the receiver": closedAtOnce,
+            "viewers still open while streaming": openDuring,
+            "acknowledged": summary["acknowledged"],
+            "sender exit": sender.status,
+            "web cap (lowered to)": int(cap.group(1)) if cap else None,
+        },
+    )
+
+
+# -- an absurd capture time ---------------------------------------------------------------
+
+
+def _sendAbsurdFrame(port: int, jpeg: bytes, captureTime: float) :
+    """
+    A raw client (a blocking socket, in a thread): HELLO, then one FRAME
+    with C{captureTime}, and its answer.
+    """
+    import socket
+
+    from imageproto import wire
+    from imageproto.client.connection import handshake, readMessage
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        handshake(sock, wire.Hello("absurd", 0, 0), None)
+        sock.sendall(wire.encodeFramed(wire.Frame(0, jpeg, captureTime, time.time())))
+        answer = readMessage(sock)
+        sock.sendall(wire.encodeFramed(wire.Bye("done")))
+        return answer
+
+
+@defer.inlineCallbacks
+def absurdTimestamp(workdir: str, frames: int = 30, captureTime: float = 1e308):
+    """
+    One frame captured "at" C{captureTime} from a raw client, beside a
+    normal sender: the viewer's C{/api/streams} stays strict JSON and lists
+    both streams.
+    """
+    import cv2
+    import numpy
+    import urllib.request
+
+    from twisted.internet.threads import deferToThread
+
+    workdir = prepare(workdir)
+    port, web = freePort(), freePort()
+    receiver = yield startReceiver(
+        port, workdir, "stats.json", "--web", f"tcp:{web}:interface=127.0.0.1"
+    )
+    jpeg = cv2.imencode(".jpg", numpy.zeros((48, 64, 3), numpy.uint8))[1].tobytes()
+    try:
+        sender = Process(
+            "sender",
+            senderArgs(port, "good", "--count", str(frames), "--fps", "30",
+                       "--width", "160", "--height", "120"),
+        )
+        answer = yield deferToThread(_sendAbsurdFrame, port, jpeg, captureTime)
+        yield finish(sender, timeout=120)
+        url = f"http://127.0.0.1:{web}/api/streams"
+
+        def get():
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.read()
+
+        status, body = yield deferToThread(get)
+    finally:
+        receiver.signal("TERM")
+        yield receiver.ended
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    try:
+        streams = json.loads(body, parse_constant=refuse)
+        strict = True
+    except ValueError:
+        streams, strict = {}, False
+    listed = streams.get("streams", streams)
+    absurd = listed.get("absurd", {}) if isinstance(listed, dict) else {}
+    return Figures(
+        scenario="timestamp",
+        sent=sender.summary()["sent"] + 1,
+        arrived=sum(s.get("frames", 0) for s in listed.values()) if isinstance(listed, dict) else 0,
+        receiverPeakKiB=receiver.peak,
+        notes={
+            "captureTime": captureTime,
+            "raw client's answer": type(answer).__name__.upper(),
+            "HTTP status": status,
+            "strict JSON": strict,
+            "streams listed": sorted(listed) if isinstance(listed, dict) else None,
+            "absurd latency_ms": absurd.get("latency_ms"),
+            "absurd implausible_times": absurd.get("implausible_times"),
+            "sender exit": sender.status,
+        },
+    )
+
+
 # -- command line ------------------------------------------------------------------
 
-SCENARIOS = {"restart": restart, "stall": stall, "slow": slow, "fuzz": fuzz, "load": load}
+SCENARIOS = {
+    "restart": restart,
+    "stall": stall,
+    "slow": slow,
+    "fuzz": fuzz,
+    "load": load,
+    "sessions": twoSessions,
+    "fulldisk": fullDisk,
+    "declared": bigDeclared,
+    "viewers": viewers,
+    "timestamp": absurdTimestamp,
+}
 
 
 def formatFigures(figures: Figures) -> str:

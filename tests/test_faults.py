@@ -102,3 +102,83 @@ class FaultTests(TestCase):
         self.assertGreater(figures.notes["good frames stored during the garbage"], 0)
         self.assertEqual(figures.notes["sender exit"], 0)
         self.assertEqual(figures.arrived, 90)
+
+    @defer.inlineCallbacks
+    def test_cameraRestarted(self) -> None:
+        """
+        Two sender runs under one name: every acknowledged frame is a file,
+        each run in its own session folder, and the second run overwrote
+        none of the first run's files.
+        """
+        figures = yield faults.twoSessions(self.workdir, frames=20)
+        self.assertEqual(figures.notes["sender exits"], (0, 0))
+        self.assertEqual(figures.notes["acknowledged per run"], (20, 20))
+        self.assertEqual(figures.arrived, figures.notes["acknowledged"])
+        self.assertEqual(figures.notes["distinct files"], 40)
+        self.assertEqual(figures.notes["session folders"], 2)
+        self.assertEqual(figures.notes["run 1 files untouched by run 2"], 20)
+
+    @defer.inlineCallbacks
+    def test_fullDisk(self) -> None:
+        """
+        A --save-dir on a 256 KiB tmpfs and 40 frames of about 20 KB: those
+        that fit are stored and acknowledged, the others rejected with
+        storage errors; the sender gives up on them after --retry-for and
+        exits 1, saying how many were not stored.
+        """
+        import os
+
+        if os.geteuid() != 0:
+            raise self.skipTest("mounting a tmpfs needs root")
+        figures = yield faults.fullDisk(self.workdir, frames=40, retryFor=1.0)
+        self.assertGreater(figures.arrived, 0)
+        self.assertLess(figures.arrived, 40)
+        self.assertEqual(figures.notes["acknowledged"], figures.arrived)
+        self.assertEqual(figures.notes["receiver frames"], figures.arrived)
+        self.assertGreater(figures.notes["storage errors"], 0)
+        self.assertEqual(figures.notes["sender exit"], 1)
+        notStored = 40 - figures.arrived
+        self.assertEqual(figures.notes["not stored"], notStored)
+        self.assertEqual(
+            figures.notes["sender says"], f"{notStored} of 40 frames were not stored"
+        )
+
+    @defer.inlineCallbacks
+    def test_largeDeclaredMessagesBeforeHello(self) -> None:
+        """
+        50 peers declaring 16 MiB messages without a HELLO are each closed
+        at once, and the receiver's peak memory grows by under 16 MiB (it
+        would be 800 MiB if it buffered what they declared).
+        """
+        figures = yield faults.bigDeclared(self.workdir, peers=50)
+        self.assertEqual(figures.notes["closed by server"], 50)
+        self.assertEqual(figures.notes["refusals logged"], 50)
+        self.assertLess(figures.notes["receiver peak growth KiB"], 16 * 1024)
+
+    @defer.inlineCallbacks
+    def test_idleViewersWhileStreaming(self) -> None:
+        """
+        1,100 idle viewer connections to a receiver with 512 file
+        descriptors: the web port's cap is lowered, the connections over it
+        closed at once, and a sender's frames are all stored.
+        """
+        figures = yield faults.viewers(self.workdir, viewerCount=1100, nofile=512, frames=30)
+        self.assertEqual(figures.notes["sender exit"], 0)
+        self.assertEqual(figures.arrived, 30)
+        self.assertLess(figures.notes["web cap (lowered to)"], 512)
+        self.assertEqual(figures.notes["viewers accepted"], 1100)
+        self.assertGreater(figures.notes["closed at once by the receiver"], 0)
+
+    @defer.inlineCallbacks
+    def test_absurdCaptureTime(self) -> None:
+        """
+        A frame captured "at" 1e308 is acknowledged and counted as
+        implausible; /api/streams stays strict JSON and lists every stream.
+        """
+        figures = yield faults.absurdTimestamp(self.workdir, frames=10)
+        self.assertEqual(figures.notes["raw client's answer"], "ACK")
+        self.assertEqual(figures.notes["HTTP status"], 200)
+        self.assertTrue(figures.notes["strict JSON"])
+        self.assertEqual(figures.notes["streams listed"], ["absurd", "good"])
+        self.assertEqual(figures.notes["absurd implausible_times"], 1)
+        self.assertEqual(figures.arrived, 11)

@@ -120,6 +120,19 @@ class SenderFactory(ReconnectingClientFactory):
         self.maxDelay = maxDelay
         self.maxRetries = maxRetries
         self.initialDelay = self.delay = min(initialDelay, maxDelay)
+        self._explained: set[str] = set()
+
+    def explain(self, cause: str, text: str) -> None:
+        """
+        Log C{text}, the likely cause of a failed handshake
+        (L{imageproto.protocol.hints}), the first time C{cause} (a short key
+        such as C{"tls"}) is seen: retries repeat the symptom, not the
+        explanation.
+        """
+        if cause in self._explained:
+            return
+        self._explained.add(cause)
+        self.log.warn("{hint}", hint=text, cause=cause)
 
     def clientConnectionFailed(self, connector, reason) -> None:
         self._lastReason = reason

@@ -15,6 +15,7 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.protocol import hints
 from imageproto.protocol.channel import IFrameChannel
 from imageproto.protocol.clock import CLOCK_INTERVAL, ClockProbe
 from imageproto.protocol.framing import READ_BYTES, MessageProtocol
@@ -147,12 +148,14 @@ class FrameReceiverProtocol(MessageProtocol):
         if self.welcomed:
             super().lengthLimitExceeded(length)
             return
+        tls = hints.looksLikeTLS(self._buffer)
         self.log.warn(
             "{peer} announced a {length}-byte message before its handshake "
-            "finished (at most {limit} bytes until WELCOME); disconnecting",
+            "finished (at most {limit} bytes until WELCOME){why}; disconnecting",
             peer=self.peer,
             length=length,
             limit=self.MAX_LENGTH,
+            why=": a TLS handshake, but this port is plain TCP" if tls else "",
         )
         self.fail(
             wire.ERR_TOO_LARGE,
@@ -314,4 +317,14 @@ class FrameReceiverProtocol(MessageProtocol):
         if self.factory.peers is not None:
             self.factory.peers.discard(self)
         self._machine.connectionLost()
-        self.log.debug("{peer} disconnected", peer=self.peer)
+        error = None if self.welcomed else hints.tlsError(reason)
+        if error is not None:
+            # Twisted reports a failed handshake only here, as the reason.
+            self.log.warn(
+                "TLS handshake with {peer} failed: {error} (a sender without "
+                "TLS, or with a certificate this port does not accept)",
+                peer=self.peer,
+                error=error,
+            )
+        else:
+            self.log.debug("{peer} disconnected", peer=self.peer)

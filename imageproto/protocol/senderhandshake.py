@@ -16,8 +16,11 @@ from __future__ import annotations
 import typing
 
 from automat import TypeMachineBuilder
+from twisted.internet.interfaces import ISSLTransport
 
 from imageproto import wire
+from imageproto.protocol import hints
+from imageproto.protocol.tls import peerCertificateSubject
 
 __all__ = ["SenderMachine"]
 
@@ -54,7 +57,14 @@ class _SenderInputs(typing.Protocol):
     sender-only messages are ERROR 4 "unexpected ... after the handshake".
 
     Every state goes to closed on our own C{fail} or C{close} and on the
-    connection's loss; closed ignores everything.  PING and PONG do not
+    connection's loss; closed ignores everything.
+
+    While awaitingWelcome nothing imageproto-like has come back, so the
+    symptoms of a wrong port or of TLS on one side only (the connection
+    lost, bytes that are not a message, no answer by the deadline) are
+    explained in the log (L{imageproto.protocol.hints}), once per cause
+    (the factory's C{explain}).  In any other state the receiver has
+    spoken imageproto, and they are not.  PING and PONG do not
     depend on the state and never reach the machine, and once streaming
     the protocol hands ACKs to the sender directly (the per-frame path).
     """
@@ -86,8 +96,14 @@ class _SenderInputs(typing.Protocol):
     def stop(self) -> None:
         "We closed the connection (C{fail} or C{close})."
 
-    def connectionLost(self) -> None:
-        "The connection is gone."
+    def connectionLost(self, reason) -> None:
+        "The connection is gone (C{reason}, a L{Failure})."
+
+    def unreadable(self, data: bytes) -> None:
+        "The server's bytes (C{data}, from the start) are not a message."
+
+    def noAnswer(self, seconds: float) -> None:
+        "The handshake deadline, C{seconds} after HELLO, passed."
 
 
 _builder = TypeMachineBuilder(_SenderInputs, _Core)
@@ -210,6 +226,45 @@ def _leaveEarly(inputs: _SenderInputs, core: _Core, reason: str) -> None:
     core.close()
 
 
+# -- the wrong port, or TLS on one side only -------------------------------------
+
+
+def _tlsUnfinished(core: _Core) -> bool:
+    # The server presents a certificate in every TLS handshake, so none
+    # means the handshake never finished.
+    return (
+        ISSLTransport.providedBy(core.transport)
+        and peerCertificateSubject(core.transport) is None
+    )
+
+
+@_upon([_awaitingWelcome], _SenderInputs.connectionLost, to=_closed)
+def _lostUnanswered(inputs: _SenderInputs, core: _Core, reason) -> None:
+    error = hints.tlsError(reason)
+    if error is None and _tlsUnfinished(core):
+        # Hung up on our ClientHello, which no TLS server does.
+        error = reason.getErrorMessage()
+    if error is not None:
+        core.factory.explain("tls", hints.tlsHandshakeFailed(core.peer, error))
+    else:
+        tls = ISSLTransport.providedBy(core.transport)
+        core.factory.explain("closed", hints.closedBeforeAnswer(core.peer, tls))
+
+
+@_upon([_awaitingWelcome], _SenderInputs.unreadable)
+def _notImageproto(inputs: _SenderInputs, core: _Core, data: bytes) -> None:
+    core.factory.explain("garbage", hints.notImageproto(core.peer, data))
+
+
+@_upon([_awaitingWelcome], _SenderInputs.noAnswer)
+def _silent(inputs: _SenderInputs, core: _Core, seconds: float) -> None:
+    if _tlsUnfinished(core):
+        error = f"no answer to our ClientHello within {seconds} s"
+        core.factory.explain("tls", hints.tlsHandshakeFailed(core.peer, error))
+    else:
+        core.factory.explain("silent", hints.noAnswer(core.peer, seconds))
+
+
 # -- streaming ------------------------------------------------------------------
 
 
@@ -262,7 +317,12 @@ def _ignore(inputs: object, core: object, *args: object) -> None:
 
 
 _upon(_open, _SenderInputs.stop, to=_closed)(_ignore)
-_upon(_open, _SenderInputs.connectionLost, to=_closed)(_ignore)
+_upon([_answeringChallenge, _streaming], _SenderInputs.connectionLost, to=_closed)(
+    _ignore
+)
+# Once the receiver has spoken imageproto, a wrong port is ruled out.
+for _input in [_SenderInputs.unreadable, _SenderInputs.noAnswer]:
+    _upon([_answeringChallenge, _streaming], _input)(_ignore)
 # Nothing is read after the connection closes, but our own fail, close and
 # goodbye can come again (a timeout after a refusal, say).
 for _input in [
@@ -276,6 +336,8 @@ for _input in [
     _SenderInputs.goodbye,
     _SenderInputs.stop,
     _SenderInputs.connectionLost,
+    _SenderInputs.unreadable,
+    _SenderInputs.noAnswer,
 ]:
     _upon([_closed], _input)(_ignore)
 

@@ -150,8 +150,18 @@ class FrameSenderProtocol(MessageProtocol):
         super().close()
         self._machine.stop()
 
+    def lengthLimitExceeded(self, length: int) -> None:
+        # Before WELCOME this is most often not a server's message at all
+        # (an HTTP answer, a TLS record): the machine explains it.
+        self._machine.unreadable(bytes(self._buffer[:64]))
+        super().lengthLimitExceeded(length)
+
+    def timedOut(self, seconds: float) -> None:
+        self._machine.noAnswer(seconds)
+        super().timedOut(seconds)
+
     def connectionLost(self, reason) -> None:
         super().connectionLost(reason)
-        self._machine.connectionLost()
+        self._machine.connectionLost(reason)
         self.pressure.stopProducing()
         self.factory.sender.disconnected(self, reason)
