@@ -173,10 +173,32 @@ class Connection:
             reply = Reply(outcome.seq, roundTrip=roundTrip)
         pending._settle(reply)
 
+    def _messages(self):
+        """
+        The server's messages, read in large chunks: one C{recv} brings
+        many ACKs when frames are pipelined.
+        """
+        buffer = bytearray()
+        while True:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ClientError("the server closed the connection")
+            buffer += chunk
+            offset = 0
+            while len(buffer) - offset >= wire.LENGTH_BYTES:
+                length = wire.decodeLength(bytes(buffer[offset : offset + wire.LENGTH_BYTES]))
+                if length > MAX_MESSAGE_BYTES:
+                    raise ClientError(f"the server sent a {length}-byte message")
+                end = offset + wire.LENGTH_BYTES + length
+                if len(buffer) < end:
+                    break
+                yield wire.decodeMessage(bytes(buffer[offset + wire.LENGTH_BYTES : end]))
+                offset = end
+            del buffer[:offset]
+
     def _read(self) -> None:
         try:
-            while True:
-                message = readMessage(self.sock)
+            for message in self._messages():
                 if isinstance(message, wire.Result):
                     self._settle(message.seq, message)
                     if self.client.live:
