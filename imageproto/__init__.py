@@ -14,3 +14,14 @@ def connect(*args, **kwargs):
     from imageproto.client import connect as _connect
 
     return _connect(*args, **kwargs)
+
+
+def listen(*args, **kwargs):
+    """
+    Receive frames in a plain script: a receiver runs in a background
+    thread and the returned hub yields its frames; see
+    L{imageproto.hub.listen}.
+    """
+    from imageproto.hub import listen as _listen
+
+    return _listen(*args, **kwargs)

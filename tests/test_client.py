@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import imageproto
 from imageproto import client, wire
-from imageproto.client import connection
+from imageproto.client import connection, transport
 from imageproto.features.inference.detectors import loadDetector
 from imageproto.features.inference.engine import InferenceConfig, attachInference
 from imageproto.protocol.tokens import TokenTable
@@ -428,3 +428,232 @@ class LiveServerTests(TestCase):
         self.assertIs(latest, replies[-1][0])
         self.assertEqual(latest.jpeg, newest)
         self.assertTrue(latest.detected)
+
+
+class AddressTests(SynchronousTestCase):
+    """
+    L{imageproto.client.transport.parseAddress}.
+    """
+
+    def test_forms(self):
+        """
+        "host:port", "tcp:host:port", "ssl:host:port", "tcp://host:port",
+        "[v6]:port", a bare host and a tuple all name the host and port;
+        "ssl:" asks for TLS.
+        """
+        parse = transport.parseAddress
+        A = transport.Address
+        self.assertEqual(parse("localhost:9000"), A("localhost", 9000))
+        self.assertEqual(parse("tcp:127.0.0.1:9000"), A("127.0.0.1", 9000))
+        self.assertEqual(parse("tcp:host:9000:timeout=5"), A("host", 9000))
+        self.assertEqual(parse("ssl:receiver.example:8443"), A("receiver.example", 8443, True))
+        self.assertEqual(parse("tcp://10.0.0.1:5555"), A("10.0.0.1", 5555))
+        self.assertEqual(parse("[::1]:9000"), A("::1", 9000))
+        self.assertEqual(parse("server"), A("server", 8080))
+        self.assertEqual(parse(("h", "7")), A("h", 7))
+
+    def test_badPort(self):
+        """
+        A port that is not a number raises ValueError.
+        """
+        self.assertRaises(ValueError, transport.parseAddress, "host:http")
+
+
+class PipelineTests(TestCase):
+    """
+    C{send(wait=False)}: frames in flight, capture times and metadata,
+    against a real receiver on loopback.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def startReceiver(self, **kwargs):
+        frames = []
+        receiver = ReceiverService(
+            "tcp:0:interface=127.0.0.1", onFrame=frames.append, reactor=reactor,
+            statsInterval=0, **kwargs
+        )
+        receiver.startService()
+        self.addCleanup(receiver.stopService)
+        port = yield receiver.whenListening()
+        self.frames = frames
+        return f"tcp:127.0.0.1:{port.getHost().port}"
+
+    @inlineCallbacks
+    def test_windowOfFramesInFlight(self):
+        """
+        C{send(wait=False)} returns a L{client.PendingFrame} at once; with a
+        window of 4, 40 frames are all answered in order of seq, and never
+        more than 4 are unanswered; the endpoint-string address works.
+        """
+        address = yield self.startReceiver()
+        jpeg = readJpeg()
+        inFlight = []
+
+        def script():
+            with imageproto.connect(address, name="pipe", window=4) as s:
+                handles = []
+                for i in range(40):
+                    handles.append(s.send(jpeg, wait=False, captureTime=1000.0 + i))
+                    inFlight.append(len(s._pending))
+                return [h.result().seq for h in handles]
+
+        seqs = yield deferToThread(script)
+        self.assertEqual(seqs, list(range(40)))
+        self.assertLessEqual(max(inFlight), 4)
+        self.assertEqual([f.seq for f in self.frames], list(range(40)))
+        self.assertEqual([f.captureTime for f in self.frames], [1000.0 + i for i in range(40)])
+
+    @inlineCallbacks
+    def test_resentAfterConnectionLoss(self):
+        """
+        Frames in flight when the connection drops are sent again on the
+        next connection and answered; the receiver keeps each once.
+        """
+        address = yield self.startReceiver()
+        jpeg = readJpeg()
+
+        def script():
+            with imageproto.connect(address, name="flaky", window=8) as s:
+                handles = [s.sendAsync(jpeg) for _ in range(5)]
+                s._connection.sock.shutdown(socket.SHUT_RDWR)
+                handles += [s.sendAsync(jpeg) for _ in range(5)]
+                return [h.result().seq for h in handles]
+
+        seqs = yield deferToThread(script)
+        self.assertEqual(seqs, list(range(10)))
+        self.assertEqual(sorted({f.seq for f in self.frames}), list(range(10)))
+        self.assertEqual(len(self.frames), 10)
+
+    @inlineCallbacks
+    def test_metadata(self):
+        """
+        Metadata travels with the frame when the receiver takes it, and
+        raises L{client.MetadataUnsupported} when it does not (this version
+        of the wire module has no C{SCAP_METADATA}, or the server does not
+        announce it).
+        """
+        address = yield self.startReceiver()
+
+        def script():
+            with imageproto.connect(address, name="meta") as s:
+                try:
+                    s.send(readJpeg(), metadata={"msg": "cam|1|2.5"})
+                except client.MetadataUnsupported as e:
+                    return s.metadata, str(e)
+                return s.metadata, None
+
+        supported, error = yield deferToThread(script)
+        if getattr(wire, "SCAP_METADATA", None) is None:
+            self.assertFalse(supported)
+            self.assertIn("metadata", error)
+        else:
+            self.assertTrue(supported)
+            self.assertIsNone(error)
+            self.assertEqual(self.frames[0].metadata, {"msg": "cam|1|2.5"})
+
+    @inlineCallbacks
+    def test_numpyWithQuality(self):
+        """
+        A numpy image is encoded at the quality given to C{send}.
+        """
+        if cv2 is None:
+            raise self.skipTest("cv2 is not installed")
+        address = yield self.startReceiver()
+        image = cv2.imread(os.path.join(DATA, "astronaut.jpg"))
+
+        def script():
+            with imageproto.connect(address, name="q") as s:
+                s.send(image, quality=20)
+                s.send(image, quality=95)
+
+        yield deferToThread(script)
+        low, high = self.frames
+        self.assertLess(len(low.jpeg), len(high.jpeg) / 2)
+
+
+class TlsClientTests(TestCase):
+    """
+    The blocking client over TLS to a real TLS receiver: the server's
+    certificate checked against a CA, and a client certificate presented.
+    """
+
+    timeout = 60
+
+    def setUp(self):
+        try:
+            from tests.test_tls import makeCertificates, sslPort
+        except ImportError:  # pragma: no cover
+            raise self.skipTest("cryptography is not installed")
+        self.paths = makeCertificates(self.mktemp())
+        self.sslPort = sslPort
+
+    @inlineCallbacks
+    def startReceiver(self, clientCA=None):
+        from imageproto.protocol.tls import serverEndpoint
+
+        frames = []
+        endpoint = serverEndpoint(reactor, self.sslPort(self.paths), clientCA)
+        receiver = ReceiverService(endpoint, onFrame=frames.append, reactor=reactor, statsInterval=0)
+        receiver.startService()
+        self.addCleanup(receiver.stopService)
+        port = yield receiver.whenListening()
+        self.frames = frames
+        return port.getHost().port
+
+    @inlineCallbacks
+    def test_sendOverTls(self):
+        """
+        C{ssl:localhost:PORT} with C{ca=} verifies the receiver and sends;
+        many frames in flight over one TLS connection all arrive.
+        """
+        port = yield self.startReceiver()
+        jpeg = readJpeg()
+
+        def script():
+            with imageproto.connect(f"ssl:localhost:{port}", name="tls", ca=self.paths["ca"]) as s:
+                handles = [s.sendAsync(jpeg) for _ in range(30)]
+                return [h.result().seq for h in handles]
+
+        seqs = yield deferToThread(script)
+        self.assertEqual(seqs, list(range(30)))
+        self.assertEqual(len(self.frames), 30)
+
+    @inlineCallbacks
+    def test_untrustedServerRefused(self):
+        """
+        A receiver whose certificate the given CA did not sign is not
+        trusted: connecting times out with the certificate error.
+        """
+        port = yield self.startReceiver()
+
+        def script():
+            try:
+                imageproto.connect(
+                    f"ssl:localhost:{port}", name="tls", ca=self.paths["rogueCa"], timeout=0.5
+                )
+            except TimeoutError as e:
+                return str(e)
+
+        message = yield deferToThread(script)
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", message)
+
+    @inlineCallbacks
+    def test_mutualTls(self):
+        """
+        A receiver requiring client certificates accepts the client that
+        presents one signed by its CA.
+        """
+        port = yield self.startReceiver(clientCA=self.paths["ca"])
+
+        def script():
+            with imageproto.connect(
+                f"localhost:{port}", name="cam-1", ca=self.paths["ca"],
+                cert=self.paths["clientCert"], key=self.paths["clientKey"],
+            ) as s:
+                return s.send(readJpeg()).seq
+
+        seq = yield deferToThread(script)
+        self.assertEqual(seq, 0)
+        self.assertEqual(self.frames[0].stream, "cam-1")

@@ -44,9 +44,11 @@ def _senderClasses():
 
 
 def _connectAddress(port: int) -> str:
-    # imageproto.connect takes "host:port" today; "tcp:127.0.0.1:PORT"
-    # endpoint strings are read as host "tcp:127.0.0.1".
-    return f"127.0.0.1:{port}"
+    return f"tcp:127.0.0.1:{port}"
+
+
+#: Frames the blocking client keeps in flight (C{connect(..., window=)}).
+CONNECT_WINDOW = 8
 
 
 def twistdCommand(port: int, statsFile: str) -> list[str]:
@@ -165,15 +167,19 @@ def _giveUp(reactor, state) -> None:
 
 def runConnectSender(args) -> None:
     """
-    One blocking client: C{imageproto.connect(...).send(...)} per frame,
-    which returns once that frame is acknowledged.  With C{--encode} it is
-    handed the numpy image and encodes it itself (quality 90).
+    One blocking client: C{imageproto.connect(..., window=8)} and
+    C{send(frame, wait=False, captureTime=...)} per frame, which returns as
+    soon as the frame is written while at most 8 are unacknowledged; the
+    run ends when every frame is acknowledged (C{close} waits for them).
+    With C{--encode} it is handed the numpy image and encodes it itself
+    (quality 90).
     """
     import imageproto
 
     frames = loadFrames(args.data, args.frameset, images=args.encode)
     client = imageproto.connect(
-        _connectAddress(args.port), name=args.name, timeout=10.0, quality=90
+        _connectAddress(args.port), name=args.name, timeout=10.0, quality=90,
+        window=CONNECT_WINDOW,
     )
     captures = []
     total = 0
@@ -185,11 +191,13 @@ def runConnectSender(args) -> None:
         if time.monotonic() > deadline:
             break
         pacer.wait(seq)
-        captures.append(time.time())
+        captureTime = time.time()
+        captures.append(captureTime)
         frame = frames[seq % len(frames)]
-        client.send(frame)
+        client.send(frame, wait=False, captureTime=captureTime)
         total += 0 if args.encode else len(frame)
         sent += 1
+    client.flush()
     end = time.time()
     cpu = cpuSeconds() - cpu0
     client.close()

@@ -32,16 +32,23 @@ L{imageproto.wire.answerServer}, and the reader thread), L{frames}
 (L{Reply}, L{encodeFrame}) and L{errors}.
 """
 
-from imageproto.client.blocking import Client, connect
-from imageproto.client.errors import ClientError, FrameRejected, ServerRefused
+from imageproto.client.blocking import Client, PendingFrame, connect
+from imageproto.client.errors import (
+    ClientError,
+    FrameRejected,
+    MetadataUnsupported,
+    ServerRefused,
+)
 from imageproto.client.frames import Reply, encodeFrame
 
 __all__ = [
     "connect",
     "Client",
+    "PendingFrame",
     "Reply",
     "ClientError",
     "FrameRejected",
     "ServerRefused",
+    "MetadataUnsupported",
     "encodeFrame",
 ]

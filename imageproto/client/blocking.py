@@ -1,35 +1,130 @@
 # -*- test-case-name: tests.test_client -*-
 """
 The blocking client itself: L{connect} and the L{Client} it returns, which
-(re)connects, numbers frames, waits for their answers and runs the
-background sender of L{Client.sendLatest}.  Plain sockets and threads; one
-L{imageproto.client.connection.Connection} at a time.
+(re)connects, numbers frames, keeps up to C{window} of them in flight
+(L{PendingFrame}), resends the unanswered ones after a reconnect, and runs
+the background sender of L{Client.sendLatest}.  Plain sockets and threads;
+one L{imageproto.client.connection.Connection} at a time.
+
+Locks, outermost first: C{Client._lock} (the connection; held while
+connecting and writing, so frames go out in order), C{Client._room} (the
+window; never held while blocking on I/O), C{Connection.lock}.  The
+connection's reader thread never takes C{Client._lock}, so it keeps
+reading answers while a writer waits for the socket.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
+
+import attrs
 
 from imageproto import wire
 from imageproto.client.connection import Connection, handshake
-from imageproto.client.errors import ClientError, ServerRefused, _Lost
+from imageproto.client.errors import ClientError, MetadataUnsupported, ServerRefused, _Lost
 from imageproto.client.frames import Reply, encodeFrame
+from imageproto.client.transport import Address, openTransport, parseAddress, tlsContext
 
-__all__ = ["connect", "Client"]
+__all__ = ["connect", "Client", "PendingFrame", "metadataSupported"]
 
 
-def _parseAddress(address) -> tuple:
-    if isinstance(address, tuple):
-        return address
-    host, sep, port = str(address).rpartition(":")
-    if not sep:
-        return (address, 8080)
-    return (host.strip("[]") or "localhost", int(port))
+def metadataSupported(welcome: wire.Welcome) -> bool:
+    """
+    Whether frames on a connection welcomed by C{welcome} can carry
+    metadata: this version of L{imageproto.wire} knows per-frame metadata
+    (C{wire.SCAP_METADATA} and a C{metadata} field on C{wire.Frame}) and
+    the server announced it.
+    """
+    capability = getattr(wire, "SCAP_METADATA", None)
+    if capability is None or "metadata" not in attrs.fields_dict(wire.Frame):
+        return False
+    return bool(welcome.capabilities & capability)
+
+
+class PendingFrame:
+    """
+    A frame sent and not yet answered, as L{Client.send} returns it with
+    C{wait=False}.  L{result} waits for the answer, reconnecting and
+    sending the frame again if the connection drops meanwhile.
+
+    @ivar seq: the frame's sequence number.
+    @ivar frame: the C{wire.Frame} (its C{sendTime} is set on each send).
+    """
+
+    def __init__(self, client: "Client", frame: wire.Frame) -> None:
+        self.seq = frame.seq
+        self.frame = frame
+        self._client = client
+        self._changed = threading.Condition()
+        self._outcome = None
+        self._lostOn = None
+        self.sentOn = None
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "pending"
+        return f"<PendingFrame seq={self.seq} {state}>"
+
+    def done(self) -> bool:
+        """
+        Whether the frame has been answered (or refused).
+        """
+        return self._outcome is not None
+
+    def result(self, timeout: float | None = None) -> Reply:
+        """
+        Wait for the server's answer to this frame.
+
+        @param timeout: seconds, reconnections included; the client's
+            default when C{None}.  The frame stays in flight after a
+            timeout: wait again, or close the client.
+        @raise TimeoutError: if no answer came in time.
+        @raise FrameRejected: if the server refused the frame.
+        """
+        client = self._client
+        deadline = time.monotonic() + (client.timeout if timeout is None else timeout)
+        while True:
+            with self._changed:
+                while self._outcome is None and self._lostOn is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no answer to frame {self.seq} in time")
+                    self._changed.wait(remaining)
+                outcome = self._outcome
+            if outcome is not None:
+                break
+            # The connection dropped: reconnecting sends this frame again
+            # under the same session, and the server recognises it.
+            try:
+                client._restore(deadline)
+            except TimeoutError:
+                raise TimeoutError(f"connection lost; frame {self.seq} unanswered") from None
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    # -- called by the connection and the client ----------------------------
+
+    def _sent(self, connection: Connection) -> None:
+        with self._changed:
+            self.sentOn = connection
+            self._lostOn = None
+
+    def _lost(self, connection: Connection) -> None:
+        with self._changed:
+            if connection is self.sentOn and self._outcome is None:
+                self._lostOn = connection
+                self._changed.notify_all()
+
+    def _settle(self, outcome) -> None:
+        with self._changed:
+            if self._outcome is not None:
+                return
+            self._outcome = outcome
+            self._changed.notify_all()
+        self._client._answered(self)
 
 
 class Client:
@@ -39,6 +134,7 @@ class Client:
 
     @ivar detects: whether the server answers frames with RESULTs.
     @ivar dropped: frames L{sendLatest} replaced before they were sent.
+    @ivar window: how many frames may be unanswered at once.
     """
 
     def __init__(
@@ -50,18 +146,31 @@ class Client:
         token: bytes | str | None = None,
         quality: int = 90,
         onReply: Callable[[Reply], object] | None = None,
+        window: int = 8,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        tls: bool | None = None,
     ) -> None:
-        self.address = _parseAddress(address)
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.address: Address = parseAddress(address)
         self.name = name
         self.timeout = timeout
         self.live = live
         self.token = token.encode("utf-8") if isinstance(token, str) else token
         self.quality = quality
         self.onReply = onReply
+        self.window = window
+        if tls is None:
+            tls = self.address.tls or ca is not None or cert is not None
+        self._tls = tlsContext(ca, cert, key) if tls else None
         self.session = int.from_bytes(os.urandom(8), "big")
         self.dropped = 0
         self._seq = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._room = threading.Condition()
+        self._pending: dict[int, PendingFrame] = {}
         self._connection: Connection | None = None
         self._closed = False
         self._latestIn = None
@@ -75,14 +184,22 @@ class Client:
         connection = self._connection
         return connection is not None and connection.detects
 
+    @property
+    def metadata(self) -> bool:
+        """
+        Whether the connected server takes per-frame metadata.
+        """
+        connection = self._connection
+        return connection is not None and metadataSupported(connection.welcome)
+
     # -- connecting ---------------------------------------------------------
 
     def _handshake(self, deadline: float) -> Connection:
         remaining = max(deadline - time.monotonic(), 0.01)
-        sock = socket.create_connection(self.address, timeout=remaining)
+        sock = openTransport(self.address, remaining, self._tls)
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             capabilities = wire.CAP_RESULTS | (wire.CAP_LIVE if self.live else 0)
+            capabilities |= getattr(wire, "CAP_METADATA", 0)
             if self.token is not None:
                 capabilities |= wire.CAP_AUTH
             hello = wire.Hello(self.name, capabilities, self.session)
@@ -96,7 +213,8 @@ class Client:
     def _connect(self, deadline: float) -> Connection:
         """
         The current connection, reconnecting (with backoff) until
-        C{deadline} if it is gone.
+        C{deadline} if it is gone; a new connection first sends again every
+        frame still unanswered, in order.
         """
         with self._lock:
             connection = self._connection
@@ -107,17 +225,39 @@ class Client:
                 if self._closed:
                     raise ClientError("the client is closed")
                 try:
-                    self._connection = self._handshake(deadline)
-                    return self._connection
+                    connection = self._connection = self._handshake(deadline)
+                    for pending in self._unanswered():
+                        self._transmit(connection, pending)
+                    return connection
                 except ServerRefused:
                     raise
-                except (OSError, ClientError, wire.WireError) as e:
+                except (OSError, ClientError, _Lost, wire.WireError) as e:
                     if time.monotonic() + delay > deadline:
                         raise TimeoutError(
-                            f"cannot connect to {self.address[0]}:{self.address[1]}: {e}"
+                            f"cannot connect to {self.address.host}:{self.address.port}: {e}"
                         ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _restore(self, deadline: float) -> None:
+        self._connect(deadline)
+
+    def _unanswered(self) -> list[PendingFrame]:
+        with self._room:
+            return sorted(
+                (p for p in self._pending.values() if not p.done()), key=lambda p: p.seq
+            )
+
+    def _transmit(self, connection: Connection, pending: PendingFrame) -> None:
+        """
+        Send C{pending}'s frame on C{connection} (under C{_lock}).
+
+        @raise _Lost: if the connection is gone; the frame stays pending.
+        """
+        pending._sent(connection)
+        connection.expect(pending, time.monotonic())
+        frame = attrs.evolve(pending.frame, sendTime=time.time())
+        connection.write(frame)
 
     # -- sending ------------------------------------------------------------
 
@@ -127,45 +267,131 @@ class Client:
             self._seq += 1
             return seq
 
-    def send(self, image, timeout: float | None = None) -> Reply:
+    def _makeFrame(self, seq: int, jpeg: bytes, captureTime: float, metadata) -> wire.Frame:
+        if metadata is None:
+            return wire.Frame(seq, jpeg, captureTime, 0.0)
+        connection = self._connection
+        if connection is None or not metadataSupported(connection.welcome):
+            raise MetadataUnsupported(
+                "the server does not take per-frame metadata (it needs an imageproto "
+                "receiver that announces SCAP_METADATA); send without metadata="
+            )
+        return wire.Frame(seq, jpeg, captureTime, 0.0, metadata=metadata)
+
+    def send(
+        self,
+        image,
+        timeout: float | None = None,
+        *,
+        wait: bool = True,
+        captureTime: float | None = None,
+        metadata=None,
+        quality: int | None = None,
+    ):
         """
-        Send one frame and wait for the server's answer to it.
+        Send one frame.  With C{wait} (the default), wait for the server's
+        answer to it and return that L{Reply}; with C{wait=False}, return a
+        L{PendingFrame} as soon as the frame is written, so that up to
+        C{window} frames are in flight at once (it blocks only while the
+        window is full).
 
         @param image: a BGR numpy array (JPEG-encoded here) or JPEG bytes.
         @param timeout: seconds to wait, reconnections included; the
             client's default when C{None}.
-        @raise TimeoutError: if no answer came in time.
+        @param captureTime: when the frame was captured (C{time.time()}
+            clock); now when C{None}.
+        @param metadata: per-frame metadata for a server that takes it.
+        @param quality: JPEG quality for a numpy image; the client's own
+            when C{None}.
+        @raise TimeoutError: if no answer (or, without C{wait}, no room in
+            the window) came in time.
         @raise FrameRejected: if the server refused the frame.
         @raise ServerRefused: if the server refuses the stream.
+        @raise MetadataUnsupported: if C{metadata} is given and the server
+            cannot take it.
         """
-        jpeg = encodeFrame(image, self.quality)
+        jpeg = encodeFrame(image, self.quality if quality is None else quality)
+        if captureTime is None:
+            captureTime = time.time()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        reply = self._roundTrip(self._nextSeq(), jpeg, time.time(), deadline)
+        pending = self._submit(jpeg, captureTime, metadata, deadline)
+        if not wait:
+            return pending
+        try:
+            reply = pending.result(max(deadline - time.monotonic(), 0))
+        except TimeoutError:
+            self._abandon(pending)
+            raise
         self._notify(reply)
         return reply
+
+    def sendAsync(self, image, **kwargs) -> PendingFrame:
+        """
+        L{send} with C{wait=False}: returns a L{PendingFrame}.
+        """
+        return self.send(image, wait=False, **kwargs)
+
+    def _submit(self, jpeg: bytes, captureTime: float, metadata, deadline: float) -> PendingFrame:
+        # Wait for room in the window first, outside the connection lock:
+        # answers keep arriving on the reader thread meanwhile.
+        with self._room:
+            while len(self._pending) >= self.window:
+                if self._closed:
+                    raise ClientError("the client is closed")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{self.window} frames unanswered (the window is full)")
+                self._room.wait(min(remaining, 0.5))
+                if len(self._pending) >= self.window:
+                    # A dropped connection answers nothing: restore it.
+                    self._room.release()
+                    try:
+                        self._restoreIfLost(deadline)
+                    finally:
+                        self._room.acquire()
+        with self._lock:
+            connection = self._connect(deadline)
+            frame = self._makeFrame(self._nextSeq(), jpeg, captureTime, metadata)
+            pending = PendingFrame(self, frame)
+            with self._room:
+                self._pending[pending.seq] = pending
+            try:
+                self._transmit(connection, pending)
+            except _Lost:
+                pass  # sent again by whoever reconnects (result() does)
+        return pending
+
+    def _restoreIfLost(self, deadline: float) -> None:
+        connection = self._connection
+        if connection is None or connection.closed:
+            self._connect(deadline)
+
+    def _answered(self, pending: PendingFrame) -> None:
+        with self._room:
+            if self._pending.get(pending.seq) is pending:
+                del self._pending[pending.seq]
+            self._room.notify_all()
+
+    def _abandon(self, pending: PendingFrame) -> None:
+        connection = pending.sentOn
+        if connection is not None:
+            connection.forget(pending.seq)
+        self._answered(pending)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """
+        Wait until every frame sent so far has been answered.
+
+        @raise TimeoutError: if some frame is still unanswered after
+            C{timeout} seconds (the client's default when C{None}).
+        """
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        for pending in self._unanswered():
+            pending.result(max(deadline - time.monotonic(), 0))
 
     def _notify(self, reply: Reply) -> None:
         if self.onReply is not None:
             self.onReply(reply)
-
-    def _roundTrip(self, seq: int, jpeg: bytes, captureTime: float, deadline: float) -> Reply:
-        while True:
-            connection = self._connect(deadline)
-            try:
-                future = connection.expect(seq, time.monotonic())
-                connection.write(wire.Frame(seq, jpeg, captureTime, time.time()))
-                reply = future.result(max(deadline - time.monotonic(), 0))
-            except FutureTimeout:
-                with connection.lock:
-                    connection.waiting.pop(seq, None)
-                raise TimeoutError(f"no answer to frame {seq} in time") from None
-            except _Lost:
-                # Resent on the next connection under the same session: the
-                # server recognises it and answers again.
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"connection lost; frame {seq} unanswered") from None
-                continue
-            return reply
 
     def sendLatest(self, image) -> None:
         """
@@ -215,9 +441,13 @@ class Client:
                 (image, captureTime), self._latestIn = self._latestIn, None
             try:
                 jpeg = encodeFrame(image, self.quality)
-                reply = self._roundTrip(
-                    self._nextSeq(), jpeg, captureTime, time.monotonic() + self.timeout
-                )
+                deadline = time.monotonic() + self.timeout
+                pending = self._submit(jpeg, captureTime, None, deadline)
+                try:
+                    reply = pending.result(max(deadline - time.monotonic(), 0))
+                except TimeoutError:
+                    self._abandon(pending)
+                    raise
             except (ClientError, TimeoutError, ValueError, TypeError):
                 if self._closed:
                     return
@@ -227,13 +457,22 @@ class Client:
             self._latestOut = reply
             self._notify(reply)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """
-        Say BYE and close; the background sender (if any) stops.
+        Wait (up to C{timeout}, the client's default when C{None}) for the
+        frames still in flight to be answered, say BYE and close; the
+        background sender (if any) stops.
         """
+        if not self._closed:
+            try:
+                self.flush(timeout)
+            except (ClientError, TimeoutError):
+                pass
         with self._wake:
             self._closed = True
             self._wake.notify_all()
+        with self._room:
+            self._room.notify_all()
         connection = self._connection
         if connection is not None and not connection.closed:
             try:
@@ -260,22 +499,33 @@ def connect(
     token: bytes | str | None = None,
     quality: int = 90,
     onReply: Callable[[Reply], object] | None = None,
+    window: int = 8,
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
 ) -> Client:
     """
     Open a named stream to an imageproto receiver.
 
-    @param address: C{"host:port"} or C{(host, port)}.
+    @param address: C{"host:port"}, C{"tcp:host:port"}, C{"ssl:host:port"}
+        (TLS) or C{(host, port)}.
     @param name: the stream name (1-64 of C{[A-Za-z0-9._-]}).
     @param timeout: the default for L{Client.send}, and for connecting.
     @param live: announce a live source (the server may skip stale frames).
     @param token: a shared token, for receivers started with
         C{--token-file}.
     @param quality: JPEG quality for numpy images.
-    @param onReply: called (in the sending thread) with each L{Reply}.
+    @param onReply: called (in the sending thread) with each L{Reply} that
+        C{send} waited for.
+    @param window: how many frames C{send(..., wait=False)} keeps in flight.
+    @param ca: verify the server's certificate against this CA file (TLS;
+        with C{"ssl:"} and no C{ca}, the system's CAs).
+    @param cert: a client certificate file, for receivers that require one.
+    @param key: its private key file.
     @raise TimeoutError: if the receiver cannot be reached in C{timeout}.
     @raise ServerRefused: if it refuses the stream.
     """
     return Client(
         address, name, timeout=timeout, live=live, token=token, quality=quality,
-        onReply=onReply,
+        onReply=onReply, window=window, ca=ca, cert=cert, key=key,
     )

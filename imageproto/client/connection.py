@@ -14,7 +14,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from concurrent.futures import Future
 
 from imageproto import wire
 from imageproto.client.errors import ClientError, FrameRejected, ServerRefused, _Lost
@@ -99,15 +98,18 @@ def handshake(sock: socket.socket, hello: wire.Hello, token: bytes | None) -> wi
 
 class Connection:
     """
-    One welcomed TCP connection: a reader thread, and the futures of the
-    frames awaiting an answer.
+    One welcomed connection: a reader thread that settles the frames sent
+    on it (L{imageproto.client.blocking.PendingFrame}s).
 
     @ivar detects: whether the server answers frames with RESULTs.
-    @ivar waiting: C{seq -> (future, sentAt)} for frames awaiting an answer.
-    @ivar lock: guards C{waiting}, C{closed} and writes to the socket.
+    @ivar waiting: C{seq -> (pending, sentAt)} for frames awaiting an answer.
+    @ivar lock: guards C{waiting} and C{closed}; never held while blocking.
+    @ivar writeLock: held while writing a message to the socket, so that
+        messages from several threads are not interleaved.  The reader takes
+        it only to answer a PING.
     """
 
-    def __init__(self, client, sock: socket.socket, welcome: wire.Welcome) -> None:
+    def __init__(self, client, sock, welcome: wire.Welcome) -> None:
         self.client = client
         self.sock = sock
         self.welcome = welcome
@@ -116,6 +118,7 @@ class Connection:
         # Live frames acknowledged but not yet answered (see _read).
         self._acked: set[int] = set()
         self.lock = threading.Lock()
+        self.writeLock = threading.Lock()
         self.closed = False
         self.error: Exception | None = None
         self.reader = threading.Thread(
@@ -124,31 +127,41 @@ class Connection:
         self.reader.start()
 
     def write(self, message: wire.Message) -> None:
-        data = wire.encodeFramed(message)
-        with self.lock:
-            if self.closed:
-                raise _Lost(self.error or "closed")
+        self.writeBytes(wire.encodeFramed(message))
+
+    def writeBytes(self, data: bytes) -> None:
+        if self.closed:
+            raise _Lost(self.error or "closed")
+        with self.writeLock:
             try:
                 self.sock.sendall(data)
-            except OSError as e:
+            except (OSError, ValueError) as e:
+                self.shutdown(e)
                 raise _Lost(e) from None
 
-    def expect(self, seq: int, sentAt: float) -> Future:
-        future: Future = Future()
+    def expect(self, pending, sentAt: float) -> None:
+        """
+        Settle C{pending} with the answer to its frame on this connection.
+
+        @raise _Lost: if the connection is already closed.
+        """
         with self.lock:
             if self.closed:
                 raise _Lost(self.error or "closed")
-            self.waiting[seq] = (future, sentAt)
-        return future
+            self.waiting[pending.seq] = (pending, sentAt)
+
+    def forget(self, seq: int) -> None:
+        with self.lock:
+            self.waiting.pop(seq, None)
 
     def _settle(self, seq: int, outcome) -> None:
         with self.lock:
             entry = self.waiting.pop(seq, None)
         if entry is None:
             return
-        future, sentAt = entry
+        pending, sentAt = entry
         if isinstance(outcome, Exception):
-            future.set_exception(outcome)
+            pending._settle(outcome)
             return
         roundTrip = time.monotonic() - sentAt
         if isinstance(outcome, wire.Result):
@@ -158,12 +171,34 @@ class Connection:
             )
         else:
             reply = Reply(outcome.seq, roundTrip=roundTrip)
-        future.set_result(reply)
+        pending._settle(reply)
+
+    def _messages(self):
+        """
+        The server's messages, read in large chunks: one C{recv} brings
+        many ACKs when frames are pipelined.
+        """
+        buffer = bytearray()
+        while True:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ClientError("the server closed the connection")
+            buffer += chunk
+            offset = 0
+            while len(buffer) - offset >= wire.LENGTH_BYTES:
+                length = wire.decodeLength(bytes(buffer[offset : offset + wire.LENGTH_BYTES]))
+                if length > MAX_MESSAGE_BYTES:
+                    raise ClientError(f"the server sent a {length}-byte message")
+                end = offset + wire.LENGTH_BYTES + length
+                if len(buffer) < end:
+                    break
+                yield wire.decodeMessage(bytes(buffer[offset + wire.LENGTH_BYTES : end]))
+                offset = end
+            del buffer[:offset]
 
     def _read(self) -> None:
         try:
-            while True:
-                message = readMessage(self.sock)
+            for message in self._messages():
                 if isinstance(message, wire.Result):
                     self._settle(message.seq, message)
                     if self.client.live:
@@ -180,7 +215,7 @@ class Connection:
                     self.write(wire.Pong(message.token))
                 elif isinstance(message, wire.Error):
                     raise ClientError(f"server error {message.code}: {message.reason}")
-        except (OSError, ClientError, _Lost, wire.WireError) as e:
+        except (OSError, ValueError, ClientError, _Lost, wire.WireError) as e:
             self.shutdown(e)
 
     def _settleSkipped(self, answered: int) -> None:
@@ -199,6 +234,10 @@ class Connection:
                 self._settle(seq, wire.Ack(seq))
 
     def shutdown(self, error=None) -> None:
+        """
+        Close the connection; the frames still waiting on it are told, so
+        that whoever waits for them reconnects and sends them again.
+        """
         with self.lock:
             if self.closed:
                 return
@@ -210,5 +249,5 @@ class Connection:
         except OSError:
             pass
         self.sock.close()
-        for future, _ in waiting.values():
-            future.set_exception(_Lost(error))
+        for pending, _ in waiting.values():
+            pending._lost(self)

@@ -5,7 +5,7 @@ What the blocking client raises: L{ClientError} and its kinds.
 
 from __future__ import annotations
 
-__all__ = ["ClientError", "ServerRefused", "FrameRejected"]
+__all__ = ["ClientError", "ServerRefused", "FrameRejected", "MetadataUnsupported"]
 
 
 class ClientError(Exception):
@@ -31,6 +31,13 @@ class ServerRefused(ClientError):
 class FrameRejected(ClientError):
     """
     The server refused this one frame (REJECT); the stream carries on.
+    """
+
+
+class MetadataUnsupported(ClientError):
+    """
+    A frame was given metadata and the server (or this version of
+    imageproto) cannot carry it.
     """
 
 

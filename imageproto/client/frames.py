@@ -41,9 +41,9 @@ class Reply:
         """
         if not self.jpeg:
             return None
-        from imageproto.features.inference.detectors import decodeImage
+        from imageproto.common.jpeg import decodeJpeg
 
-        return decodeImage(self.jpeg)
+        return decodeJpeg(self.jpeg)
 
 
 def encodeFrame(image, quality: int = 90) -> bytes:
@@ -59,7 +59,7 @@ def encodeFrame(image, quality: int = 90) -> bytes:
             raise ValueError("bytes given to send() must be a JPEG")
         return data
     if hasattr(image, "shape"):
-        from imageproto.features.inference.detectors import encodeImage
+        from imageproto.common.jpeg import encodeJpeg
 
-        return encodeImage(image, quality)
+        return encodeJpeg(image, quality)
     raise TypeError(f"cannot send a {type(image).__name__}: give a numpy image or JPEG bytes")
