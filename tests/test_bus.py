@@ -12,12 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto import wire
 from imageproto.features.bus import keys
-from imageproto.features.bus.publisher import (
-    AnswerReader,
-    AwaitingAnswers,
-    BusConfig,
-    BusPublisher,
-)
+from imageproto.features.bus.answers import AnswerReader, AwaitingAnswers
+from imageproto.features.bus.publisher import BusConfig, BusPublisher
 from imageproto.receiver.pipeline import ReceivedFrame
 from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
 
@@ -380,7 +376,7 @@ class _FakeLink:
 
 class BusServiceTests(SynchronousTestCase):
     def setUp(self):
-        from imageproto.features.bus.publisher import BusService
+        from imageproto.features.bus.service import BusService
 
         self.clock = Clock()
         self.link = _FakeLink()

@@ -22,7 +22,7 @@ from __future__ import annotations
 from twisted.python import usage
 
 from imageproto.common.reactor import defaultReactor
-from imageproto.features.bus.publisher import attachBus
+from imageproto.features.bus.service import attachBus
 from imageproto.features.compat import attachCompat
 from imageproto.features.display import DisplayUnavailable, attachDisplay, checkDisplay
 from imageproto.features.inference.engine import REPLY_MODES, attachInference

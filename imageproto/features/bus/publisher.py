@@ -20,10 +20,9 @@ L{BusPublisher} is one more consumer of the receiver's pipeline:
     Redis's memory stays bounded for live streams; finite streams are not
     trimmed, workers delete each entry once they have acknowledged it.
 
-L{AwaitingAnswers} remembers, within a bound, which frames wait for a
-worker's answer; L{AnswerReader} reads this receiver's results stream and
-replies to each such frame once; a late duplicate (two workers answered the
-same frame after a claim) finds nothing to answer and is counted.
+Answers are matched to frames in L{imageproto.features.bus.answers}; the
+service that runs both, and L{attachBus}, are in
+L{imageproto.features.bus.service}.
 
 Everything here runs on the reactor thread; the Redis calls go through a
 L{imageproto.features.bus.link.RedisLink}, whose threads block for them.
@@ -34,10 +33,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 
 from attrs import define, field, frozen
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -45,16 +43,10 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.common.numbers import percentile
 from imageproto.features.bus import keys
+from imageproto.features.bus.answers import AwaitingAnswers
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer
 
-__all__ = [
-    "BusConfig",
-    "BusPublisher",
-    "AwaitingAnswers",
-    "AnswerReader",
-    "BusService",
-    "attachBus",
-]
+__all__ = ["BusConfig", "BusPublisher", "defaultId"]
 
 @frozen
 class BusConfig:
@@ -94,61 +86,6 @@ class _Job:
 class _Counts:
     published: int = 0
     dropped: int = 0
-
-
-class AwaitingAnswers:
-    """
-    Frames waiting for a worker's answer, by C{(stream, session, seq)}, at
-    most C{limit}: beyond it the oldest is forgotten (and counted), so a
-    fleet that never answers costs bounded memory (each holds its JPEG).
-    """
-
-    def __init__(self, limit: int = 1024) -> None:
-        self.limit = limit
-        self._frames: OrderedDict = OrderedDict()
-        self.forgotten = 0
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def add(self, frame, now: float = 0.0) -> None:
-        key = (frame.stream, frame.session, frame.seq)
-        if key in self._frames:
-            return
-        self._frames[key] = [frame, now, 0]
-        while len(self._frames) > self.limit:
-            self._frames.popitem(last=False)
-            self.forgotten += 1
-
-    def take(self, key: tuple):
-        """
-        The frame waiting under C{key}, no longer waiting; C{None} if none
-        is (answered already, or never asked).
-        """
-        entry = self._frames.pop(key, None)
-        return None if entry is None else entry[0]
-
-    def overdue(self, now: float, timeout: float, attempts: int = 3) -> list:
-        """
-        The finite-source frames that have waited C{timeout} seconds or more;
-        each starts waiting anew from C{now}.  A frame overdue C{attempts}
-        times is forgotten (and counted) instead: no worker is answering.
-        """
-        late = []
-        for key, entry in list(self._frames.items()):
-            frame, since, tries = entry
-            if frame.live or now - since < timeout:
-                continue
-            if tries >= attempts:
-                del self._frames[key]
-                self.forgotten += 1
-                continue
-            late.append(frame)
-            entry[1], entry[2] = now, tries + 1
-        return late
-
-    def discard(self, frame) -> None:
-        self._frames.pop((frame.stream, frame.session, frame.seq), None)
 
 
 @implementer(IFrameConsumer)
@@ -386,208 +323,3 @@ class BusPublisher(ConsumerBase):
                 for name, c in sorted(self._counts.items())
             },
         }
-
-
-class AnswerReader:
-    """
-    Routes workers' answers to the frames waiting for them.
-
-    @param awaiting: the L{AwaitingAnswers} the publisher fills.
-    """
-
-    log = Logger()
-
-    def __init__(self, awaiting: AwaitingAnswers) -> None:
-        self.awaiting = awaiting
-        self.answered = 0
-        self.skipped = 0
-        self.unmatched = 0
-        self.malformed = 0
-
-    def entriesReceived(self, entries) -> None:
-        """
-        Answer the frames C{entries} (C{[(id, fields), ...]} of the results
-        stream) are about.
-        """
-        for entryId, fields in entries:
-            try:
-                answer = keys.decodeAnswer(fields)
-            except ValueError as e:
-                self.malformed += 1
-                self.log.warn("bus: malformed results entry {id}: {error}", id=entryId, error=str(e))
-                continue
-            frame = self.awaiting.take(answer.key)
-            if frame is None:
-                # Answered already (a claimed frame done twice), or forgotten.
-                self.unmatched += 1
-                self.log.debug(
-                    "bus: late answer to frame {seq} of {stream} from {worker} dropped",
-                    seq=answer.seq,
-                    stream=answer.stream,
-                    worker=answer.worker,
-                )
-                continue
-            if answer.result is None:
-                self.skipped += 1
-                continue
-            self.answered += 1
-            frame.reply(answer.result)
-
-    def snapshot(self) -> dict:
-        return {
-            "answered": self.answered,
-            "skipped_by_workers": self.skipped,
-            "late_duplicates": self.unmatched,
-            "awaiting": len(self.awaiting),
-            "forgotten": self.awaiting.forgotten,
-        }
-
-
-class BusService(Service):
-    """
-    Runs the receiver's bus: the link's threads, the loop reading this
-    receiver's results stream, and the monitor's poll of Redis.
-
-    @ivar publisher: the L{BusPublisher} (a pipeline consumer).
-    """
-
-    log = Logger()
-
-    def __init__(self, config: BusConfig, reactor, link=None, monitorInterval: float = 1.0) -> None:
-        from imageproto.features.bus.link import RedisLink, connect
-
-        self.config = config
-        self.reactor = reactor
-        self.link = link if link is not None else RedisLink(reactor, connect(config.url))
-        self.resultsKey = keys.resultsKey(config.receiverId)
-        awaiting = AwaitingAnswers(config.maxAwaiting) if config.replies else None
-        self.publisher = BusPublisher(
-            self.link.publish,
-            config.receiverId,
-            reactor,
-            awaiting,
-            maxBacklog=config.maxBacklog,
-            maxLive=config.maxLive,
-            liveLength=config.liveLength,
-        )
-        self.reader = AnswerReader(awaiting) if awaiting is not None else None
-        self.monitorInterval = monitorInterval
-        self._after = b"0-0"
-        self._observed: dict = {}
-        self._calls: list = []
-        self._readerUp = True
-
-    def startService(self) -> None:
-        super().startService()
-        self.link.start()
-        self.log.info(
-            "bus: publishing frames as receiver {id}, answers from {key}",
-            id=self.config.receiverId,
-            key=self.resultsKey,
-        )
-        if self.reader is not None:
-            self._read()
-            self._checkOverdue()
-        self._observe()
-
-    def stopService(self):
-        super().stopService()
-        for call in self._calls:
-            if call.active():
-                call.cancel()
-        self._calls = []
-        self.publisher.close()
-        # Joins the threads: a blocked XREAD returns within its block time.
-        self.link.stop()
-
-    def _later(self, delay: float, f) -> None:
-        self._calls = [c for c in self._calls if c.active()]
-        if self.running:
-            self._calls.append(self.reactor.callLater(delay, f))
-
-    def _read(self) -> None:
-        if not self.running:
-            return
-        d = self.link.readAnswers(self.resultsKey, self._after, 500)
-
-        def got(entries):
-            if not self._readerUp:
-                self.log.info("bus: reading answers again")
-            self._readerUp = True
-            if entries:
-                self._after = entries[-1][0]
-                self.reader.entriesReceived(entries)
-            self._read()
-
-        def failed(failure):
-            if self._readerUp:
-                self.log.error("bus: reading answers failed ({error}); retrying",
-                               error=failure.getErrorMessage())
-            self._readerUp = False
-            self._later(0.5, self._read)
-
-        d.addCallbacks(got, failed)
-
-    def _checkOverdue(self) -> None:
-        if not self.running:
-            return
-        for frame in self.reader.awaiting.overdue(self.reactor.seconds(), self.config.answerTimeout):
-            self.log.info(
-                "bus: no answer to frame {seq} of {stream} in {timeout} s; publishing it again",
-                seq=frame.seq,
-                stream=frame.stream,
-                timeout=self.config.answerTimeout,
-            )
-            self.publisher.republish(frame)
-        self._later(min(1.0, self.config.answerTimeout / 4), self._checkOverdue)
-
-    def _observe(self) -> None:
-        if not self.running:
-            return
-        d = self.link.observe(self.resultsKey)
-
-        def got(observed):
-            self._observed = observed
-
-        def failed(failure):
-            self._observed = {"error": failure.getErrorMessage()}
-
-        d.addCallbacks(got, failed)
-        d.addBoth(lambda _: self._later(self.monitorInterval, self._observe))
-
-    def snapshot(self) -> dict:
-        """
-        The stats file's (and C{/metrics}') C{"bus"} section.
-        """
-        section = {"receiver_id": self.config.receiverId}
-        section.update(self.publisher.snapshot())
-        if self.reader is not None:
-            section.update(self.reader.snapshot())
-        observed = self._observed
-        section["redis"] = {
-            "streams": observed.get("streams", {}),
-            "results_length": observed.get("results_length"),
-            "error": observed.get("error"),
-        }
-        section["workers"] = observed.get("workers", {})
-        return section
-
-
-def attachBus(receiver, config: BusConfig | None) -> BusService | None:
-    """
-    Publish C{receiver}'s frames to the bus C{config} describes and answer
-    them with the workers' RESULTs (announced in WELCOME); add the C{"bus"}
-    section to its statistics.
-
-    @param receiver: an L{imageproto.receiver.service.ReceiverService}.
-    @return: the L{BusService}, or C{None} without a config.
-    """
-    if config is None:
-        return None
-    service = BusService(config, receiver.reactor)
-    service.setServiceParent(receiver)
-    receiver.addConsumer(service.publisher)
-    receiver.registry.addSection("bus", service.snapshot)
-    if config.replies:
-        receiver.advertise(wire.SCAP_DETECT)
-    return service

@@ -122,7 +122,7 @@ def _noStats() -> dict:
 def _busFamilies(bus: dict):
     """
     The metric families of the stats snapshot's C{"bus"} section (see
-    L{imageproto.features.bus.publisher.BusService.snapshot}).
+    L{imageproto.features.bus.service.BusService.snapshot}).
     """
     up = GaugeMetricFamily("imageproto_bus_up", "1 while publishing to Redis succeeds.")
     up.add_metric([], 1 if bus.get("up") else 0)
