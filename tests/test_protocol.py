@@ -257,8 +257,9 @@ class FramingTests(SynchronousTestCase):
     def test_linear(self):
         """
         A 4 MiB message in 64 KiB reads is received with each byte appended
-        to one reused buffer once and copied out once: the work per read does
-        not grow with what is already buffered.
+        to one reused buffer once and never copied out of it: the decoder
+        reads it through a view, so the work per read does not grow with
+        what is already buffered.
         """
         proto, _ = recordingProtocol()
         buffer = proto._buffer = _CountingBuffer()
@@ -270,8 +271,27 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(proto.received, [message])
         self.assertIs(proto._buffer, buffer)
         self.assertEqual(buffer.appended, len(data))
-        self.assertEqual(buffer.copies, 1)
-        self.assertEqual(buffer.copied, len(data) - 4)
+        self.assertEqual(buffer.copies, 0)
+        self.assertEqual(buffer.copied, 0)
+        self.assertEqual(len(buffer), 0)
+
+    def test_wholeMessagesNotBuffered(self):
+        """
+        Messages that lie wholly inside one read are decoded in place: only
+        the bytes of a message split across reads go into the buffer, and
+        the messages after it in the same read do not.
+        """
+        proto, _ = recordingProtocol()
+        buffer = proto._buffer = _CountingBuffer()
+        data = SAMPLE_BYTES * 3
+        proto.dataReceived(SAMPLE_BYTES)
+        self.assertEqual(buffer.appended, 0)
+        split = len(framed(SAMPLE[0])) + 3
+        proto.dataReceived(data[:split])
+        proto.dataReceived(data[split:])
+        self.assertEqual(proto.received, SAMPLE * 4)
+        self.assertEqual(buffer.appended, len(framed(SAMPLE[1])))
+        self.assertEqual(buffer.copies, 0)
         self.assertEqual(len(buffer), 0)
 
 
