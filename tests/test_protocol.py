@@ -440,6 +440,28 @@ class ReceiverProtocolTests(SynchronousTestCase):
         first.callback(None)
         self.assertEqual(written(transport), [wire.Ack(1), wire.Ack(0)])
 
+    def test_acksOfOneReadInOneWrite(self):
+        """
+        Frames accepted at once while one read is handled are acknowledged,
+        in order, in a single write at the end of that read; an answer
+        decided after them (a PONG) goes after them.
+        """
+        proto, transport, registry = self.handshake()
+        writes = []
+        write = transport.write
+        transport.write = lambda data: (writes.append(data), write(data))
+        proto.dataReceived(
+            b"".join(framed(wire.Frame(seq, TINY_JPEG)) for seq in range(3))
+            + framed(wire.Ping(4))
+            + framed(wire.Frame(3, TINY_JPEG))
+        )
+        self.assertEqual(
+            written(transport),
+            [wire.Ack(0), wire.Ack(1), wire.Ack(2), wire.Pong(4), wire.Ack(3)],
+        )
+        self.assertEqual(len(writes), 3)
+        self.assertEqual(writes[0], wire.encodeAcks([0, 1, 2]))
+
     def test_nonJpegRejected(self):
         """
         With the real registry and pipeline, a FRAME whose payload is not a
@@ -1079,6 +1101,21 @@ class SenderStateTests(SynchronousTestCase):
         self.assertIsNone(proto.welcomed)
         proto.connectionLost(Failure(ConnectionError("gone")))
         self.assertEqual(stub.calls, [("disconnected",)])
+
+    def test_ackReadWithoutDecoding(self):
+        """
+        Once streaming, an ACK's seq is read straight from its bytes: no
+        message is decoded for it.
+        """
+        proto, _, stub, _ = self.sender()
+        proto.dataReceived(framed(wire.Welcome()))
+        decoded = []
+        self.patch(wire, "decodeMessage", lambda data: decoded.append(data))
+        proto.dataReceived(framed(wire.Ack(11)) + framed(wire.Ack(12)))
+        self.assertEqual(decoded, [])
+        self.assertEqual(
+            [c for c in stub.calls if c[0] == "acked"], [("acked", 11), ("acked", 12)]
+        )
 
     def test_acksBypassTheMachine(self):
         """
