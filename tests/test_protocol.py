@@ -240,8 +240,9 @@ class FramingTests(SynchronousTestCase):
     def test_linear(self):
         """
         A 4 MiB message in 64 KiB reads is received with each byte appended
-        to one reused buffer once and copied out once: the work per read does
-        not grow with what is already buffered.
+        to one reused buffer once and never copied out of it: the decoder
+        reads it through a view, so the work per read does not grow with
+        what is already buffered.
         """
         proto, _ = recordingProtocol()
         buffer = proto._buffer = _CountingBuffer()
@@ -253,8 +254,27 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(proto.received, [message])
         self.assertIs(proto._buffer, buffer)
         self.assertEqual(buffer.appended, len(data))
-        self.assertEqual(buffer.copies, 1)
-        self.assertEqual(buffer.copied, len(data) - 4)
+        self.assertEqual(buffer.copies, 0)
+        self.assertEqual(buffer.copied, 0)
+        self.assertEqual(len(buffer), 0)
+
+    def test_wholeMessagesNotBuffered(self):
+        """
+        Messages that lie wholly inside one read are decoded in place: only
+        the bytes of a message split across reads go into the buffer, and
+        the messages after it in the same read do not.
+        """
+        proto, _ = recordingProtocol()
+        buffer = proto._buffer = _CountingBuffer()
+        data = SAMPLE_BYTES * 3
+        proto.dataReceived(SAMPLE_BYTES)
+        self.assertEqual(buffer.appended, 0)
+        split = len(framed(SAMPLE[0])) + 3
+        proto.dataReceived(data[:split])
+        proto.dataReceived(data[split:])
+        self.assertEqual(proto.received, SAMPLE * 4)
+        self.assertEqual(buffer.appended, len(framed(SAMPLE[1])))
+        self.assertEqual(buffer.copies, 0)
         self.assertEqual(len(buffer), 0)
 
 
@@ -402,6 +422,28 @@ class ReceiverProtocolTests(SynchronousTestCase):
         second.callback(None)
         first.callback(None)
         self.assertEqual(written(transport), [wire.Ack(1), wire.Ack(0)])
+
+    def test_acksOfOneReadInOneWrite(self):
+        """
+        Frames accepted at once while one read is handled are acknowledged,
+        in order, in a single write at the end of that read; an answer
+        decided after them (a PONG) goes after them.
+        """
+        proto, transport, registry = self.handshake()
+        writes = []
+        write = transport.write
+        transport.write = lambda data: (writes.append(data), write(data))
+        proto.dataReceived(
+            b"".join(framed(wire.Frame(seq, TINY_JPEG)) for seq in range(3))
+            + framed(wire.Ping(4))
+            + framed(wire.Frame(3, TINY_JPEG))
+        )
+        self.assertEqual(
+            written(transport),
+            [wire.Ack(0), wire.Ack(1), wire.Ack(2), wire.Pong(4), wire.Ack(3)],
+        )
+        self.assertEqual(len(writes), 3)
+        self.assertEqual(writes[0], wire.encodeAcks([0, 1, 2]))
 
     def test_nonJpegRejected(self):
         """
@@ -1042,6 +1084,21 @@ class SenderStateTests(SynchronousTestCase):
         self.assertIsNone(proto.welcomed)
         proto.connectionLost(Failure(ConnectionError("gone")))
         self.assertEqual(stub.calls, [("disconnected",)])
+
+    def test_ackReadWithoutDecoding(self):
+        """
+        Once streaming, an ACK's seq is read straight from its bytes: no
+        message is decoded for it.
+        """
+        proto, _, stub, _ = self.sender()
+        proto.dataReceived(framed(wire.Welcome()))
+        decoded = []
+        self.patch(wire, "decodeMessage", lambda data: decoded.append(data))
+        proto.dataReceived(framed(wire.Ack(11)) + framed(wire.Ack(12)))
+        self.assertEqual(decoded, [])
+        self.assertEqual(
+            [c for c in stub.calls if c[0] == "acked"], [("acked", 11), ("acked", 12)]
+        )
 
     def test_acksBypassTheMachine(self):
         """

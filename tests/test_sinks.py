@@ -4,16 +4,17 @@ Tests for L{imageproto.receiver.consumers}.
 
 import os
 
-from twisted.internet.defer import succeed
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from imageproto.receiver.consumers import (
     CallbackSink,
+    DecodingSink,
     IFrameSink,
     LatestFrameHub,
 )
-from tests.helpers import makeJpeg, receivedFrame
+from tests.helpers import FakeThreads, makeJpeg, receivedFrame
 
 try:
     import cv2
@@ -154,3 +155,39 @@ class CallbackSinkTests(SynchronousTestCase):
         d = succeed(None)
         sink = CallbackSink(lambda frame: d)
         self.assertIs(sink.frameReceived(receivedFrame()), d)
+
+
+class DecodingSinkTests(SynchronousTestCase):
+    def setUp(self):
+        if cv2 is None:
+            raise SkipTest("OpenCV is not installed")
+
+    def test_decodedInThread(self):
+        """
+        The frame is decoded through C{runInThread}; the callback then gets
+        the frame and its image, and the ACK waits for it.
+        """
+        threads = FakeThreads()
+        seen = []
+        sink = DecodingSink(lambda frame, image: seen.append((frame, image.shape)), threads)
+        self.assertTrue(verifyObject(IFrameSink, sink))
+        frame = receivedFrame(jpeg=makeJpeg(16, 12))
+        d = sink.frameReceived(frame)
+        self.assertEqual(seen, [])
+        self.assertNoResult(d)
+        threads.runAll()
+        self.assertEqual(seen, [(frame, (12, 16, 3))])
+        self.successResultOf(d)
+
+    def test_undecodableFails(self):
+        """
+        A frame OpenCV cannot decode fails the Deferred (the pipeline
+        rejects it) without calling the callback.
+        """
+        threads = FakeThreads()
+        seen = []
+        sink = DecodingSink(lambda frame, image: seen.append(frame), threads)
+        d = sink.frameReceived(receivedFrame())
+        threads.runAll()
+        self.failureResultOf(d, ValueError)
+        self.assertEqual(seen, [])

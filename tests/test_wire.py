@@ -13,7 +13,7 @@ import struct
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from imageproto import wire
 from imageproto.wire import (
@@ -580,3 +580,74 @@ class BufferInputTests(SynchronousTestCase):
         self.assertIn("truncated message", str(error))
         del data[:]
         self.assertEqual(data, bytearray())
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    The per-frame shortcuts: several framed ACKs at once, an ACK's seq
+    without decoding, and payloads passed as views.
+    """
+
+    def test_encodeAcks(self):
+        """
+        C{encodeAcks} is the framed ACKs joined, in order.
+        """
+        seqs = [0, 1, 2**64 - 1]
+        self.assertEqual(
+            wire.encodeAcks(seqs), b"".join(wire.encodeFramed(wire.Ack(s)) for s in seqs)
+        )
+        self.assertEqual(wire.encodeAcks([]), b"")
+
+    def test_ackSeq(self):
+        """
+        C{ackSeq} reads the seq of exactly an ACK, and is C{None} for any
+        other message or malformed bytes.
+        """
+        body = wire.encodeMessage(wire.Ack(77))
+        self.assertEqual(wire.ackSeq(body), 77)
+        self.assertEqual(wire.ackSeq(memoryview(body)), 77)
+        self.assertIsNone(wire.ackSeq(wire.encodeMessage(wire.Ping(77))))
+        self.assertIsNone(wire.ackSeq(body[:-1]))
+        self.assertIsNone(wire.ackSeq(b"\x02" + body[1:]))
+
+    def test_payloadViewNotCopied(self):
+        """
+        C{asPayload} keeps bytes as they are and turns other buffers into a
+        flat read-only view of the same memory; a FRAME made from the view
+        encodes the same bytes as one made from a copy.
+        """
+        data = b"\xff\xd8\xff" + bytes(range(200)) + b"\xff\xd9"
+        self.assertIs(wire.asPayload(data), data)
+        buffer = bytearray(data)
+        view = wire.asPayload(buffer)
+        self.assertIsInstance(view, memoryview)
+        self.assertTrue(view.readonly)
+        buffer[3] = 0
+        self.assertEqual(view[3], 0)
+        self.assertEqual(
+            wire.encodeFramed(wire.Frame(1, view, 2.0, 3.0)),
+            wire.encodeFramed(wire.Frame(1, bytes(buffer), 2.0, 3.0)),
+        )
+        self.assertRaises(TypeError, wire.asPayload, "text")
+
+    def test_payloadFromNumpy(self):
+        """
+        The (N, 1) array C{cv2.imencode} returns becomes a flat view of N
+        bytes.
+        """
+        try:
+            import numpy
+        except ImportError:
+            raise SkipTest("numpy is not installed")
+        array = numpy.arange(10, dtype=numpy.uint8).reshape(10, 1)
+        view = wire.asPayload(array)
+        self.assertEqual(len(view), 10)
+        self.assertEqual(view.tobytes(), array.tobytes())
+
+    def test_frameRefusesOtherViews(self):
+        """
+        A FRAME's payload view must be flat bytes.
+        """
+        wide = memoryview(b"\x00" * 8).cast("I")
+        self.assertRaises(TypeError, wire.Frame, 0, wide)
+

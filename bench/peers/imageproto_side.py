@@ -3,15 +3,13 @@
 imageproto's ends in C{bench.peers}, through public entry points only:
 
   - the receiver: the real twistd plugin process (transport scenarios), or
-    a small embedding of L{imageproto.receiver.ReceiverService} that decodes
-    every frame in C{deferToThread} and holds the ACK until it is decoded
-    (S2, S3), as the README shows;
-  - the sender: the real C{FrameSender} on C{SenderFactory}, fed the way
-    C{CaptureService} feeds it (the approach of C{bench.throughput});
+    a small embedding of L{imageproto.receiver.ReceiverService} that asks
+    for decoded images with C{onImage=} (S2, S3), as the README shows;
+  - the sender: the embedding API, C{imageproto.sender.embed.openStream}
+    and C{stream.send()} per frame (C{FrameSender} on C{SenderFactory});
   - the blocking client: C{imageproto.connect}.
 
-C{FrameSender} and C{SenderFactory} live in modules that are about to move:
-L{_senderClasses} is the one place naming them.
+L{_embedApi} is the one place naming a module below C{imageproto}.
 """
 
 from __future__ import annotations
@@ -31,16 +29,14 @@ from bench.peers.common import (
 __all__ = ["twistdCommand", "runSender", "runConnectSender", "runDecodingReceiver"]
 
 
-def _senderClasses():
+def _embedApi():
     """
-    The adapter: C{(FrameSender, SenderFactory)} wherever imageproto keeps
-    them.  The only import of imageproto's internal module paths in
-    C{bench.peers}.
+    The embedding API's C{openStream}: the only import of an imageproto
+    module path below the package in C{bench.peers}.
     """
-    from imageproto.protocol.factories import SenderFactory
-    from imageproto.sender.flow import FrameSender
+    from imageproto.sender.embed import openStream
 
-    return FrameSender, SenderFactory
+    return openStream
 
 
 def _connectAddress(port: int) -> str:
@@ -68,57 +64,60 @@ def twistdCommand(port: int, statsFile: str) -> list[str]:
 
 def runSender(args) -> None:
     """
-    One imageproto sender: C{FrameSender} + C{SenderFactory} on the reactor.
-    Back to back, a finite source waits on C{whenReady()}; at C{--rate} a
-    live source offers one frame per tick.  With C{--encode} each frame is
-    JPEG-encoded in a worker thread (C{CaptureService} does it there too),
-    after its capture time is taken.
+    One imageproto sender as an application embeds it:
+    C{imageproto.sender.embed.openStream} and C{stream.send(jpeg,
+    captureTime)} per frame.  Back to back, a finite stream is fed while
+    C{whenReady()} says a frame would go out at once; at C{--rate} a live
+    stream is given one frame per tick.  With C{--encode} each frame is
+    JPEG-encoded in a worker thread (as C{CaptureService} does), after its
+    capture time is taken, one at a time.
     """
     from twisted.internet import reactor, threads
-    from twisted.internet.defer import succeed
     from twisted.internet.task import LoopingCall
 
-    FrameSender, SenderFactory = _senderClasses()
+    openStream = _embedApi()
     frames = loadFrames(args.data, args.frameset, images=args.encode)
     total = args.frames
-    sender = FrameSender(args.name, bool(args.rate), reactor)
-    state = {"offered": 0, "bytes": 0}
+    live = bool(args.rate)
+    stream = openStream(reactor, f"tcp:127.0.0.1:{args.port}", args.name, live=live)
+    state = {"offered": 0, "bytes": 0, "acked": 0}
     captures = []
+
+    def acked(_):
+        state["acked"] += 1
 
     def produce():
         i = state["offered"]
+        state["offered"] += 1
         captureTime = time.time()
-        if args.rate:
+        if live:
             captures.append(captureTime)
-        if not state.get("start"):
+        if "start" not in state:
             state.update(start=captureTime, cpu0=cpuSeconds())
         frame = frames[i % len(frames)]
         if args.encode:
-            d = threads.deferToThread(encodeJpeg, frame)
-        else:
-            d = succeed(frame)
-        return d.addCallback(lambda jpeg: offer(jpeg, captureTime))
+            return threads.deferToThread(encodeJpeg, frame).addCallback(
+                offer, captureTime
+            )
+        offer(frame, captureTime)
+        return None
 
     def offer(jpeg, captureTime):
-        state["offered"] += 1
         state["bytes"] += len(jpeg)
-        sender.frameCaptured(jpeg, captureTime)
+        stream.send(jpeg, captureTime).addCallbacks(acked, lambda f: None)
         if state["offered"] == total:
-            sender.sourceExhausted()
+            stream.close().addCallbacks(done, failed)
 
     def feed(_=None):
-        if args.encode:
-            # One encode at a time, as CaptureService's LoopingCall does.
-            if state["offered"] < total:
-                if sender.ready:
-                    produce().addCallback(feed)
-                else:
-                    sender.whenReady().addCallback(feed)
-            return
-        while state["offered"] < total and sender.ready:
-            produce()
-        if state["offered"] < total:
-            sender.whenReady().addCallback(feed)
+        while state["offered"] < total:
+            if not stream.sender.ready:
+                stream.whenReady().addCallback(feed)
+                return
+            d = produce()
+            if d is not None:
+                # One encode at a time.
+                d.addCallback(feed)
+                return
 
     def tick():
         if state["offered"] >= total:
@@ -128,10 +127,8 @@ def runSender(args) -> None:
 
     loop = LoopingCall(tick)
     loop.clock = reactor
-    factory = SenderFactory(sender, reactor)
 
     def done(summary):
-        factory.stopTrying()
         emit(
             {
                 "sent": state["offered"],
@@ -144,19 +141,17 @@ def runSender(args) -> None:
                 "captures": captures,
             }
         )
+        reactor.callLater(0.05, reactor.stop)
 
     def failed(failure):
         emit({"error": failure.getErrorMessage()})
+        reactor.stop()
 
-    d = sender.whenDone().addCallbacks(done, failed)
-    # Let the BYE reach the receiver before the process goes.
-    d.addCallback(lambda _: reactor.callLater(0.05, reactor.stop))
-    if args.rate:
-        sender.whenReady().addCallback(lambda _: loop.start(1.0 / args.rate))
+    if live:
+        stream.sender.whenReady().addCallback(lambda _: loop.start(1.0 / args.rate))
     else:
-        sender.whenReady().addCallback(feed)
+        stream.whenReady().addCallback(feed)
     reactor.callLater(args.deadline, _giveUp, reactor, state)
-    reactor.connectTCP("127.0.0.1", args.port, factory)
     reactor.run()
 
 
@@ -216,12 +211,13 @@ def runConnectSender(args) -> None:
 
 def runDecodingReceiver(args) -> None:
     """
-    An application embedding C{ReceiverService}: every frame is decoded in
-    C{deferToThread(frame.decode)}, and the Deferred is returned so the ACK
-    waits for the decode.  Reports once C{--expect} frames are decoded (or
+    An application embedding C{ReceiverService}: with C{--encode} it asks
+    for decoded images (C{onImage=}, decoded in the receiver's own pool, the
+    ACK after the callback), otherwise for the frames' JPEG bytes
+    (C{onFrame=}).  Reports once C{--expect} frames are decoded (or
     at the deadline).
     """
-    from twisted.internet import reactor, threads
+    from twisted.internet import reactor
 
     from imageproto.receiver import ReceiverService
 
@@ -243,12 +239,16 @@ def runDecodingReceiver(args) -> None:
             reactor.callLater(0.2, report)
 
     def onFrame(frame):
+        # Transport scenarios: the JPEG bytes are what the application wants.
         if "cpu0" not in state:
             state["cpu0"] = cpuSeconds()
-        if not args.encode:
-            decoded(None, frame)
-            return None
-        return threads.deferToThread(frame.decode).addCallback(decoded, frame)
+        decoded(None, frame)
+
+    def onImage(frame, image):
+        # Decoded in the receiver's own pool; the ACK goes out after this.
+        if "cpu0" not in state:
+            state["cpu0"] = cpuSeconds()
+        decoded(image, frame)
 
     def report():
         if state["reported"]:
@@ -266,7 +266,14 @@ def runDecodingReceiver(args) -> None:
         )
         reactor.stop()
 
-    service = ReceiverService("tcp:0:interface=127.0.0.1", onFrame=onFrame, statsInterval=0)
+    if args.encode:
+        service = ReceiverService(
+            "tcp:0:interface=127.0.0.1", onImage=onImage, statsInterval=0
+        )
+    else:
+        service = ReceiverService(
+            "tcp:0:interface=127.0.0.1", onFrame=onFrame, statsInterval=0
+        )
     service.whenListening().addCallback(lambda port: emit({"port": port.getHost().port}))
     reactor.callWhenRunning(service.startService)
     reactor.callLater(args.deadline, report)

@@ -148,7 +148,7 @@ class FrameReceiverProtocol(MessageProtocol):
         if self.welcomed:
             super().lengthLimitExceeded(length)
             return
-        tls = hints.looksLikeTLS(self._buffer)
+        tls = hints.looksLikeTLS(self.oversizedHead)
         self.log.warn(
             "{peer} announced a {length}-byte message before its handshake "
             "finished (at most {limit} bytes until WELCOME){why}; disconnecting",
@@ -268,12 +268,52 @@ class FrameReceiverProtocol(MessageProtocol):
         if d is not None:
             self._hold(d, len(frame.jpeg))
 
+    # -- acknowledgements: several frames of one read, one write --------------
+
+    # The seqs acknowledged while a read is being handled, or None between
+    # reads.
+    _acks = None
+
+    def dataReceived(self, data: bytes) -> None:
+        # Frames accepted at once while one read is handled are acknowledged
+        # in one write when it is done: still in this reactor turn, before
+        # the transport writes anything, so no ACK leaves later than it
+        # would have (the sender's round trips stay true); it saves an Ack,
+        # an encoding and a transport.write per frame.
+        if self._acks is not None:
+            super().dataReceived(data)
+            return
+        self._acks = acks = []
+        try:
+            super().dataReceived(data)
+        finally:
+            self._acks = None
+            if acks:
+                self._writeAcks(acks)
+
+    def _writeAcks(self, seqs: list) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(wire.encodeAcks(seqs))
+
+    def sendMessage(self, message: wire.Message) -> None:
+        # Whatever else goes out (a RESULT, a REJECT, a PONG) goes after the
+        # ACKs already decided, in the order they were decided.
+        acks = self._acks
+        if acks:
+            self._writeAcks(acks)
+            del acks[:]
+        super().sendMessage(message)
+
     # -- IFrameChannel: what the pipeline tells this connection to do -------
 
     wantsImage = False
 
     def acknowledge(self, seq: int) -> None:
-        self.sendMessage(wire.Ack(seq))
+        acks = self._acks
+        if acks is not None:
+            acks.append(seq)
+        else:
+            self._writeAcks((seq,))
 
     def reject(self, seq: int, reason: str, retry: bool = False) -> None:
         flags = None

@@ -95,6 +95,15 @@ class FrameSenderProtocol(MessageProtocol):
             self.factory.handshakeTimeout, absolute=True
         )
 
+    def stringReceived(self, data) -> None:
+        # Most of what a streaming sender reads is ACKs: take their seq
+        # straight from the bytes, without an Ack object and dispatch.
+        seq = wire.ackSeq(data)
+        if seq is not None and not self._closing:
+            self._onAck(seq)
+        else:
+            super().stringReceived(data)
+
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Ack):
             self._onAck(message.seq)
@@ -153,7 +162,7 @@ class FrameSenderProtocol(MessageProtocol):
     def lengthLimitExceeded(self, length: int) -> None:
         # Before WELCOME this is most often not a server's message at all
         # (an HTTP answer, a TLS record): the machine explains it.
-        self._machine.unreadable(bytes(self._buffer[:64]))
+        self._machine.unreadable(self.oversizedHead)
         super().lengthLimitExceeded(length)
 
     def timedOut(self, seconds: float) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "ConsumerBase",
     "LatestFrameHub",
     "CallbackSink",
+    "DecodingSink",
 ]
 
 
@@ -119,3 +120,30 @@ class CallbackSink(ConsumerBase):
     def frameReceived(self, frame: ReceivedFrame):
         result = self._callback(frame)
         return result if isinstance(result, Deferred) else None
+
+
+@implementer(IFrameConsumer)
+class DecodingSink(ConsumerBase):
+    """
+    Decodes every frame in a worker thread and calls C{callback(frame,
+    image)} in the reactor thread with the BGR numpy image: the hook for
+    applications that want pixels (C{ReceiverService(..., onImage=...)}).
+
+    One hand-off to the pool and one back per frame, no Deferred of the
+    application's own; the frame is acknowledged once the callback has
+    returned (or, if it returns a L{Deferred}, once that fires).  A frame
+    that cannot be decoded is rejected.
+
+    @param runInThread: C{f(callable, *args) -> Deferred} running in a
+        worker pool (the receiver's own).
+    """
+
+    def __init__(self, callback: Callable, runInThread: Callable) -> None:
+        self._callback = callback
+        self._runInThread = runInThread
+
+    def frameReceived(self, frame: ReceivedFrame) -> Deferred:
+        return self._runInThread(frame.decode).addCallback(self._decoded, frame)
+
+    def _decoded(self, image, frame: ReceivedFrame):
+        return self._callback(frame, image)

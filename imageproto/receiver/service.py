@@ -37,7 +37,7 @@ from imageproto.common.files import writeJsonAtomically
 from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.factories import ReceiverFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
-from imageproto.receiver.consumers import CallbackSink, LatestFrameHub
+from imageproto.receiver.consumers import CallbackSink, DecodingSink, LatestFrameHub
 from imageproto.receiver.savedir import SaveDirSink
 from imageproto.receiver.pipeline import FramePipeline
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
@@ -258,6 +258,10 @@ class ReceiverService(MultiService):
     @param maxMessageBytes: the largest message read from a sender.
     @param statsInterval: seconds between statistics log lines (0: never).
     @param threads: size of the worker pool for writes and decodes.
+    @param onImage: called as C{onImage(frame, image)} in the reactor thread
+        with each accepted frame and its decoded BGR numpy image, decoded in
+        this receiver's worker pool; the ACK waits until it returns (or
+        until the L{Deferred} it returns fires).
 
     @ivar registry: the L{StreamRegistry} (statistics: C{registry.snapshot()}).
     @ivar pipeline: the L{FramePipeline} every accepted frame goes through.
@@ -281,6 +285,7 @@ class ReceiverService(MultiService):
         statsInterval: float = 5.0,
         statsFileInterval: float = 1.0,
         threads: int = 4,
+        onImage: Callable | None = None,
     ) -> None:
         super().__init__()
         reactor = defaultReactor(reactor)
@@ -302,6 +307,8 @@ class ReceiverService(MultiService):
             self.addConsumer(SaveDirSink(saveDir, self.runInThread))
         if onFrame is not None:
             self.addConsumer(CallbackSink(onFrame))
+        if onImage is not None:
+            self.addConsumer(DecodingSink(onImage, self.runInThread))
 
         self.factory = ReceiverFactory(
             self.registry,

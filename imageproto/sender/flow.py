@@ -330,15 +330,21 @@ class FrameSender:
         self._waiters.append(d)
         return d
 
-    def frameCaptured(self, jpeg: bytes, captureTime: float) -> bool:
+    def frameCaptured(self, jpeg, captureTime: float) -> bool:
         """
         Offer one encoded frame.
+
+        @param jpeg: the JPEG as C{bytes} or any other buffer (a
+            C{bytearray}, the numpy array C{cv2.imencode} returns), which is
+            sent without being copied first: do not change a buffer until its
+            frame is acknowledged.
 
         @return: C{True} if it was taken (sent now, or held for a finite
             source), C{False} if a live source's frame was dropped.
         """
         if self._outcome is not None:
             return False
+        jpeg = wire.asPayload(jpeg)
         limit = self.welcome.maxMessageBytes if self.welcome else None
         if limit is not None and len(jpeg) + wire.FRAME_OVERHEAD > limit:
             self._counts.dropped += 1

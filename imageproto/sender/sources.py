@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_capture -*-
 """
 Frame sources and JPEG encoding for the sender: the only module on the sender
-side that imports OpenCV.
+side that imports OpenCV (on first use, so that importing it is cheap).
 
 Everything here blocks (device and file I/O, decoding, encoding), so it runs
 in the capture service's worker thread, never in the reactor thread.  The
@@ -48,12 +48,32 @@ import os
 import time
 from typing import Callable
 
-import cv2
-import numpy
+import importlib
 from attrs import field, frozen
 from attrs.validators import ge, instance_of, optional
 
 from imageproto.common.jpeg import encodeJpeg
+
+
+class _Lazy:
+    """
+    A module imported on first use: a sender of ready JPEG bytes (the
+    embedding API, L{imageproto.sender.embed}) reaches this module through
+    the capture service without paying for OpenCV and numpy (about 0.1 s and
+    tens of MB).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        module = importlib.import_module(self._name)
+        globals()[self._name] = module
+        return getattr(module, attribute)
+
+
+cv2 = _Lazy("cv2")
+numpy = _Lazy("numpy")
 
 __all__ = [
     "CaptureError",

@@ -59,6 +59,9 @@ __all__ = [
     "decodeLength",
     "FRAME_OVERHEAD",
     "decodeMessage",
+    "encodeAcks",
+    "ackSeq",
+    "asPayload",
     "isJpeg",
 ]
 
@@ -67,6 +70,9 @@ _FRAME_HEAD = struct.Struct("!QI")
 _LENGTH = struct.Struct("!I")
 _FRAMED_START = struct.Struct("!IBBQI")
 _FRAME_TRAILER = struct.Struct("!ddI")
+_FRAMED_ACK = struct.Struct("!IBBQ")
+_ACK_SIZE = _FRAMED_ACK.size - 4
+_SEQ = struct.Struct("!Q")
 # The bytes of a FRAME besides its JPEG: header, seq, length and trailer.
 FRAME_OVERHEAD = _HEADER.size + _FRAME_HEAD.size + _FRAME_TRAILER.size
 
@@ -119,6 +125,46 @@ def encodeFramed(message: Message) -> bytes:
     if len(body) > _U32:
         raise WireError(f"a {len(body)}-byte message does not fit a length prefix")
     return _LENGTH.pack(len(body)) + body
+
+
+def encodeAcks(seqs) -> bytes:
+    """
+    The framed ACKs of C{seqs}, in order, as one string: what
+    C{encodeFramed(Ack(seq))} gives for each, joined, without building the
+    messages (a receiver acknowledging frames that arrived together writes
+    them at once).
+    """
+    pack = _FRAMED_ACK.pack
+    return b"".join([pack(_ACK_SIZE, PROTOCOL_VERSION, MSG_ACK, seq) for seq in seqs])
+
+
+def ackSeq(data) -> int | None:
+    """
+    The seq of C{data} if it is exactly a well-formed ACK (the bytes inside
+    its length prefix), else C{None}: the sender's per-frame path, which
+    skips L{decodeMessage} and the L{Ack} object for the message it gets
+    most.
+    """
+    if len(data) == _ACK_SIZE and data[1] == MSG_ACK and data[0] == PROTOCOL_VERSION:
+        return _SEQ.unpack_from(data, 2)[0]
+    return None
+
+
+def asPayload(data) -> bytes | memoryview:
+    """
+    C{data} as a L{Frame}'s C{jpeg} without copying it: C{bytes} as they
+    are, any other buffer (a C{bytearray}, the numpy array C{cv2.imencode}
+    returns, a C{memoryview}) as a flat, read-only byte view of it.
+
+    @raise TypeError: if C{data} is not a buffer.
+    @raise ValueError: if it is not C-contiguous.
+    """
+    if data.__class__ is bytes:
+        return data
+    view = memoryview(data)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    return view.toreadonly()
 
 
 def encodeMessage(message: Message) -> bytes:

@@ -173,6 +173,19 @@ def _exact(size: int):
     return check
 
 
+def _payload(instance, attribute, value):
+    # bytes, or a flat byte view of another buffer (a numpy array from
+    # cv2.imencode, a bytearray): the sender passes those as views so that
+    # nothing copies them before the one copy that frames them.
+    if value.__class__ is bytes:
+        return
+    if not isinstance(value, memoryview) or value.ndim != 1 or value.format != "B":
+        raise TypeError(
+            f"{attribute.name} must be bytes or a 1-D memoryview of bytes, "
+            f"not {type(value).__name__}"
+        )
+
+
 @frozen
 class Hello:
     """
@@ -221,14 +234,15 @@ class Frame:
     One encoded frame.
 
     @ivar seq: the sender's sequence number; frames it drops consume none.
-    @ivar jpeg: the JPEG bytes, passed through untouched.
+    @ivar jpeg: the JPEG bytes, passed through untouched: C{bytes}, or (on
+        the sending side) a flat C{memoryview} of a buffer holding them.
     @ivar captureTime: when the frame was captured (sender's clock).
     @ivar sendTime: when it was handed to the transport (sender's clock).
     @ivar dropped: frames the sender has dropped on this stream so far.
     """
 
     seq: int = field(validator=_uint64)
-    jpeg: bytes = field(repr=False, validator=instance_of(bytes))
+    jpeg: bytes = field(repr=False, validator=_payload)
     captureTime: float = field(default=0.0, converter=float, validator=_finite)
     sendTime: float = field(default=0.0, converter=float, validator=_finite)
     dropped: int = field(default=0, validator=_uint32)
