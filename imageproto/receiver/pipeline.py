@@ -99,6 +99,10 @@ class ReceivedFrame:
     @ivar live: the stream is live (a camera): a consumer that falls behind
         may skip its older frames.
     @ivar session: the sender's session id.
+    @ivar metadata: the application payload the sender put on the frame
+        (PROTOCOL.md, per-frame metadata), decoded: a C{dict} (a JSON
+        object) or a C{str} (a JSON string); C{None} for a frame without
+        any.  Consumers share it: treat it as read-only.
     """
 
     stream: str
@@ -110,6 +114,8 @@ class ReceivedFrame:
     senderDropped: int = 0
     live: bool = False
     session: int = 0
+    # Left out of the hash: a dict cannot be hashed.
+    metadata: object = field(default=None, hash=False)
     delivery: _Delivery | None = field(default=None, repr=False, eq=False)
 
     @property
@@ -318,6 +324,8 @@ class FramePipeline:
             frame.dropped,
             bool(stream.capabilities & wire.CAP_LIVE),
             session,
+            # Checked by the decoder already; decoded once for every consumer.
+            None if frame.metadata is None else wire.decodeMetadata(frame.metadata),
             delivery,
         )
         # Most consumers take a frame at once (return None); only those with
