@@ -222,6 +222,8 @@ class SenderConfig:
         says (C{--no-resume} turns it off).
     @ivar retryFor: seconds to keep sending a frame the receiver cannot
         store for now.
+    @ivar metadata: JSON text (an object or a string, checked) put on
+        every frame, or C{None}.
     """
 
     connect: str = "tcp:localhost:8080"
@@ -240,6 +242,7 @@ class SenderConfig:
     limits: SenderLimitsConfig = SenderLimitsConfig()
     resume: bool = True
     retryFor: float = 60.0
+    metadata: str | None = None
 
     @classmethod
     def fromOptions(cls, options) -> "SenderConfig":
@@ -274,6 +277,7 @@ class SenderConfig:
             limits=security.senderLimits(options),
             resume=not options["no-resume"],
             retryFor=options["retry-for"],
+            metadata=options["metadata"],
         )
 
 
