@@ -294,8 +294,9 @@ def _decodeFrame(r: _Reader) -> Frame:
     captureTime, sendTime, dropped = r.unpack("ddI")
     if not (math.isfinite(captureTime) and math.isfinite(sendTime)):
         raise WireError("FRAME times must be finite")
-    if r.remaining():
-        # Metadata follows the trailer; a frame without it ends here.
+    # Metadata follows the trailer; a frame without it ends here.  (The
+    # reader's fields, not remaining(): this is every frame's path.)
+    if r._offset != len(r._data):
         text = r.text("H")
         try:
             return Frame(seq, jpeg, captureTime, sendTime, dropped, text)
