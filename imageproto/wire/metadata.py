@@ -45,6 +45,10 @@ def _finiteFloat(token: str) -> float:
     return value
 
 
+# One decoder, built once: json.loads with hooks builds a new one per call.
+_decoder = json.JSONDecoder(parse_constant=_nonFinite, parse_float=_finiteFloat)
+
+
 def _tooDeep(value) -> bool:
     """
     Whether C{value} nests more than L{MAX_METADATA_DEPTH} containers.
@@ -88,7 +92,7 @@ def decodeMetadata(text: str):
     if tooLong:
         raise ValueError(f"metadata is longer than {MAX_METADATA_BYTES} bytes of UTF-8")
     try:
-        value = json.loads(text, parse_constant=_nonFinite, parse_float=_finiteFloat)
+        value = _decoder.decode(text)
     except RecursionError:
         raise ValueError(
             f"metadata nests more than {MAX_METADATA_DEPTH} objects and arrays"
@@ -99,7 +103,8 @@ def decodeMetadata(text: str):
         raise ValueError(
             f"metadata must be a JSON object or string, not {type(value).__name__}"
         )
-    if _tooDeep(value):
+    # Fewer brackets than the bound cannot nest past it: skip the walk.
+    if text.count("[") + text.count("{") > MAX_METADATA_DEPTH and _tooDeep(value):
         raise ValueError(
             f"metadata nests more than {MAX_METADATA_DEPTH} objects and arrays"
         )
