@@ -95,8 +95,8 @@ class ViewerPageTests(SynchronousTestCase):
     def test_pageShowsLiveStream(self) -> None:
         """
         The page served by C{--web} lists the sender's stream, shows its
-        picture changing over time and its statistics updating, without
-        reloading.
+        picture changing over time, its statistics updating and its frames'
+        metadata (as text), without reloading.
         """
         port, webPort = freePort(), freePort()
         receiver = self.spawn(
@@ -116,6 +116,7 @@ class ViewerPageTests(SynchronousTestCase):
                 "--fps", "10",
                 "--width", "320",
                 "--height", "240",
+                "--metadata", '{"site": "<b>porch</b>", "floor": 2}',
             ],
         )
         base = f"http://127.0.0.1:{webPort}"
@@ -149,6 +150,11 @@ class ViewerPageTests(SynchronousTestCase):
         wait.until(lambda d: int(frames.text) > before)
         wait.until(lambda d: float(card.find_element(By.CSS_SELECTOR, ".stat-fps").text) > 0)
         self.assertEqual(card.find_element(By.CSS_SELECTOR, ".stat-viewers").text, "1")
+        # The newest frame's metadata, as text (markup in it stays text).
+        metadata = card.find_element(By.CSS_SELECTOR, "pre.metadata")
+        wait.until(lambda d: metadata.is_displayed() and "floor" in metadata.text)
+        self.assertIn('"site": "<b>porch</b>"', metadata.text)
+        self.assertEqual(card.find_elements(By.CSS_SELECTOR, "pre.metadata b"), [])
         # The page never navigated away: the same card element is still live.
         self.assertEqual(driver.execute_script("return performance.getEntriesByType('navigation').length"), 1)
 

@@ -133,3 +133,27 @@ class PathTests(SynchronousTestCase):
         options = {"a": "8081", "b": None}
         checks.apply(options, [("a", checks.endpoint), ("b", checks.endpoint)])
         self.assertEqual(options, {"a": "tcp:8081", "b": None})
+
+
+class MetadataTests(SynchronousTestCase):
+    def test_compactText(self) -> None:
+        """
+        C{checks.metadata} returns the JSON object or string compactly, in
+        UTF-8 text, keys in the order given.
+        """
+        self.assertEqual(
+            checks.metadata("metadata", '{ "b" : 1, "a" : "caf\\u00e9" }'),
+            '{"b":1,"a":"caf\N{LATIN SMALL LETTER E WITH ACUTE}"}',
+        )
+        self.assertEqual(checks.metadata("metadata", '"door"'), '"door"')
+
+    def test_rejects(self) -> None:
+        """
+        Anything else is a usage error that names the option and says what
+        to give instead.
+        """
+        for bad in ("door", "[]", "1", "true", "{", '{"a": Infinity}'):
+            with self.assertRaises(UsageError) as caught:
+                checks.metadata("metadata", bad)
+            self.assertIn("--metadata", str(caught.exception))
+            self.assertIn("JSON object", str(caught.exception))

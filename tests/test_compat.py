@@ -146,7 +146,8 @@ class Base64Tests(SynchronousTestCase):
         """
         Frames fed whole, then byte by byte, reach the sinks as one stream
         named after the peer, with consecutive seqs, the JPEG decoded and
-        the timestamp as capture time; statistics count them.
+        the timestamp as capture time, and no metadata; statistics count
+        them.
         """
         proto, transport = self.h.connect()
         data = base64Frame(self.jpeg, self.when)
@@ -157,6 +158,7 @@ class Base64Tests(SynchronousTestCase):
         self.assertEqual({f.stream for f in self.h.frames}, {"b64-127.0.0.1-40000"})
         self.assertEqual(self.h.frames[0].jpeg, self.jpeg)
         self.assertAlmostEqual(self.h.frames[0].captureTime, self.when.timestamp(), 5)
+        self.assertEqual({f.metadata for f in self.h.frames}, {None})
         self.assertEqual(self.h.registry.stats("b64-127.0.0.1-40000").frames, 2)
         self.assertEqual(transport.value(), b"")
         self.assertFalse(transport.disconnecting)

@@ -6,6 +6,7 @@ the test writes with OpenCV.
 Waits poll conditions on the real reactor with a deadline; nothing sleeps.
 """
 
+import json
 import os
 import signal
 
@@ -20,7 +21,8 @@ except ImportError:  # pragma: no cover
 from imageproto import wire
 from imageproto.tap import freePort, listening, twistdCommand
 from imageproto.testing import waitFor
-from imageproto.receiver.savedir import savedFrames
+from imageproto.receiver.savedir import metadataPath, savedFrames
+from imageproto.sender.results import RESULTS_FILE
 from tests.helpers import jpegs
 from tests.helpers import SUMMARY, TwistdProcesses
 
@@ -76,10 +78,11 @@ class EndToEndTests(TwistdProcesses, TestCase):
         self.port = freePort()
 
     @defer.inlineCallbacks
-    def startReceiver(self, name="receiver"):
+    def startReceiver(self, name="receiver", *extra):
         receiver = self.spawn(
             name,
-            ["imageproto", "--port", f"tcp:{self.port}:interface=127.0.0.1", "--save-dir", self.saveDir],
+            ["imageproto", "--port", f"tcp:{self.port}:interface=127.0.0.1", "--save-dir", self.saveDir,
+             *extra],
         )
         yield waitFor(
             lambda: receiver.status is not None or listening(self.port), 30, "the receiver to listen"
@@ -138,6 +141,34 @@ class EndToEndTests(TwistdProcesses, TestCase):
         self.assertEqual(int(summary["sent"]), FRAMES)
         self.assertEqual(int(summary["acknowledged"]), FRAMES)
         self.assertGreaterEqual(int(summary["reconnects"]), 1)
+
+    @defer.inlineCallbacks
+    def test_metadataSavedAndInResults(self):
+        """
+        C{--metadata} on the sender reaches a real receiver: every saved
+        frame has C{<seq>.json} beside it holding that metadata, and the
+        sender's C{--results} lines (the receiver runs C{--detect echo})
+        carry it too; the sender exits 0.
+        """
+        yield self.startReceiver("receiver", "--detect", "echo")
+        out = os.path.join(self.directory, "results")
+        metadata = {"site": "door", "floor": 2, "tags": ["a", "caf\N{LATIN SMALL LETTER E WITH ACUTE}"]}
+        sender = self.startSender(
+            "--video", self.clip, "--name", "meta", "--fps", "0", "--results", out,
+            "--metadata", json.dumps(metadata),
+        )
+        status = yield sender.ended
+        self.assertEqual(status, 0, sender.text)
+        self.assertNotIn("does not take per-frame metadata", sender.text)
+        saved = self.saved("meta")
+        self.assertEqual(sorted(saved), list(range(FRAMES)))
+        for seq, path in saved.items():
+            with open(metadataPath(path), encoding="utf-8") as f:
+                self.assertEqual(json.load(f), metadata, f"sidecar of frame {seq}")
+        with open(os.path.join(out, RESULTS_FILE), encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual(sorted(line["seq"] for line in lines), list(range(FRAMES)))
+        self.assertEqual({json.dumps(line["metadata"]) for line in lines}, {json.dumps(metadata)})
 
     @defer.inlineCallbacks
     def test_refusedSenderExitsNonZero(self):

@@ -50,6 +50,25 @@ class PipelineTests(SynchronousTestCase):
         )
         self.assertIs(a.channel, self.channel)
 
+    def test_metadataDecodedForEveryConsumer(self):
+        """
+        A frame's metadata reaches every consumer decoded, as one shared
+        value; a frame without metadata has C{metadata} C{None}.
+        """
+        text = wire.encodeMetadata({"site": "door", "gps": [47.1, 8.5]})
+        self.pipeline.frameReceived(
+            self.stream, wire.Frame(1, FAKE_JPEG, 49.0, 49.5, 0, text), self.channel
+        )
+        self.send(2)
+        [a, plain], [b, _] = self.quick.frames, self.slow.frames
+        self.assertEqual(a.metadata, {"site": "door", "gps": [47.1, 8.5]})
+        self.assertIs(a.metadata, b.metadata)
+        self.assertIsNone(plain.metadata)
+        self.pipeline.frameReceived(
+            self.stream, wire.Frame(3, FAKE_JPEG, metadata='"just text"'), self.channel
+        )
+        self.assertEqual(self.quick.frames[-1].metadata, "just text")
+
     def test_ackWaitsForConsumersThatTakeTime(self):
         """
         The ACK goes out once every consumer that returned a Deferred has

@@ -468,6 +468,49 @@ class ReceiverProtocolTests(SynchronousTestCase):
         self.assertEqual([f.seq for f in seen], [4])
         self.assertFalse(transport.disconnecting)
 
+    def metadataReceiver(self):
+        clock = Clock()
+        seen = []
+        registry, pipeline = receiverStack(clock, [CallbackSink(seen.append)])
+        proto = ReceiverFactory(registry, clock, pipeline=pipeline).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(framed(wire.Hello("cam-1", wire.CAP_METADATA, 77)))
+        transport.clear()
+        return proto, transport, registry, seen
+
+    def test_metadataReachesConsumers(self):
+        """
+        A FRAME's metadata, split over reads like any message, reaches the
+        pipeline's consumers decoded, and the frame is acknowledged.
+        """
+        proto, transport, registry, seen = self.metadataReceiver()
+        data = framed(wire.Frame(0, TINY_JPEG, metadata='{"site":"door"}')) + framed(
+            wire.Frame(1, TINY_JPEG)
+        )
+        for i in range(len(data)):
+            proto.dataReceived(data[i : i + 1])
+        self.assertEqual(written(transport), [wire.Ack(0), wire.Ack(1)])
+        self.assertEqual([f.metadata for f in seen], [{"site": "door"}, None])
+
+    def test_badMetadataDropsThePeer(self):
+        """
+        A FRAME whose metadata breaks the rules (here a JSON array) is a
+        malformed message: ERROR 4, the connection closes, nothing reaches
+        a consumer and the frame is neither acknowledged nor rejected.
+        """
+        proto, transport, registry, seen = self.metadataReceiver()
+        body = wire.encodeMessage(wire.Frame(0, TINY_JPEG)) + struct.pack("!H", 3) + b"[1]"
+        with capturedLogs() as events:
+            proto.dataReceived(struct.pack("!I", len(body)) + body)
+        self.assertDroppedWith(transport, wire.ERR_PROTOCOL)
+        self.assertEqual(len(written(transport)), 1)
+        self.assertEqual(seen, [])
+        self.assertEqual(registry.stats("cam-1").rejected, 0)
+        self.assertTrue(
+            any("metadata" in formatEvent(e) for e in events if e["log_level"].name == "warn")
+        )
+
     def test_registryFailureRejects(self):
         """
         A frame whose registry Deferred fails is REJECTed, the failure is

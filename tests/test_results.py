@@ -168,6 +168,30 @@ class TrackerTests(SynchronousTestCase):
         self.assertEqual(b.annotated, "b.jpg")
         self.assertNotIn("annotated", a.toJSON())
 
+    def test_metadataRecorded(self):
+        """
+        Each record carries its frame's metadata, decoded: the sender's
+        fixed metadata, or what the frame was offered with; a frame without
+        metadata has no C{metadata} key in its line.
+        """
+        sender = FrameSender(
+            "cam", False, self.clock, window=4, awaitResults=True, metadata='{"site":"door"}'
+        )
+        tracker = ResultsTracker(sender, self.records.append, self.clock)
+        sender.onResult = tracker.resultReceived
+        connected(sender)
+        tracker.frameCaptured(b"a", 1.0)
+        tracker.frameCaptured(b"b", 2.0, '"second"')
+        for seq in (0, 1):
+            sender.resultReceived(wire.Result(seq))
+        first, second = self.records
+        self.assertEqual(first.metadata, {"site": "door"})
+        self.assertEqual(first.toJSON()["metadata"], {"site": "door"})
+        self.assertEqual(second.toJSON()["metadata"], "second")
+        self.offer("a.png")
+        self.sender.resultReceived(wire.Result(0))
+        self.assertNotIn("metadata", self.records[-1].toJSON())
+
     def test_summary(self):
         """
         The summary counts results and detections, and names images never
@@ -216,7 +240,9 @@ class WriterTests(SynchronousTestCase):
         writer = ResultsWriter(directory, runInThread=syncThread)
         writer.startService()
         writer.write(ResultRecord("cam", 0, "x.png", 1.0, 1.5, 1.75, 1000, [], b"JPEG"))
-        writer.write(ResultRecord("cam", 1, None, 2.0, 2.5, 2.5, 0, [{"label": "a"}]))
+        writer.write(
+            ResultRecord("cam", 1, None, 2.0, 2.5, 2.5, 0, [{"label": "a"}], metadata={"k": "\N{SNOWMAN}"})
+        )
         clock = Clock()
         sender = FrameSender("cam", False, clock)
         writer.tracker = ResultsTracker(sender, writer.write, clock)
@@ -227,6 +253,8 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(lines[0]["roundTripMs"], 250.0)
         self.assertEqual(lines[0]["image"], "x.png")
         self.assertEqual(lines[0]["annotated"], "x.png.jpg")
+        self.assertNotIn("metadata", lines[0])
+        self.assertEqual(lines[1]["metadata"], {"k": "\N{SNOWMAN}"})
         with open(os.path.join(directory, "x.png.jpg"), "rb") as f:
             self.assertEqual(f.read(), b"JPEG")
         with open(os.path.join(directory, SUMMARY_FILE)) as f:

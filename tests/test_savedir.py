@@ -4,6 +4,7 @@ stays on disk, in capture order, and a failure to store is a failure.
 """
 
 import errno
+import json
 import os
 
 from twisted.internet.task import Clock
@@ -13,13 +14,15 @@ from zope.interface.verify import verifyObject
 
 from imageproto import wire
 from imageproto.receiver.pipeline import ALREADY_STORED, IFrameConsumer, ReceivedFrame
-from imageproto.receiver.savedir import SaveDirSink, framePath, sessionFolder
+from imageproto.receiver.savedir import SaveDirSink, framePath, metadataPath, sessionFolder
 from imageproto.testing import FakeThreadRunner
 from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack, savedFrames
 
 
-def received(stream="cam", seq=0, session=1, when=1700000000.25, jpeg=FAKE_JPEG):
-    return ReceivedFrame(stream, seq, when, when, when, jpeg, 0, False, session)
+def received(stream="cam", seq=0, session=1, when=1700000000.25, jpeg=FAKE_JPEG, metadata=None):
+    return ReceivedFrame(
+        stream, seq, when, when, when, jpeg, 0, False, session, metadata=metadata
+    )
 
 
 class LayoutTests(SynchronousTestCase):
@@ -73,6 +76,49 @@ class SaveDirSinkTests(SynchronousTestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(), data)
         self.assertEqual(os.listdir(os.path.dirname(path)), ["00000007.jpg"])
+
+    def test_metadataSidecar(self):
+        """
+        A frame with metadata gets C{<seq>.json} beside C{<seq>.jpg}: one
+        line of JSON, keys in the sender's order; written before the JPEG,
+        both before the ACK.  A frame without metadata gets no sidecar.
+        """
+        from imageproto.receiver import savedir
+
+        written = []
+
+        def recorded(write):
+            def recording(path, *args, **kwargs):
+                written.append(path)
+                return write(path, *args, **kwargs)
+
+            return recording
+
+        for name in ("writeJsonAtomically", "writeBytesAtomically"):
+            self.patch(savedir, name, recorded(getattr(savedir, name)))
+        metadata = {"z": 1, "site": "caf\N{LATIN SMALL LETTER E WITH ACUTE}", "tags": ["a", "b"]}
+        d = self.sink.frameReceived(received(seq=3, metadata=metadata))
+        self.assertNoResult(d)
+        self.threads.runAll()
+        self.assertIsNone(self.successResultOf(d))
+        self.assertIsNone(self.successResultOf(self.store(received(seq=4, metadata="plain"))))
+        self.assertIsNone(self.successResultOf(self.store(received(seq=5))))
+        paths = savedFrames(self.directory, "cam")
+        self.assertEqual([os.path.basename(p) for p in paths], ["00000003.jpg", "00000004.jpg", "00000005.jpg"])
+        self.assertEqual(metadataPath(paths[0]), paths[0][: -len(".jpg")] + ".json")
+        with open(metadataPath(paths[0]), encoding="utf-8") as f:
+            text = f.read()
+        self.assertEqual(text.count("\n"), 1)
+        self.assertEqual(list(json.loads(text)), ["z", "site", "tags"])
+        self.assertEqual(json.loads(text), metadata)
+        with open(metadataPath(paths[1]), encoding="utf-8") as f:
+            self.assertEqual(json.load(f), "plain")
+        self.assertFalse(os.path.exists(metadataPath(paths[2])))
+        self.assertEqual(
+            sorted(os.listdir(os.path.dirname(paths[0]))),
+            ["00000003.jpg", "00000003.json", "00000004.jpg", "00000004.json", "00000005.jpg"],
+        )
+        self.assertEqual(written[:2], [metadataPath(paths[0]), paths[0]])
 
     def test_newSessionNeverOverwrites(self):
         """

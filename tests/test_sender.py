@@ -518,3 +518,104 @@ class StorageAndResumeTests(SynchronousTestCase):
         sender.acked(0)
         summary = sender.summary()
         self.assertEqual((summary.sent, summary.acknowledged, summary.unacknowledged), (3, 1, 2))
+
+
+class MetadataTests(SynchronousTestCase):
+    """
+    Per-frame metadata goes on each FRAME to a receiver that announced
+    C{SCAP_METADATA}, and is left off (said once) for one that did not.
+    """
+
+    TAKES = wire.Welcome(capabilities=wire.SCAP_METADATA)
+    FIXED = '{"site":"door"}'
+
+    def test_helloAnnouncesMetadata(self):
+        """
+        A sender with metadata sets C{CAP_METADATA} in HELLO; one without
+        does not.
+        """
+        sender, _ = makeSender(metadata=self.FIXED)
+        self.assertTrue(sender.hello().capabilities & wire.CAP_METADATA)
+        sender, _ = makeSender()
+        self.assertFalse(sender.hello().capabilities & wire.CAP_METADATA)
+
+    def test_fixedMetadataOnEveryFrame(self):
+        """
+        The fixed metadata goes on every frame, resends included; metadata
+        offered with a frame replaces it for that frame only.
+        """
+        sender, clock = makeSender(metadata=self.FIXED)
+        protocol = connect(sender, self.TAKES)
+        sender.frameCaptured(b"a", 1.0)
+        sender.frameCaptured(b"b", 2.0, '"its own"')
+        sender.frameCaptured(b"c", 3.0)
+        self.assertEqual(
+            [f.metadata for f in protocol.frames], [self.FIXED, '"its own"', self.FIXED]
+        )
+        sender.disconnected(protocol, LOST)
+        again = connect(sender, self.TAKES)
+        self.assertEqual(
+            [(f.seq, f.metadata) for f in again.frames],
+            [(0, self.FIXED), (1, '"its own"'), (2, self.FIXED)],
+        )
+
+    def test_notSentToReceiverWithoutCapability(self):
+        """
+        To a receiver whose WELCOME lacks C{SCAP_METADATA} frames go without
+        metadata, and that is logged once for the run, not once per frame
+        or connection; a later receiver that takes metadata gets it again.
+        """
+        sender, _ = makeSender(metadata=self.FIXED)
+        with capturedLogs() as events:
+            protocol = connect(sender)
+            for i in range(3):
+                sender.frameCaptured(b"x", float(i))
+            sender.acked(0)
+            sender.disconnected(protocol, LOST)
+            connect(sender)
+            sender.frameCaptured(b"y", 9.0)
+        self.assertEqual([f.metadata for f in protocol.frames], [None] * 3)
+        said = [e for e in events if "metadata" in e.get("log_format", "")]
+        self.assertEqual(len(said), 1)
+        self.assertEqual(said[0]["log_level"].name, "warn")
+        later = connect(sender, self.TAKES)
+        self.assertEqual({f.metadata for f in later.frames}, {self.FIXED})
+
+    def test_withoutMetadataNothingLogged(self):
+        """
+        A sender without metadata says nothing about a receiver that does
+        not take it, and its frames carry none.
+        """
+        sender, _ = makeSender()
+        with capturedLogs() as events:
+            protocol = connect(sender)
+            sender.frameCaptured(b"x", 1.0)
+        self.assertIsNone(protocol.frames[0].metadata)
+        self.assertEqual([e for e in events if "metadata" in e.get("log_format", "")], [])
+
+    def test_invalidMetadataRefused(self):
+        """
+        Metadata that breaks the wire rules is refused where it is given:
+        the constructor and C{frameCaptured} raise C{ValueError}.
+        """
+        self.assertRaises(ValueError, makeSender, metadata="[1]")
+        sender, _ = makeSender()
+        connect(sender, self.TAKES)
+        self.assertRaises(ValueError, sender.frameCaptured, b"x", 1.0, "not json")
+
+    def test_metadataCountsTowardsTheLimit(self):
+        """
+        A frame whose JPEG fits the receiver's message limit but not with
+        its metadata is not sent.
+        """
+        jpeg = b"j" * 100
+        limit = wire.FRAME_OVERHEAD + len(jpeg) + 2 + len(self.FIXED)
+        sender, _ = makeSender(metadata=self.FIXED)
+        protocol = connect(
+            sender, wire.Welcome(capabilities=wire.SCAP_METADATA, maxMessageBytes=limit)
+        )
+        self.assertTrue(sender.frameCaptured(jpeg, 1.0))
+        with capturedLogs():
+            self.assertFalse(sender.frameCaptured(jpeg + b"j", 1.0))
+        self.assertEqual(protocol.seqs, [0])
+        self.assertEqual(len(wire.encodeMessage(protocol.frames[0])), limit)

@@ -10,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from imageproto import wire
 from imageproto.tap.config import CameraSpec, ImagesSpec, PatternSpec, SenderConfig, VideoSpec
 from imageproto.tap.sender import Options, exitProcess, makeService
 
@@ -162,6 +163,38 @@ class OptionsTests(SynchronousTestCase):
         """
         config = SenderConfig.fromOptions(parse("--width", "320", "--height", "200"))
         self.assertEqual(config.source, PatternSpec(320, 200))
+
+
+class MetadataOptionTests(SynchronousTestCase):
+    def test_metadataInConfig(self):
+        """
+        C{--metadata} takes a JSON object or string, checked and rewritten
+        compactly into L{SenderConfig.metadata}; without it there is none.
+        """
+        self.assertIsNone(SenderConfig.fromOptions(parse()).metadata)
+        config = SenderConfig.fromOptions(parse("--metadata", '{"site": "door", "floor": 2}'))
+        self.assertEqual(config.metadata, '{"site":"door","floor":2}')
+        self.assertEqual(SenderConfig.fromOptions(parse("--metadata", ' "door" ')).metadata, '"door"')
+
+    def test_badMetadata(self):
+        """
+        Metadata that is not a JSON object or string, or is over the bound,
+        is a usage error naming the option, before anything starts.
+        """
+        for bad in ("door", "[1, 2]", "42", "null", "", '{"a": NaN}', '{"a": 1',
+                    '{"a": "' + "x" * 4100 + '"}'):
+            with self.assertRaises(UsageError, msg=bad) as caught:
+                parse("--metadata", bad)
+            self.assertIn("--metadata", str(caught.exception))
+
+    def test_makeServicePassesMetadata(self):
+        """
+        The sender C{makeService} builds puts the configured metadata on its
+        frames.
+        """
+        service = makeService(parse("--metadata", '{"a": 1}'), MemoryReactorClock())
+        self.assertEqual(service.sender.metadata, '{"a":1}')
+        self.assertTrue(service.sender.hello().capabilities & wire.CAP_METADATA)
 
 
 class MakeServiceTests(SynchronousTestCase):

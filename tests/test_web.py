@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from attrs import evolve
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
@@ -219,6 +220,30 @@ class ResourceTests(SynchronousTestCase):
                 "detections": detections["cam1"],
             },
         )
+
+    def test_apiStreamsMetadata(self) -> None:
+        """
+        C{/api/streams} shows, per stream, the metadata of its newest frame
+        (an object or a string, as the sender sent it), and no
+        C{metadata} key for a stream whose newest frame has none.
+        """
+        root, hub, snapshot, viewers = _root()
+        snapshot.streams["cam1"] = {"connected": True}
+        snapshot.streams["cam2"] = {"connected": True}
+        jpeg = makeJpeg(1)
+        hub.frameReceived(evolve(makeFrame("cam1", 1, jpeg), metadata={"site": "old"}))
+        hub.frameReceived(
+            evolve(makeFrame("cam1", 2, jpeg), metadata={"site": "door", "gps": [47.5, 8.25]})
+        )
+        hub.frameReceived(evolve(makeFrame("cam2", 1, jpeg), metadata="just text"))
+        hub.frameReceived(makeFrame("cam2", 2, jpeg))
+        hub.frameReceived(evolve(makeFrame("cam3", 1, jpeg), metadata={"\N{SNOWMAN}": "</script>"}))
+        data = json.loads(b"".join(_render(root, b"/api/streams").written))
+        streams = data["streams"]
+        self.assertEqual(streams["cam1"]["metadata"], {"site": "door", "gps": [47.5, 8.25]})
+        self.assertEqual(streams["cam1"]["seq"], 2)
+        self.assertNotIn("metadata", streams["cam2"])
+        self.assertEqual(streams["cam3"]["metadata"], {"\N{SNOWMAN}": "</script>"})
 
     def test_apiStreamsIsStrictJSON(self) -> None:
         """

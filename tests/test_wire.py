@@ -161,6 +161,10 @@ EDGE_MESSAGES = [
     Frame(0, b""),
     Frame(2**64 - 1, TINY_JPEG, 1.7e9, -0.0, 2**32 - 1),
     Frame(5, b"\x00" * 70000, 5e-324, 1.7976931348623157e308, 0),
+    Frame(6, TINY_JPEG, metadata="{}"),
+    Frame(7, TINY_JPEG, metadata='""'),
+    Frame(8, TINY_JPEG, metadata='"' + "\N{LATIN SMALL LETTER E WITH ACUTE}" * 2047 + '"'),
+    Frame(9, TINY_JPEG, metadata=' { "a" : [1, {"b": null}] } '),
     Ack(0),
     Ack(2**64 - 1),
     Reject(0),
@@ -452,6 +456,17 @@ messages = st.one_of(
         _u64,
     ),
     st.builds(Frame, _u64, st.binary(max_size=64), _times, _times, _u32),
+    st.builds(
+        Frame,
+        _u64,
+        st.binary(max_size=16),
+        _times,
+        _times,
+        _u32,
+        (st.dictionaries(st.text(max_size=8), _json, max_size=4) | st.text(max_size=20)).map(
+            wire.encodeMetadata
+        ),
+    ),
     st.builds(Ack, _u64),
     st.builds(Reject, _u64, _text, st.none() | st.integers(0, 255)),
     st.builds(Result, _u64, st.lists(_json, max_size=4), _u32, st.binary(max_size=32)),
@@ -546,6 +561,198 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(again[-len(message.jpeg) - 4 :], data[-len(message.jpeg) - 4 :])
         else:
             self.assertEqual(again, data)
+
+
+def _frameWith(tail: bytes) -> bytes:
+    """
+    A FRAME body (the tiny JPEG, zero times) followed by C{tail}.
+    """
+    return encodeMessage(Frame(0, TINY_JPEG)) + tail
+
+
+def _metadataTail(text: bytes) -> bytes:
+    return struct.pack("!H", len(text)) + text
+
+
+def _nested(depth: int) -> str:
+    """
+    Metadata text nesting C{depth} objects and arrays: an object of arrays.
+    """
+    return '{"a":' + "[" * (depth - 1) + "1" + "]" * (depth - 1) + "}"
+
+
+class MetadataTests(SynchronousTestCase):
+    """
+    Per-frame metadata: L{wire.encodeMetadata}, L{wire.decodeMetadata}, the
+    L{Frame} constructor's check and the decoder's.
+    """
+
+    def test_capabilityBits(self):
+        """
+        The metadata capabilities have their published values and overlap
+        no other bit of the same word.
+        """
+        self.assertEqual(wire.CAP_METADATA, 0x20)
+        self.assertEqual(wire.SCAP_METADATA, 0x10)
+        self.assertEqual(wire.MAX_METADATA_BYTES, 4096)
+        senderBits = [wire.CAP_LIVE, wire.CAP_RESULTS, wire.CAP_AUTH, wire.CAP_RESUME, wire.CAP_RETRY]
+        serverBits = [wire.SCAP_DETECT, wire.SCAP_ANNOTATED, wire.SCAP_HEARTBEAT, wire.SCAP_RESUME]
+        self.assertFalse(wire.CAP_METADATA & sum(senderBits))
+        self.assertFalse(wire.SCAP_METADATA & sum(serverBits))
+
+    def test_encodeCompact(self):
+        """
+        L{wire.encodeMetadata} writes compact JSON, non-ASCII characters as
+        themselves, keys in the order given; L{wire.decodeMetadata} reads it
+        back.
+        """
+        value = {"site": "caf\N{LATIN SMALL LETTER E WITH ACUTE}", "n": 1, "gps": [1.5, -2], "ok": True, "x": None}
+        text = wire.encodeMetadata(value)
+        self.assertEqual(
+            text, '{"site":"caf\N{LATIN SMALL LETTER E WITH ACUTE}","n":1,"gps":[1.5,-2],"ok":true,"x":null}'
+        )
+        self.assertEqual(wire.decodeMetadata(text), value)
+        self.assertEqual(wire.encodeMetadata("door 1"), '"door 1"')
+        self.assertEqual(wire.decodeMetadata('"door 1"'), "door 1")
+
+    def test_encodeRefuses(self):
+        """
+        L{wire.encodeMetadata} raises C{ValueError} for a top level that is
+        not a dict or a str, for values JSON cannot hold, and beyond the
+        size and depth bounds.
+        """
+        circular: dict = {}
+        circular["self"] = circular
+        for value in (
+            [1],
+            1,
+            1.5,
+            True,
+            None,
+            b"{}",
+            {"a": math.nan},
+            {"a": math.inf},
+            {"a": {1, 2}},
+            {"a": b"x"},
+            circular,
+            "x" * 4095,
+            {"a": "\N{SNOWMAN}" * 1400},
+            {"a": "\ud800"},
+            {"deep": json.loads(_nested(32))},
+        ):
+            self.assertRaises(ValueError, wire.encodeMetadata, value)
+
+    def test_sizeBoundInBytes(self):
+        """
+        The bound counts UTF-8 bytes, not characters: 4096 bytes pass, 4097
+        do not, however few characters they are.
+        """
+        ascii4096 = '"' + "a" * 4094 + '"'
+        wide4096 = '"' + "\N{LATIN SMALL LETTER E WITH ACUTE}" * 2047 + '"'
+        wide4098 = '"' + "\N{LATIN SMALL LETTER E WITH ACUTE}" * 2048 + '"'
+        for text in (ascii4096, wide4096):
+            self.assertEqual(len(text.encode("utf-8")), 4096)
+            Frame(0, b"", metadata=text)
+            self.assertEqual(decodeMessage(_frameWith(_metadataTail(text.encode("utf-8")))).metadata, text)
+        for text in ('"' + "a" * 4095 + '"', wide4098):
+            self.assertRaises(ValueError, Frame, 0, b"", metadata=text)
+            self.assertRaises(ValueError, wire.decodeMetadata, text)
+            self.assertRaises(WireError, decodeMessage, _frameWith(_metadataTail(text.encode("utf-8"))))
+
+    def test_depthBound(self):
+        """
+        Metadata may nest 32 objects and arrays, not 33; text nested far
+        deeper than the interpreter's recursion limit is refused the same
+        way, as C{ValueError} or L{WireError}, never C{RecursionError}.
+        """
+        Frame(0, b"", metadata=_nested(32))
+        self.assertEqual(wire.decodeMetadata('{"a":{"b":[1]}}'), {"a": {"b": [1]}})
+        deepest = '{"a":' + "[" * 2040 + "]" * 2040 + "}"
+        self.assertLessEqual(len(deepest), 4096)
+        for text in (_nested(33), '{"a":' * 33 + "1" + "}" * 33, deepest):
+            self.assertRaises(ValueError, Frame, 0, b"", metadata=text)
+            self.assertRaises(ValueError, wire.decodeMetadata, text)
+            self.assertRaises(WireError, decodeMessage, _frameWith(_metadataTail(text.encode())))
+
+    def test_constructorRefuses(self):
+        """
+        The L{Frame} constructor takes C{None} or valid metadata text: other
+        JSON raises C{ValueError}, a value that is not a C{str} C{TypeError}.
+        """
+        for text in ("", " ", "[]", "1", "null", "true", "{", '{"a":NaN}', '{"a":1e400}',
+                     '{"a":Infinity}', "{}{}", "'x'", "\ud800"):
+            self.assertRaises(ValueError, Frame, 0, b"", metadata=text)
+        for value in ({}, {"a": 1}, b"{}", 1):
+            self.assertRaises(TypeError, Frame, 0, b"", metadata=value)
+
+    def test_withoutMetadataUnchanged(self):
+        """
+        A FRAME without metadata is 34 bytes longer than its JPEG, as before
+        metadata existed, and decodes with C{metadata} C{None}; with
+        metadata it is 2 + m bytes longer still.
+        """
+        self.assertEqual(len(encodeMessage(Frame(1, b"j" * 100))), 34 + 100)
+        self.assertIsNone(decodeMessage(encodeMessage(Frame(1, b"j"))).metadata)
+        self.assertEqual(len(encodeMessage(Frame(1, b"j" * 100, metadata="{}"))), 34 + 100 + 4)
+
+    def test_decoderRefusesBadMetadata(self):
+        """
+        Bytes after a FRAME's trailer that are not valid metadata fields
+        make it malformed: L{WireError}.
+        """
+        for tail in (
+            b"\x00",
+            b"\x00\x00",
+            _metadataTail(b"{}")[:-1],
+            _metadataTail(b"{}") + b"\x00",
+            _metadataTail(b'"\xff"'),
+            _metadataTail(b'"\xc0\x80"'),
+            _metadataTail(b"{"),
+            _metadataTail(b"[1]"),
+            _metadataTail(b"42"),
+            _metadataTail(b"null"),
+            _metadataTail(b'{"a":NaN}'),
+            _metadataTail(b'{"a":1e999}'),
+            struct.pack("!H", 65535) + b"{}",
+            _metadataTail(b"{}" + b" " * 4095),
+        ):
+            self.assertRaises(WireError, decodeMessage, _frameWith(tail))
+
+    def test_decoderAcceptsValidMetadata(self):
+        """
+        Valid metadata after the trailer decodes into C{metadata}, exactly as
+        sent (whitespace and all), and re-encodes to the same bytes.
+        """
+        for text in ('{"a":1}', ' {"a" : 1} ', '"x"', '{"a":{"b":[1,2,{"c":"\\u00e9"}]}}'):
+            data = _frameWith(_metadataTail(text.encode("utf-8")))
+            frame = decodeMessage(data)
+            self.assertEqual(frame.metadata, text)
+            self.assertEqual(encodeMessage(frame), data)
+
+    def test_repeatedTextCheckedOnce(self):
+        """
+        The same metadata text on frame after frame (a sender's fixed
+        metadata) is parsed once, not once per frame; a different text is
+        checked again.
+        """
+        from imageproto.wire import metadata
+
+        calls = []
+        real = metadata.decodeMetadata
+
+        def counting(text):
+            calls.append(text)
+            return real(text)
+
+        self.patch(metadata, "decodeMetadata", counting)
+        text = wire.encodeMetadata({"fixed": "for the whole run"})
+        del calls[:]
+        for seq in range(100):
+            Frame(seq, TINY_JPEG, metadata=text)
+        self.assertEqual(len(calls), 0)
+        Frame(0, TINY_JPEG, metadata='{"other":1}')
+        self.assertEqual(calls, ['{"other":1}'])
+        self.assertRaises(ValueError, Frame, 0, b"", metadata="[1]")
 
 
 class BufferInputTests(SynchronousTestCase):

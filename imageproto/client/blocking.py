@@ -276,7 +276,8 @@ class Client:
                 "the server does not take per-frame metadata (it needs an imageproto "
                 "receiver that announces SCAP_METADATA); send without metadata="
             )
-        return wire.Frame(seq, jpeg, captureTime, 0.0, metadata=metadata)
+        # A dict (a JSON object) or a str (a JSON string), as JSON text.
+        return wire.Frame(seq, jpeg, captureTime, 0.0, metadata=wire.encodeMetadata(metadata))
 
     def send(
         self,
@@ -300,7 +301,9 @@ class Client:
             client's default when C{None}.
         @param captureTime: when the frame was captured (C{time.time()}
             clock); now when C{None}.
-        @param metadata: per-frame metadata for a server that takes it.
+        @param metadata: per-frame metadata for a server that takes it: a
+            C{dict} (a JSON object) or a C{str} (a JSON string), at most 4096
+            bytes of JSON (PROTOCOL.md, Per-frame metadata).
         @param quality: JPEG quality for a numpy image; the client's own
             when C{None}.
         @raise TimeoutError: if no answer (or, without C{wait}, no room in

@@ -76,6 +76,10 @@ class ReceivedFrame:
     @ivar live: the stream is live (a camera): a consumer that falls behind
         may skip its older frames.
     @ivar session: the sender's session id.
+    @ivar metadata: the application payload the sender put on the frame
+        (PROTOCOL.md, per-frame metadata), decoded: a C{dict} (a JSON
+        object) or a C{str} (a JSON string); C{None} for a frame without
+        any.  Consumers share it: treat it as read-only.
     """
 
     stream: str
@@ -87,6 +91,8 @@ class ReceivedFrame:
     senderDropped: int = 0
     live: bool = False
     session: int = 0
+    # Left out of the hash: a dict cannot be hashed.
+    metadata: object = field(default=None, hash=False)
     delivery: _Delivery | None = field(default=None, repr=False, eq=False)
 
     @property

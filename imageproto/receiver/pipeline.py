@@ -142,6 +142,8 @@ class FramePipeline:
             frame.dropped,
             bool(stream.capabilities & wire.CAP_LIVE),
             session,
+            # Checked by the decoder already; decoded once for every consumer.
+            None if frame.metadata is None else wire.decodeMetadata(frame.metadata),
             delivery,
         )
         # Most consumers take a frame at once (return None); only those with

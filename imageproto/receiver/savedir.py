@@ -6,6 +6,10 @@ Layout::
 
     DIR/<stream>/<first receipt, UTC>-<session, 16 hex digits>/<seq, 8 digits>.jpg
     DIR/cam-1/20261129T090612.123456Z-1f3a9c0b2d4e5f60/00000000.jpg
+    DIR/cam-1/20261129T090612.123456Z-1f3a9c0b2d4e5f60/00000000.json
+
+A frame that carries metadata (PROTOCOL.md, per-frame metadata) gets a
+sidecar C{<seq>.json} beside its JPEG: the metadata as one line of JSON.
 
 One folder per sender session (a run of the sender), named for when the
 receiver first stored a frame of it, so C{ls DIR/<stream>} lists a stream's
@@ -19,7 +23,9 @@ between) is recognised, acknowledged and counted as a duplicate, not
 written again.
 
 Files are written under a temporary name, flushed to the disk and renamed
-(L{imageproto.common.files.writeBytesAtomically}), in a worker thread.
+(L{imageproto.common.files.writeBytesAtomically}), in a worker thread; the
+sidecar before the JPEG, so that a JPEG on disk (what a restarted receiver
+recognises as stored) always has its metadata beside it.
 A write that fails rejects the frame with the reason; a full disk is
 temporary (the sender is told to retry), and is logged once until frames
 can be stored again, which happens by itself when space returns.
@@ -37,7 +43,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from imageproto.common.files import writeBytesAtomically
+from imageproto.common.files import writeBytesAtomically, writeJsonAtomically
 from imageproto.receiver.pipeline import (
     ALREADY_STORED,
     ConsumerBase,
@@ -46,7 +52,14 @@ from imageproto.receiver.pipeline import (
     StorageError,
 )
 
-__all__ = ["SaveDirSink", "framePath", "savedFrames", "sessionFolder", "TEMPORARY_ERRORS"]
+__all__ = [
+    "SaveDirSink",
+    "framePath",
+    "metadataPath",
+    "savedFrames",
+    "sessionFolder",
+    "TEMPORARY_ERRORS",
+]
 
 # Conditions that pass without the receiver's help: space or quota freed,
 # descriptors closed, a flaky disk.  Anything else (permissions, a
@@ -76,6 +89,14 @@ def framePath(directory: str, stream: str, folder: str, seq: int) -> str:
     return os.path.join(directory, stream, folder, f"{seq:08d}.jpg")
 
 
+def metadataPath(jpegPath: str) -> str:
+    """
+    Where the metadata of the frame stored at C{jpegPath} is (see
+    L{framePath}): the same name ending in C{.json}.
+    """
+    return os.path.splitext(jpegPath)[0] + ".json"
+
+
 class _Folders:
     """
     The session folders in use, found or made in worker threads: a session
@@ -101,9 +122,18 @@ class _Folders:
                 self._known[key] = found
             return found
 
-    def store(self, stream: str, session: int, start: float, seq: int, jpeg: bytes):
+    def store(
+        self,
+        stream: str,
+        session: int,
+        start: float,
+        seq: int,
+        jpeg: bytes,
+        metadata=None,
+    ):
         """
-        Write one frame (in a worker thread).
+        Write one frame, and its metadata unless C{None} (in a worker
+        thread).
 
         @return: the path, and whether it was written now (C{False}: it was
             there already).
@@ -111,6 +141,8 @@ class _Folders:
         path = framePath(self.directory, stream, self.folder(stream, session, start), seq)
         if os.path.exists(path):
             return path, False
+        if metadata is not None:
+            writeJsonAtomically(metadataPath(path), metadata, indent=None, sortKeys=False)
         writeBytesAtomically(path, jpeg)
         return path, True
 
@@ -118,9 +150,9 @@ class _Folders:
 @implementer(IFrameConsumer)
 class SaveDirSink(ConsumerBase):
     """
-    Writes each frame's bytes, untouched, under C{directory} (see the module
-    docstring) in a worker thread; the frame is acknowledged only once its
-    file is in place.
+    Writes each frame's bytes, untouched, and its metadata, if any, under
+    C{directory} (see the module docstring) in a worker thread; the frame is
+    acknowledged only once its files are in place.
 
     @param directory: the directory to write under (created when needed).
     @param runInThread: C{f(callable, *args) -> Deferred}, running the call
@@ -146,6 +178,7 @@ class SaveDirSink(ConsumerBase):
             frame.receiveTime,
             frame.seq,
             frame.jpeg,
+            frame.metadata,
         )
         return d.addCallbacks(self._stored, self._failed, errbackArgs=(frame,))
 

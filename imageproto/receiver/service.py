@@ -314,6 +314,8 @@ class ReceiverService(MultiService):
             self.registry,
             reactor,
             maxMessageBytes=maxMessageBytes,
+            # Every consumer gets each frame's metadata (ReceivedFrame).
+            capabilities=wire.SCAP_METADATA,
             pipeline=self.pipeline,
         )
         self._listeningEndpoint = _ListeningEndpoint(endpoint)

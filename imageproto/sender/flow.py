@@ -27,6 +27,12 @@ Flow control is by ACK: at most C{window} frames are unacknowledged.
 Either way at most C{window} encoded frames are held, however slow or dead
 the network is.
 
+Frames may carry metadata (PROTOCOL.md, per-frame metadata): a fixed JSON
+text for every frame (C{--metadata}), or one per frame from the capture
+loop.  It goes on the wire only to a receiver whose WELCOME announced
+C{SCAP_METADATA}; to any other the frames go without it, which is logged
+once per run.
+
 When the source is exhausted (or C{--count} frames went out) and every frame
 is settled (acknowledged or rejected), the sender says BYE, logs a
 L{Summary}, and fires L{FrameSender.whenDone}.  A permanent failure (the
@@ -73,6 +79,7 @@ class _Pending:
 
     jpeg: bytes
     captureTime: float
+    metadata: str | None = None
     sentAt: float | None = None
     sends: int = 0
     # When the receiver first said it could not store this frame for now,
@@ -103,6 +110,8 @@ class FrameSender:
         (C{--results}), and frames whose RESULT a lost connection took are
         resent.  A live source never waits: the server may skip its stale
         frames, which then get no RESULT.
+    @param metadata: JSON text (see L{wire.encodeMetadata}) put on every
+        frame that is offered without metadata of its own, or C{None}.
 
     @ivar protocol: the connected, welcomed protocol, or C{None}.
     @ivar welcome: the server's last L{wire.Welcome}, or C{None}.
@@ -121,9 +130,12 @@ class FrameSender:
         awaitResults: bool = False,
         resumable: bool = False,
         retryFor: float = 60.0,
+        metadata: str | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
+        if metadata is not None:
+            wire.checkMetadata(metadata)
         self.name = name
         self.live = live
         self.clock = clock
@@ -145,6 +157,11 @@ class FrameSender:
         self.retryFor = retryFor
         self._resumeFrom = 0
         self._lastRefusal = ""
+        self.metadata = metadata
+        # Whether the connected receiver takes metadata (SCAP_METADATA), and
+        # whether we said that one does not.
+        self._sendMetadata = False
+        self._metadataWarned = False
 
     # -- what the protocol calls ------------------------------------------
 
@@ -156,12 +173,15 @@ class FrameSender:
             capabilities |= wire.CAP_LIVE
         if self.resumable:
             capabilities |= wire.CAP_RESUME
+        if self.metadata is not None:
+            capabilities |= wire.CAP_METADATA
         return wire.Hello(self.name, capabilities, self.session)
 
     def connected(self, protocol, welcome: wire.Welcome) -> None:
         self._counts.handshakes += 1
         self.protocol = protocol
         self.welcome = welcome
+        self._sendMetadata = bool(welcome.capabilities & wire.SCAP_METADATA)
         if welcome.resume and self.resumable:
             self._resume(welcome.resume)
         self.log.info(
@@ -330,7 +350,7 @@ class FrameSender:
         self._waiters.append(d)
         return d
 
-    def frameCaptured(self, jpeg, captureTime: float) -> bool:
+    def frameCaptured(self, jpeg, captureTime: float, metadata: str | None = None) -> bool:
         """
         Offer one encoded frame.
 
@@ -338,15 +358,25 @@ class FrameSender:
             C{bytearray}, the numpy array C{cv2.imencode} returns), which is
             sent without being copied first: do not change a buffer until its
             frame is acknowledged.
-
+        @param metadata: this frame's metadata as JSON text (see
+            L{wire.encodeMetadata}); C{None} for the sender's fixed
+            C{metadata}, if any.
+        @raise ValueError: if C{metadata} is not valid metadata text.
         @return: C{True} if it was taken (sent now, or held for a finite
             source), C{False} if a live source's frame was dropped.
         """
         if self._outcome is not None:
             return False
         jpeg = wire.asPayload(jpeg)
+        if metadata is None:
+            metadata = self.metadata
+        else:
+            wire.checkMetadata(metadata)
         limit = self.welcome.maxMessageBytes if self.welcome else None
-        if limit is not None and len(jpeg) + wire.FRAME_OVERHEAD > limit:
+        size = len(jpeg) + wire.FRAME_OVERHEAD
+        if metadata is not None and self._sendMetadata:
+            size += 2 + len(metadata.encode("utf-8"))
+        if limit is not None and size > limit:
             self._counts.dropped += 1
             self.log.warn(
                 "a {size}-byte frame exceeds the server's limit of {limit} "
@@ -366,7 +396,7 @@ class FrameSender:
             # The receiver has it from an earlier run.
             self._counts.skipped += 1
             return True
-        pending = _Pending(jpeg, captureTime)
+        pending = _Pending(jpeg, captureTime, metadata)
         self._unacked[seq] = pending
         if self.protocol is not None:
             self._transmit(seq, pending)
@@ -453,8 +483,28 @@ class FrameSender:
             self._counts.sent += 1
         pending.sends += 1
         pending.sentAt = now
+        metadata = pending.metadata
+        if metadata is not None and not self._sendMetadata:
+            self._withoutMetadata()
+            metadata = None
         self.protocol.sendFrame(
-            wire.Frame(seq, pending.jpeg, pending.captureTime, now, self._counts.dropped)
+            wire.Frame(
+                seq, pending.jpeg, pending.captureTime, now, self._counts.dropped, metadata
+            )
+        )
+
+    def _withoutMetadata(self) -> None:
+        """
+        A frame with metadata goes to a receiver that does not take it
+        (no C{SCAP_METADATA}): it goes without; say so once per run.
+        """
+        if self._metadataWarned:
+            return
+        self._metadataWarned = True
+        self.log.warn(
+            "the receiver at {peer} does not take per-frame metadata (no "
+            "SCAP_METADATA in its WELCOME); frames are sent without it",
+            peer=self.protocol.peer,
         )
 
     def _settled(self) -> None:

@@ -9,10 +9,13 @@ it answers.
          "captureTime": 1700000000.123, "sendTime": 1700000000.125,
          "resultTime": 1700000000.161, "roundTripMs": 36.1,
          "processingMs": 21.4, "detections": [{"label": "face",
-         "confidence": 0.91, "box": [x, y, w, h]}], "annotated": "IMG_0012.png.jpg"}
+         "confidence": 0.91, "box": [x, y, w, h]}], "annotated": "IMG_0012.png.jpg",
+         "metadata": {"site": "door"}}
 
     C{image} is present for an image folder (C{--images}); C{annotated}
-    when the server sent the marked-up frame back (C{--reply annotated}).
+    when the server sent the marked-up frame back (C{--reply annotated});
+    C{metadata} when the frame had metadata (C{--metadata}), as given to
+    the frame, whether or not the receiver took it.
   - C{DIR/<image name>.jpg} (the name as is when it already ends in
     C{.jpg}/C{.jpeg}) or C{DIR/<seq, 8 digits>.jpg}: the marked-up frames.
   - C{DIR/summary.json}, written at the end of the run.
@@ -85,6 +88,7 @@ class ResultRecord:
     processingMicros: int
     detections: list
     jpeg: bytes = field(repr=False, default=b"")
+    metadata: object = field(default=None, hash=False)
 
     @property
     def roundTripMs(self) -> float | None:
@@ -110,6 +114,8 @@ class ResultRecord:
         )
         if self.jpeg:
             record["annotated"] = self.annotated
+        if self.metadata is not None:
+            record["metadata"] = self.metadata
         return record
 
 
@@ -151,6 +157,7 @@ class _Sent:
     captureTime: float
     sendTime: float | None
     image: str | None
+    metadata: str | None = None
 
 
 class ResultsTracker:
@@ -203,10 +210,14 @@ class ResultsTracker:
     def fail(self, reason: str) -> None:
         self.sender.fail(reason)
 
-    def frameCaptured(self, jpeg: bytes, captureTime: float) -> bool:
+    def frameCaptured(
+        self, jpeg: bytes, captureTime: float, metadata: str | None = None
+    ) -> bool:
         connected = self.sender.protocol is not None
-        if not self.sender.frameCaptured(jpeg, captureTime):
+        if not self.sender.frameCaptured(jpeg, captureTime, metadata):
             return False
+        if metadata is None:
+            metadata = self.sender.metadata
         seq = self._taken
         self._taken += 1
         image = getattr(self.source, "current", None)
@@ -215,7 +226,7 @@ class ResultsTracker:
         # A connected sender transmits at once; otherwise the frame goes on
         # the next connection and its send time is when that happens.
         self._sent[seq] = _Sent(
-            captureTime, self.clock.seconds() if connected else None, image
+            captureTime, self.clock.seconds() if connected else None, image, metadata
         )
         return True
 
@@ -238,6 +249,7 @@ class ResultsTracker:
             result.processingMicros,
             result.detections,
             result.jpeg,
+            None if sent.metadata is None else wire.decodeMetadata(sent.metadata),
         )
         self._results += 1
         self._detections += len(result.detections)

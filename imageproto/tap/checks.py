@@ -34,6 +34,7 @@ __all__ = [
     "newFile",
     "CLOCK_SKEW_VARIABLE",
     "clockSkew",
+    "metadata",
 ]
 
 _INFINITY = float("inf")
@@ -185,6 +186,23 @@ def existingFile(name: str, value: str) -> str:
     if not os.path.isfile(path):
         raise usage.UsageError(f"--{name} {path}: no such file")
     return path
+
+
+def metadata(name: str, value: str) -> str:
+    """
+    Per-frame metadata given as JSON text (an object or a string; see
+    L{imageproto.wire.metadata}), rewritten compactly: the text every frame
+    carries.
+    """
+    from imageproto import wire
+
+    try:
+        return wire.encodeMetadata(wire.decodeMetadata(value))
+    except ValueError as e:
+        raise usage.UsageError(
+            f"--{name} {value!r}: {e}; give a JSON object such as "
+            f"'{{\"site\": \"door\"}}' or a quoted JSON string such as '\"door\"'"
+        ) from None
 
 
 def newFile(name: str, value: str) -> str:

@@ -201,6 +201,8 @@ class SenderConfig:
         store for now.
     @ivar clockSkew: seconds the sender's clock is made to read off, from
         C{IMAGEPROTO_CLOCK_SKEW} (a testing aid; 0 normally).
+    @ivar metadata: JSON text (an object or a string, checked) put on
+        every frame, or C{None}.
     """
 
     connect: str = "tcp:localhost:8080"
@@ -220,6 +222,7 @@ class SenderConfig:
     resume: bool = True
     retryFor: float = 60.0
     clockSkew: float = 0.0
+    metadata: str | None = None
 
     @classmethod
     def fromOptions(cls, options) -> "SenderConfig":
@@ -255,6 +258,7 @@ class SenderConfig:
             resume=not options["no-resume"],
             retryFor=options["retry-for"],
             clockSkew=options.get("clock-skew", 0.0),
+            metadata=options["metadata"],
         )
 
 

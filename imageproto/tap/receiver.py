@@ -83,7 +83,7 @@ class Options(CommandOptions):
         ["max-frame-bytes", None, DEFAULT_MAX_MESSAGE_BYTES,
          "Largest message (frame) accepted from a sender, in bytes."],
         ["save-dir", None, None,
-         "Write every frame under DIR/<stream>/<session>/<seq>.jpg before acknowledging it; a new sender run never overwrites an earlier one (README: Saved frames)."],
+         "Write every frame under DIR/<stream>/<session>/<seq>.jpg (its metadata, if any, beside it as <seq>.json) before acknowledging it; a new sender run never overwrites an earlier one (README: Saved frames)."],
         ["stats-interval", None, 5.0,
          "Seconds between statistics log lines."],
         ["stats-file", None, None,

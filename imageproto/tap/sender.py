@@ -53,6 +53,7 @@ _CHECKS = [
     ("video", checks.existingFile),
     ("images", checks.existingDirectory),
     ("results", checks.directory),
+    ("metadata", checks.metadata),
 ]
 
 
@@ -97,6 +98,7 @@ class Options(CommandOptions):
         ["max-retries", None, None, "Give up after this many failed reconnections [default: never]", _atLeast(0)],
         ["retry-for", None, 60.0, "Seconds to keep sending again a frame the receiver cannot store for now (a full disk) before counting it as not stored and exiting non-zero.", _atLeast(0, float)],
         ["results", None, None, "Write every detector RESULT to this folder: results.jsonl, annotated images, summary.json; the run ends once every frame's RESULT is in."],
+        ["metadata", None, None, "Put this JSON object or string on every frame, e.g. '{\"site\": \"door\"}' (at most 4096 bytes; receivers that do not take metadata get frames without it)."],
     ] + security.SENDER_OPTIONS
 
     def postOptions(self) -> None:
@@ -255,6 +257,7 @@ def makeService(options, reactor=None):
         awaitResults=results is not None,
         resumable=session is not None,
         retryFor=config.retryFor,
+        metadata=config.metadata,
     )
     sink = sender
     if results is not None:

@@ -18,7 +18,10 @@ length in bytes.
   - HELLO      0x01  u32 capabilities, u64 session, u8 name length, name
   - WELCOME    0x02  u32 capabilities, u32 max message bytes, u16 heartbeat s
   - FRAME      0x03  u64 seq, u32 jpeg length, jpeg,
-                     trailer: f64 capture time, f64 send time, u32 dropped
+                     trailer: f64 capture time, f64 send time, u32 dropped,
+                     then, only when the frame has metadata (and the server
+                     announced SCAP_METADATA): u16 metadata length, metadata
+                     (JSON text, see imageproto.wire.metadata)
   - ACK        0x04  u64 seq
   - REJECT     0x05  u64 seq, u16 reason length, reason
   - RESULT     0x06  u64 seq, u32 processing microseconds,
@@ -73,6 +76,7 @@ _FRAME_TRAILER = struct.Struct("!ddI")
 _FRAMED_ACK = struct.Struct("!IBBQ")
 _ACK_SIZE = _FRAMED_ACK.size - 4
 _SEQ = struct.Struct("!Q")
+_METADATA_LENGTH = struct.Struct("!H")
 # The bytes of a FRAME besides its JPEG: header, seq, length and trailer.
 FRAME_OVERHEAD = _HEADER.size + _FRAME_HEAD.size + _FRAME_TRAILER.size
 
@@ -107,6 +111,8 @@ def encodeFramed(message: Message) -> bytes:
     @raise WireError: if the message is longer than a prefix can say.
     """
     if isinstance(message, Frame):
+        if message.metadata is not None:
+            return _framedWithMetadata(message)
         size = FRAME_OVERHEAD + len(message.jpeg)
         if size > _U32:
             raise WireError(f"a {size}-byte message does not fit a length prefix")
@@ -165,6 +171,28 @@ def asPayload(data) -> bytes | memoryview:
     if view.ndim != 1 or view.format != "B":
         view = view.cast("B")
     return view.toreadonly()
+
+
+def _framedWithMetadata(message: Frame) -> bytes:
+    """
+    L{encodeFramed} for a FRAME that carries metadata: the trailer is
+    followed by the metadata's length and its UTF-8 bytes.
+    """
+    raw = message.metadata.encode("utf-8")
+    size = FRAME_OVERHEAD + len(message.jpeg) + _METADATA_LENGTH.size + len(raw)
+    if size > _U32:
+        raise WireError(f"a {size}-byte message does not fit a length prefix")
+    return b"".join(
+        [
+            _FRAMED_START.pack(
+                size, PROTOCOL_VERSION, MSG_FRAME, message.seq, len(message.jpeg)
+            ),
+            message.jpeg,
+            _FRAME_TRAILER.pack(message.captureTime, message.sendTime, message.dropped),
+            _METADATA_LENGTH.pack(len(raw)),
+            raw,
+        ]
+    )
 
 
 def encodeMessage(message: Message) -> bytes:
@@ -329,6 +357,14 @@ def _decodeFrame(r: _Reader) -> Frame:
     captureTime, sendTime, dropped = r.unpack("ddI")
     if not (math.isfinite(captureTime) and math.isfinite(sendTime)):
         raise WireError("FRAME times must be finite")
+    # Metadata follows the trailer; a frame without it ends here.  (The
+    # reader's fields, not remaining(): this is every frame's path.)
+    if r._offset != len(r._data):
+        text = r.text("H")
+        try:
+            return Frame(seq, jpeg, captureTime, sendTime, dropped, text)
+        except ValueError as e:
+            raise WireError(f"FRAME {e}") from None
     return Frame(seq, jpeg, captureTime, sendTime, dropped)
 
 

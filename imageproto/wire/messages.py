@@ -14,6 +14,8 @@ from typing import Union
 from attrs import field, fields, frozen
 from attrs.validators import instance_of, optional
 
+from imageproto.wire.metadata import checkMetadata
+
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
@@ -35,11 +37,13 @@ __all__ = [
     "CAP_RESUME",
     "CAP_RETRY",
     "CAP_CLOCK",
+    "CAP_METADATA",
     "SCAP_DETECT",
     "SCAP_ANNOTATED",
     "SCAP_HEARTBEAT",
     "SCAP_RESUME",
     "SCAP_CLOCK",
+    "SCAP_METADATA",
     "REJECT_RETRY",
     "ERR_VERSION",
     "ERR_BAD_NAME",
@@ -90,6 +94,7 @@ CAP_AUTH = 0x4  # the sender holds a token and can answer a CHALLENGE
 CAP_RESUME = 0x8  # a finite source whose session names its content: resumable
 CAP_RETRY = 0x10  # the sender understands REJECT's flags (retry later)
 CAP_CLOCK = 0x40  # the sender stamps its PONGs with its clock's times
+CAP_METADATA = 0x20  # the sender may put metadata on its FRAMEs
 
 # Server capabilities (WELCOME).
 SCAP_DETECT = 0x1  # a detector runs; RESULT messages follow ACKs
@@ -97,6 +102,7 @@ SCAP_ANNOTATED = 0x2  # RESULT messages carry the marked-up JPEG
 SCAP_HEARTBEAT = 0x4  # the server sends PING and expects PONG
 SCAP_RESUME = 0x8  # WELCOME carries the seq to resume from
 SCAP_CLOCK = 0x20  # timed PONGs both ways (only in answer to CAP_CLOCK)
+SCAP_METADATA = 0x10  # the server takes metadata on FRAMEs
 
 # REJECT flags.
 REJECT_RETRY = 0x1  # the condition is temporary: send the frame again later
@@ -163,6 +169,9 @@ def _finite(instance, attribute, value):
 
 def _optionalFloat(value):
     return None if value is None else float(value)
+def _metadata(instance, attribute, value):
+    if value is not None:
+        checkMetadata(value)
 
 
 def _exact(size: int):
@@ -239,6 +248,11 @@ class Frame:
     @ivar captureTime: when the frame was captured (sender's clock).
     @ivar sendTime: when it was handed to the transport (sender's clock).
     @ivar dropped: frames the sender has dropped on this stream so far.
+    @ivar metadata: C{None}, or the application's payload as JSON text (an
+        object or a string, at most C{MAX_METADATA_BYTES} bytes of UTF-8;
+        see L{imageproto.wire.metadata}, whose C{encodeMetadata} makes it
+        from a value).  Sent only to a server that announced
+        C{SCAP_METADATA}.
     """
 
     seq: int = field(validator=_uint64)
@@ -246,6 +260,7 @@ class Frame:
     captureTime: float = field(default=0.0, converter=float, validator=_finite)
     sendTime: float = field(default=0.0, converter=float, validator=_finite)
     dropped: int = field(default=0, validator=_uint32)
+    metadata: str | None = field(default=None, validator=_metadata)
 
 
 @frozen

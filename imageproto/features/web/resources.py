@@ -9,8 +9,8 @@ and reactor.
   - C{/streams/<name>.mjpg}: the stream as C{multipart/x-mixed-replace}
     MJPEG, each part the JPEG bytes exactly as received.
   - C{/streams/<name>/latest.jpg}: the newest frame.
-  - C{/api/streams}: statistics (and detections, when a detector runs) as
-    JSON.
+  - C{/api/streams}: statistics (and detections, when a detector runs, and
+    the newest frame's metadata, when it has some) as JSON.
   - C{/metrics}: Prometheus text format.
 
 A slow MJPEG viewer never makes the server queue frames for it: each viewer
@@ -323,7 +323,8 @@ class WebRoot(Resource):
     def streamsJSON(self) -> dict:
         """
         The registry's snapshot with, per stream, its viewer count, its
-        recording statistics and its latest detections.
+        recording statistics, its latest detections and the metadata of
+        its newest frame (C{"metadata"}, only when that frame has some).
         """
         streams = {
             name: dict(stats) for name, stats in self.snapshot().get("streams", {}).items()
@@ -339,6 +340,8 @@ class WebRoot(Resource):
                 stats["recording"] = recording[name]
             latest = self.hub.latest(name)
             stats["seq"] = latest.seq if latest is not None else None
+            if latest is not None and latest.metadata is not None:
+                stats["metadata"] = latest.metadata
             found = self.detections(name)
             if found is not None:
                 stats["detections"] = found

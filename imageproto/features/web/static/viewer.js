@@ -1,5 +1,6 @@
 // The imageproto live viewer: polls /api/streams once a second, keeps one
-// card per stream with its MJPEG picture, statistics and detection boxes.
+// card per stream with its MJPEG picture, statistics, detection boxes and
+// the newest frame's metadata.
 // Plain JavaScript, no build step, nothing loaded from elsewhere.
 "use strict";
 
@@ -89,8 +90,13 @@
     });
     card.appendChild(table);
 
+    // The newest frame's metadata (the sender's JSON), as text: never HTML.
+    var metadata = el("pre", "metadata");
+    metadata.hidden = true;
+    card.appendChild(metadata);
+
     var c = { card: card, img: img, canvas: canvas, badge: badge, cells: cells,
-              detections: null, name: name, live: true };
+              metadata: metadata, detections: null, name: name, live: true };
     img.addEventListener("load", function () { drawBoxes(c); });
     img.addEventListener("error", function () {
       // The server went away or restarted: try again shortly (the stream,
@@ -163,6 +169,9 @@
         if (live || s.seq !== null) { connectPicture(c); }
       }
       FIELDS.forEach(function (f) { c.cells[f[0]].textContent = f[2](s); });
+      var hasMetadata = s.metadata !== undefined && s.metadata !== null;
+      c.metadata.hidden = !hasMetadata;
+      c.metadata.textContent = hasMetadata ? JSON.stringify(s.metadata, null, 1) : "";
       c.detections = s.detections || null;
       drawBoxes(c);
     });
