@@ -19,11 +19,12 @@ What differs from imagezmq, on purpose:
 
   - Images travel as JPEG: C{send_image} encodes at C{quality} (95 unless
     given), so C{recv_image} returns a decoded, not bit-identical, array.
-  - C{msg} travels with each frame as frame metadata when both ends have
-    it (C{wire.SCAP_METADATA}); a C{msg} that is a valid stream name and the
-    same on every call is also the stream's name.  Without per-frame
-    metadata only such a constant name can travel, and a C{msg} that cannot
-    raises L{imageproto.client.MetadataUnsupported}.
+  - C{msg} travels with each frame as frame metadata (C{{"msg": msg}},
+    PROTOCOL.md, Per-frame metadata); a C{msg} that is a valid stream name
+    and the same on every call is also the stream's name.  A hub that does
+    not take metadata (an old receiver) can only get such a constant name,
+    and a C{msg} that cannot travel raises
+    L{imageproto.client.MetadataUnsupported}.
   - Connections always go from the sender to the hub.  With C{REQ_REP=False}
     imagezmq's sender binds (C{tcp://*:5555}) and its hub connects; here the
     sender still dials the hub (C{connect_to="tcp://hub:5555"}) and the hub

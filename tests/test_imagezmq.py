@@ -4,10 +4,6 @@ Tests for L{imageproto.imagezmq}: imagezmq-style scripts (a hub script
 and a sender script, in C{tests/imagezmq_scripts/}, written the way
 imagezmq's own examples use its API, with only the import line changed)
 run as real processes against each other on loopback.
-
-C{test_perFrameMessages} and C{test_nonNameMessage} depend on per-frame
-metadata (C{wire.SCAP_METADATA}, another branch): before it lands they
-check that such a C{msg} is refused with a clear error instead.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from imageproto import imagezmq, wire
+from imageproto import imagezmq
 
 try:
     import cv2  # noqa: F401
@@ -28,7 +24,6 @@ except ImportError:  # pragma: no cover
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "imagezmq_scripts")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METADATA = getattr(wire, "SCAP_METADATA", None) is not None
 
 
 def _freePort() -> int:
@@ -118,16 +113,10 @@ class ScriptTests(SynchronousTestCase):
     def test_perFrameMessages(self):
         """
         A per-frame msg ("name|index|time") reaches the hub exactly, as frame
-        metadata.  Depends on per-frame metadata; before it lands the sender
-        refuses such a msg with MetadataUnsupported.
+        metadata.
         """
         hub = self.startHub(3)
         sender = self.start("send_images.py", self.port, "3", "rpi|{i}|{t}")
-        if not METADATA:
-            out, err = sender.communicate(timeout=30)
-            self.assertNotEqual(sender.returncode, 0)
-            self.assertIn("MetadataUnsupported", err)
-            return
         self.finish(sender)
         got = self.finish(hub)
         self.assertEqual([line.split()[0].split("|")[:2] for line in got[:3]],
@@ -136,10 +125,8 @@ class ScriptTests(SynchronousTestCase):
     def test_nonNameMessage(self):
         """
         test_1's msg 'From Sender' is not a stream name; it reaches the hub
-        exactly as metadata.  Depends on per-frame metadata.
+        exactly as metadata.
         """
-        if not METADATA:
-            raise self.skipTest("needs per-frame metadata (wire.SCAP_METADATA)")
         hub = self.startHub(2)
         sender = self.start("send_images.py", self.port, "2", "From Sender")
         self.finish(sender)

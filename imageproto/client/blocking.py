@@ -34,14 +34,9 @@ __all__ = ["connect", "Client", "PendingFrame", "metadataSupported"]
 def metadataSupported(welcome: wire.Welcome) -> bool:
     """
     Whether frames on a connection welcomed by C{welcome} can carry
-    metadata: this version of L{imageproto.wire} knows per-frame metadata
-    (C{wire.SCAP_METADATA} and a C{metadata} field on C{wire.Frame}) and
-    the server announced it.
+    metadata: the server announced C{SCAP_METADATA}.
     """
-    capability = getattr(wire, "SCAP_METADATA", None)
-    if capability is None or "metadata" not in attrs.fields_dict(wire.Frame):
-        return False
-    return bool(welcome.capabilities & capability)
+    return bool(welcome.capabilities & wire.SCAP_METADATA)
 
 
 class PendingFrame:
