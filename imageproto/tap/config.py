@@ -201,6 +201,8 @@ class SenderConfig:
         store for now.
     @ivar clockSkew: seconds the sender's clock is made to read off, from
         C{IMAGEPROTO_CLOCK_SKEW} (a testing aid; 0 normally).
+    @ivar failover: the further receivers of a repeated C{--connect}, in
+        order, tried in turn after C{connect} (see L{endpoints}).
     """
 
     connect: str = "tcp:localhost:8080"
@@ -220,6 +222,14 @@ class SenderConfig:
     resume: bool = True
     retryFor: float = 60.0
     clockSkew: float = 0.0
+    failover: tuple = ()
+
+    @property
+    def endpoints(self) -> tuple:
+        """
+        Every receiver's endpoint description, in the order they are tried.
+        """
+        return (self.connect,) + tuple(self.failover)
 
     @classmethod
     def fromOptions(cls, options) -> "SenderConfig":
@@ -255,6 +265,7 @@ class SenderConfig:
             resume=not options["no-resume"],
             retryFor=options["retry-for"],
             clockSkew=options.get("clock-skew", 0.0),
+            failover=tuple(options.get("failover", ())),
         )
 
 
