@@ -32,7 +32,9 @@ class Options(CommandOptions):
     )
 
     optParameters = [
-        ["bus", None, None, "The Redis: redis://[:PASSWORD@]HOST:PORT/DB or rediss://..."],
+        ["bus", None, None, "The Redis: redis://[:PASSWORD@]HOST:PORT/DB or rediss://...; "
+         "several separated by commas (the receivers' list): this worker reads "
+         "from every one."],
         ["workers", None, 1, "Frames processed at once (threads)."],
         ["claim-after", None, 30.0,
          "Seconds a frame may stay with another worker before this one claims it."],
@@ -58,12 +60,19 @@ class Options(CommandOptions):
 
 def makeService(options, reactor=None) -> MultiService:
     """
-    The worker C{options} describe; connects nothing until it starts.
+    The worker C{options} describe, with one
+    L{imageproto.features.bus.worker.WorkerService} per Redis server of
+    C{--bus}; connects nothing until it starts.
 
     @param options: parsed L{Options}; their C{config} is used.
     """
+    from attrs import evolve
+
     from imageproto.features.bus.worker import WorkerService
 
     top = MultiService()
-    WorkerService(options.config, reactor).setServiceParent(top)
+    # One service (its client, its threads) per Redis server: a frame is
+    # answered on the server it came from.
+    for url in bus.busUrls(options):
+        WorkerService(evolve(options.config, url=url), reactor).setServiceParent(top)
     return top
