@@ -551,3 +551,27 @@ class ShardsTests(SynchronousTestCase):
         services = list(worker.makeService(options, Clock()))
         self.assertEqual([type(s) for s in services], [WorkerService, WorkerService])
         self.assertEqual([s.config.url for s in services], ["redis://a:1/0", "redis://b:2/0"])
+
+
+class WorkerBannerTests(SynchronousTestCase):
+    def test_workerLogNamesBackend(self):
+        """
+        The worker says at start which detector runs, on which backend, and
+        how many Redis servers it reads.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+
+        from imageproto.features.bus.worker import WorkerConfig
+        from imageproto.features.inference.detectors import DetectorSpec
+        from imageproto.tap.worker import _WorkerServices
+
+        detector = DetectorSpec("onnx:/m.onnx", object, backend="onnxruntime/CPUExecutionProvider")
+        services = _WorkerServices(WorkerConfig("redis://a", detector, name="w1"))
+        with capturedLogs() as events:
+            services.startService()
+        lines = [formatEvent(e) for e in events if "backend" in e]
+        self.assertEqual(
+            lines,
+            ["worker w1: detector onnx:/m.onnx on onnxruntime/CPUExecutionProvider, "
+             "reading 0 Redis server(s)"],
+        )

@@ -153,9 +153,12 @@ def detectorSpec(options):
             confidence=float(options["confidence"]),
             nms=float(options["nms"]),
             layout=options["onnx-layout"],
+            backend=options.get("onnx-backend", "auto"),
         )
         if onnx.layout not in ("auto", "yolov5", "yolov8"):
             raise ValueError("--onnx-layout must be auto, yolov5 or yolov8")
+        if onnx.backend not in ("auto", "onnxruntime", "cv2"):
+            raise ValueError("--onnx-backend must be auto, onnxruntime or cv2")
         return loadDetector(name, onnx)
     except (DetectorError, ValueError) as e:
         raise usage.UsageError(str(e)) from None
