@@ -264,8 +264,6 @@ class EndpointConnector:
         connector.
     @param destination: the endpoint string (or one per endpoint), for log
         lines.
-
-    @ivar attempts: the destination of every attempt made, in order.
     """
 
     log = Logger()
@@ -280,7 +278,6 @@ class EndpointConnector:
         self.endpoints = endpoints
         self.destinations = destinations
         self.factory = factory
-        self.attempts: list[str] = []
         self._index = 0
         # Attempts failed since the round began (a connection or a call
         # from the factory begins one).
@@ -314,7 +311,6 @@ class EndpointConnector:
         self._connectCurrent()
 
     def _connectCurrent(self) -> None:
-        self.attempts.append(self.destination)
         self.factory.startedConnecting(self)
         self._attempt = self.endpoint.connect(self._wrapping)
         self._attempt.addCallbacks(self._connected, self._failed)
