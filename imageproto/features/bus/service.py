@@ -24,6 +24,10 @@ class BusService(Service):
     Runs the receiver's bus: the link's threads, the loop reading this
     receiver's results stream, and the monitor's poll of Redis.
 
+    @param link: one link to use instead of connecting (tests).
+    @param links: one link per Redis server of C{config.urls}, in order, to
+        use instead of connecting (tests); by default one
+        L{imageproto.features.bus.link.RedisLink} per server.
     @ivar publisher: the L{BusPublisher} (a pipeline consumer).
     """
 
