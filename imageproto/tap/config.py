@@ -180,7 +180,8 @@ class SenderConfig:
     """
     What C{twistd imageproto-sender} was asked to do.
 
-    @ivar connect: a client endpoint description (C{"tcp:localhost:8080"}).
+    @ivar connect: a client endpoint description (C{"tcp:localhost:8080"}),
+        the first receiver's when C{--connect} is repeated.
     @ivar name: the stream name.
     @ivar source: a L{VideoSpec}, L{CameraSpec}, L{ImagesSpec} or
         L{PatternSpec}.
