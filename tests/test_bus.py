@@ -531,6 +531,26 @@ class ShardsTests(SynchronousTestCase):
         self.assertEqual([r.seq for r in channels["clip-1"].results], [0])
         self.assertEqual(service.snapshot()["answered"], 2)
 
+    def test_observationsMerged(self):
+        """
+        The monitor's view of several servers joins their streams and
+        workers (a worker seen on both counts once, at its latest
+        heartbeat), sums the results lengths and keeps the first error.
+        """
+        from imageproto.features.bus.service import _merged
+
+        merged = _merged([
+            {"streams": {"a": {"length": 1}}, "workers": {"w1": 0.5}, "results_length": 2},
+            {"streams": {"b": {"length": 3}}, "workers": {"w1": 0.2, "w2": 1.0},
+             "results_length": 4},
+            {"error": "Connection refused"},
+        ])
+        self.assertEqual(merged["streams"], {"a": {"length": 1}, "b": {"length": 3}})
+        self.assertEqual(merged["workers"], {"w1": 0.2, "w2": 1.0})
+        self.assertEqual((merged["results_length"], merged["error"]), (6, "Connection refused"))
+        single = {"streams": {}, "workers": {}, "results_length": 0}
+        self.assertIs(_merged([single]), single)
+
     def test_options(self):
         """
         --bus with several comma-separated URLs gives the receiver a
