@@ -589,8 +589,8 @@ class OnnxModelTests(SynchronousTestCase):
 
     def test_unreadableModel(self):
         """
-        A file that is not an ONNX model is named, and OpenCV's complaint
-        is passed on.
+        A file that is not an ONNX model is named, and the backend's
+        complaint (onnxruntime's or OpenCV's) is passed on.
         """
         path = os.path.join(self.dir, "junk.onnx")
         with open(path, "wb") as f:
