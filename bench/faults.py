@@ -360,6 +360,61 @@ def restart(workdir: str, frames: int = 120, fps: float = 20.0):
     )
 
 
+# -- failover ----------------------------------------------------------------
+
+
+@defer.inlineCallbacks
+def failover(workdir: str, frames: int = 120, fps: float = 20.0):
+    """
+    Two receivers sharing one C{--save-dir}, a sender given both
+    (C{--connect} twice): kill the first once a third of C{frames} are
+    stored, do not restart it, and let the sender finish on the second.
+    """
+    workdir = prepare(workdir)
+    images = writeImages(os.path.join(workdir, "images"), frames)
+    saved = os.path.join(workdir, "saved")
+    port, otherPort = freePort(), freePort()
+    first = yield startReceiver(port, workdir, "stats1.json", "--save-dir", saved)
+    second = yield startReceiver(otherPort, workdir, "stats2.json", "--save-dir", saved)
+    sender = Process(
+        "sender",
+        senderArgs(port, "cam", "--connect", f"tcp:127.0.0.1:{otherPort}",
+                   "--images", images, "--fps", str(fps)),
+    )
+    stored = lambda: len(savedFrames(saved, "cam"))  # noqa: E731
+    yield waitFor(lambda: stored() >= frames // 3, 60, "a third of the frames")
+    first.transport.signalProcess("KILL")
+    killed = time.monotonic()
+    yield first.ended
+    beforeKill = stored()
+    yield waitFor(lambda: stored() > beforeKill, 60, "the sender to move to the second receiver")
+    back = time.monotonic()
+    yield waitFor(lambda: not sender.running, 120, "the sender to finish")
+    second.signal("TERM")
+    yield second.ended
+    summary = sender.summary()
+    files = savedFrames(saved, "cam")
+    return Figures(
+        scenario="failover",
+        sent=summary["sent"],
+        arrived=len(files),
+        dropped=summary["dropped"],
+        lost=summary["lost"],
+        resent=summary["resent"],
+        reconnects=summary["reconnects"],
+        receiverPeakKiB=max(first.peak or 0, second.peak or 0),
+        senderPeakKiB=sender.peak,
+        notes={
+            "frames": frames,
+            "sender exit": sender.status,
+            "outage s": round(back - killed, 2),
+            "distinct files": len(set(files)),
+            "frames (seq) stored": len({os.path.basename(f) for f in files}),
+            "acknowledged": summary["acknowledged"],
+        },
+    )
+
+
 # -- stall -------------------------------------------------------------------
 
 
@@ -1137,6 +1192,7 @@ def absurdTimestamp(workdir: str, frames: int = 30, captureTime: float = 1e308):
 
 SCENARIOS = {
     "restart": restart,
+    "failover": failover,
     "stall": stall,
     "slow": slow,
     "fuzz": fuzz,

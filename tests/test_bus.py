@@ -420,3 +420,178 @@ class BusServiceTests(SynchronousTestCase):
         self.assertEqual(len(self.link.published), 4)
         snapshot = self.service.snapshot()
         self.assertEqual((snapshot["republished"], snapshot["forgotten"], snapshot["awaiting"]), (3, 1, 0))
+
+
+class ShardsTests(SynchronousTestCase):
+    """
+    L{imageproto.features.bus.shards}: where a stream lives when --bus names
+    several Redis servers.
+    """
+
+    def test_keySlotIsRedisClusters(self):
+        """
+        keySlot is Redis Cluster's: CRC16/XMODEM of the hash tag (when it is
+        not empty) modulo 16384, as the Cluster specification's examples and
+        redis-py's own key_slot say.
+        """
+        from imageproto.features.bus.shards import crc16, keySlot
+
+        self.assertEqual(crc16(b"123456789"), 0x31C3)
+        self.assertEqual(keySlot("foo"), 12182)
+        self.assertEqual(keySlot("{user1000}.following"), keySlot("{user1000}.followers"))
+        self.assertEqual(keySlot("foo{}{bar}"), keySlot("foo{}{bar}".encode()))
+        self.assertEqual(keySlot("foo{{bar}}zap"), keySlot("{bar"))
+        self.assertEqual(keySlot(keys.framesKey("cam")), keySlot("cam"))
+        try:
+            from redis.crc import key_slot
+        except ImportError:  # pragma: no cover
+            return
+        for key in (b"foo", b"foo{}{bar}", b"foo{{bar}}zap", b"imageproto:frames:{door-7}"):
+            self.assertEqual(keySlot(key), key_slot(key), key)
+
+    def test_shardOfIsStableAndSpreads(self):
+        """
+        A stream's server depends on its name and the number of servers
+        only; many names land on every server.
+        """
+        from imageproto.features.bus.shards import shardOf
+
+        names = [f"cam-{i}" for i in range(64)]
+        self.assertEqual(
+            [shardOf(n, 3) for n in names], [shardOf(n, 3) for n in names]
+        )
+        self.assertEqual({shardOf(n, 3) for n in names}, {0, 1, 2})
+        self.assertEqual({shardOf(n, 1) for n in names}, {0})
+        self.assertEqual((shardOf("clip-0", 2), shardOf("clip-1", 2)), (1, 0))
+
+    def test_shardedPublishSplitsAndKeepsOrder(self):
+        """
+        A batch goes to each stream's server, and the entry IDs come back in
+        the batch's order.
+        """
+        from imageproto.features.bus.shards import ShardedPublish, shardOf
+
+        links = [_FakeLink(), _FakeLink()]
+        links[0].publish = lambda entries: succeed([f"a{i}" for i in range(len(entries))])
+        sent = []
+        links[1].publish = lambda entries: (sent.append(entries), succeed(["b0", "b1"]))[1]
+        names = ["clip-0", "clip-1", "clip-2"]  # servers 1, 0, 1
+        entries = [(keys.framesKey(n), {"n": n}, None) for n in names]
+        ids = self.successResultOf(ShardedPublish(links)(entries))
+        self.assertEqual(ids, ["b0", "a0", "b1"])
+        self.assertEqual([e[1]["n"] for e in sent[0]], ["clip-0", "clip-2"])
+        self.assertEqual([shardOf(n, 2) for n in names], [1, 0, 1])
+
+    def test_shardedPublishFailsWhenOneServerFails(self):
+        """
+        A batch fails, with the failing server's error, when one server
+        fails (the publisher then retries the whole batch).
+        """
+        from twisted.internet.defer import fail
+
+        from imageproto.features.bus.shards import ShardedPublish
+
+        links = [_FakeLink(), _FakeLink()]
+        links[1].publish = lambda entries: fail(ConnectionError("server 1 down"))
+        entries = [(keys.framesKey(n), {}, None) for n in ("clip-0", "clip-1")]
+        failure = self.failureResultOf(ShardedPublish(links)(entries), ConnectionError)
+        self.assertIn("server 1 down", failure.getErrorMessage())
+
+    def test_serviceReadsAnswersOnEveryServer(self):
+        """
+        With two servers the receiver publishes each stream on its own
+        server and reads its results stream on both, answering frames
+        whose RESULT came from either.
+        """
+        from imageproto.features.bus.service import BusService
+
+        clock = Clock()
+        links = [_FakeLink(), _FakeLink()]
+        config = BusConfig("redis://a", "r1", shards=("redis://b",))
+        self.assertEqual(config.urls, ("redis://a", "redis://b"))
+        service = BusService(config, clock, links=links)
+        registry, pipeline = receiverStack(clock, [service.publisher])
+        service.startService()
+        self.addCleanup(service.stopService)
+        channels = {}
+        for name in ("clip-0", "clip-1"):
+            stream = registry.attach(name, 0, 7, object())
+            channels[name] = RecordingChannel()
+            pipeline.frameReceived(stream, wire.Frame(0, FAKE_JPEG, 1.0), channels[name])
+        published = [[keys.streamOfKey(e[0]) for batch in link.published for e in batch]
+                     for link in links]
+        self.assertEqual(published, [["clip-1"], ["clip-0"]])
+        for index, link in enumerate(links):
+            key, after, d = link.reads.pop()
+            self.assertEqual((key, after), ("imageproto:results:r1", b"0-0"))
+            busFrame = keys.decodeFrame(link.published[0][0][1])
+            d.callback([(b"5-1", keys.resultFields(busFrame, wire.Result(0), f"w{index}"))])
+            self.assertEqual(link.reads[-1][1], b"5-1")
+        self.assertEqual([r.seq for r in channels["clip-0"].results], [0])
+        self.assertEqual([r.seq for r in channels["clip-1"].results], [0])
+        self.assertEqual(service.snapshot()["answered"], 2)
+
+    def test_observationsMerged(self):
+        """
+        The monitor's view of several servers joins their streams and
+        workers (a worker seen on both counts once, at its latest
+        heartbeat), sums the results lengths and keeps the first error.
+        """
+        from imageproto.features.bus.service import _merged
+
+        merged = _merged([
+            {"streams": {"a": {"length": 1}}, "workers": {"w1": 0.5}, "results_length": 2},
+            {"streams": {"b": {"length": 3}}, "workers": {"w1": 0.2, "w2": 1.0},
+             "results_length": 4},
+            {"error": "Connection refused"},
+        ])
+        self.assertEqual(merged["streams"], {"a": {"length": 1}, "b": {"length": 3}})
+        self.assertEqual(merged["workers"], {"w1": 0.2, "w2": 1.0})
+        self.assertEqual((merged["results_length"], merged["error"]), (6, "Connection refused"))
+        single = {"streams": {}, "workers": {}, "results_length": 0}
+        self.assertIs(_merged([single]), single)
+
+    def test_options(self):
+        """
+        --bus with several comma-separated URLs gives the receiver a
+        BusConfig with every server in order, and the worker one
+        WorkerService per server; a bad or repeated URL is a usage error.
+        """
+        from imageproto.features.bus.worker import WorkerService
+        from imageproto.tap import worker
+        from imageproto.tap.receiver import Options
+
+        options = Options()
+        options.parseOptions(["--bus", "redis://a:1/0, redis://b:2/0", "--bus-id", "r1"])
+        self.assertEqual(options.config.bus.urls, ("redis://a:1/0", "redis://b:2/0"))
+        for value in ("redis://a:1/0,http://b", "redis://a:1/0,redis://a:1/0", ","):
+            self.assertRaises(usage.UsageError, Options().parseOptions, ["--bus", value])
+        options = worker.Options()
+        options.parseOptions(["--bus", "redis://a:1/0,redis://b:2/0", "--detect", "echo"])
+        services = list(worker.makeService(options, Clock()))
+        self.assertEqual([type(s) for s in services], [WorkerService, WorkerService])
+        self.assertEqual([s.config.url for s in services], ["redis://a:1/0", "redis://b:2/0"])
+
+
+class WorkerBannerTests(SynchronousTestCase):
+    def test_workerLogNamesBackend(self):
+        """
+        The worker says at start which detector runs, on which backend, and
+        how many Redis servers it reads.
+        """
+        from twisted.logger import capturedLogs, formatEvent
+
+        from imageproto.features.bus.worker import WorkerConfig
+        from imageproto.features.inference.detectors import DetectorSpec
+        from imageproto.tap.worker import _WorkerServices
+
+        detector = DetectorSpec("onnx:/m.onnx", object, backend="onnxruntime/CPUExecutionProvider")
+        services = _WorkerServices(WorkerConfig("redis://a", detector, name="w1"))
+        with capturedLogs() as events:
+            services.startService()
+        lines = [formatEvent(e) for e in events if "backend" in e]
+        self.assertEqual(
+            lines,
+            ["worker w1: detector onnx:/m.onnx on onnxruntime/CPUExecutionProvider, "
+             "reading 0 Redis server(s)"],
+        )

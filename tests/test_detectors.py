@@ -24,6 +24,11 @@ try:
 except ImportError:  # pragma: no cover
     onnx = None
 
+try:
+    import onnxruntime
+except ImportError:  # pragma: no cover
+    onnxruntime = None
+
 from imageproto.features.inference import detectors
 from imageproto.features.inference.detectors import DetectorError, OnnxOptions, loadDetector
 
@@ -530,7 +535,7 @@ class OnnxModelTests(SynchronousTestCase):
 
     def test_yolov8Model(self):
         """
-        A YOLOv8-shaped model runs through cv2.dnn: on a red 256x128 frame
+        A YOLOv8-shaped model runs (on the preferred backend): on a red 256x128 frame
         (input 32x32, so x scales by 8 and y by 4) it reports the class-0
         box once (NMS removed its neighbour) and the class-1 box, labelled
         from the classes file.
@@ -584,8 +589,8 @@ class OnnxModelTests(SynchronousTestCase):
 
     def test_unreadableModel(self):
         """
-        A file that is not an ONNX model is named, and OpenCV's complaint
-        is passed on.
+        A file that is not an ONNX model is named, and the backend's
+        complaint (onnxruntime's or OpenCV's) is passed on.
         """
         path = os.path.join(self.dir, "junk.onnx")
         with open(path, "wb") as f:
@@ -601,6 +606,136 @@ class OnnxModelTests(SynchronousTestCase):
         path = os.path.join(self.dir, "none.txt")
         e = self.assertRaises(DetectorError, detectors.readClassNames, path)
         self.assertIn(path, str(e))
+
+
+class OnnxBackendTests(SynchronousTestCase):
+    """
+    The same C{onnx:PATH} model on onnxruntime and on cv2.dnn.
+    """
+
+    def setUp(self):
+        if cv2 is None or onnx is None:
+            raise self.skipTest("cv2 and onnx are needed")
+        self.dir = tempfile.mkdtemp()
+
+    def needOnnxruntime(self):
+        if onnxruntime is None:
+            raise self.skipTest("onnxruntime is not installed (pip install onnxruntime)")
+
+    def images(self):
+        rng = numpy.random.default_rng(7)
+        red = numpy.zeros((128, 256, 3), numpy.uint8)
+        red[:, :, 2] = 255
+        half = red.copy()
+        half[:, 128:] = 0
+        return [
+            red,
+            half,
+            numpy.zeros((64, 64, 3), numpy.uint8),
+            rng.integers(0, 256, (240, 320, 3), dtype=numpy.uint8),
+            rng.integers(0, 256, (37, 91, 3), dtype=numpy.uint8),
+        ]
+
+    def detector(self, path, backend, **kw):
+        options = OnnxOptions(size=(32, 32), backend=backend, confidence=0.1, **kw)
+        return loadDetector("onnx:" + path, options)
+
+    def test_sameDetectionsOnBothBackends(self):
+        """
+        On the suite's tiny YOLOv8 and YOLOv5 models, onnxruntime reports
+        the same detections as cv2.dnn, frame after frame: the same labels
+        and boxes, confidences equal to 1e-5.
+        """
+        self.needOnnxruntime()
+        compared = 0
+        for layout in ("yolov8", "yolov5"):
+            path = os.path.join(self.dir, f"{layout}.onnx")
+            buildYoloModel(path, layout)
+            runtime = self.detector(path, "onnxruntime")
+            opencv = self.detector(path, "cv2")
+            self.assertTrue(runtime.backend.startswith("onnxruntime/"), runtime.backend)
+            self.assertEqual(opencv.backend, "cv2.dnn")
+            ours, theirs = runtime.factory(), opencv.factory()
+            for image in self.images():
+                a = sorted(ours.detect(image, "s"), key=lambda d: (d["label"], d["box"]))
+                b = sorted(theirs.detect(image, "s"), key=lambda d: (d["label"], d["box"]))
+                self.assertEqual(
+                    [(d["label"], d["box"]) for d in a], [(d["label"], d["box"]) for d in b]
+                )
+                for x, y in zip(a, b):
+                    self.assertAlmostEqual(x["confidence"], y["confidence"], places=5)
+                compared += len(a)
+        self.assertGreater(compared, 10)
+
+    def test_autoPrefersOnnxruntime(self):
+        """
+        By default an onnx:PATH model runs on onnxruntime when it is
+        installed, with the CUDA provider when onnxruntime offers it and
+        the CPU provider otherwise.
+        """
+        self.needOnnxruntime()
+        path = os.path.join(self.dir, "v8.onnx")
+        buildYoloModel(path)
+        spec = self.detector(path, "auto")
+        cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        self.assertIn(
+            spec.backend,
+            ["onnxruntime/CUDAExecutionProvider", "onnxruntime/CPUExecutionProvider"]
+            if cuda
+            else ["onnxruntime/CPUExecutionProvider"],
+        )
+        self.assertEqual(spec.factory().backend, spec.backend)
+
+    def test_autoWithoutOnnxruntimeIsCv2(self):
+        """
+        Without onnxruntime the model runs through cv2.dnn, and asking for
+        onnxruntime by name is an error saying how to install it.
+        """
+        from imageproto.features.inference import detectors_onnx
+
+        self.patch(detectors_onnx, "onnxruntimeAvailable", lambda: False)
+        path = os.path.join(self.dir, "v8.onnx")
+        buildYoloModel(path)
+        self.assertEqual(self.detector(path, "auto").backend, "cv2.dnn")
+        e = self.assertRaises(DetectorError, self.detector, path, "onnxruntime")
+        self.assertIn("pip install onnxruntime", str(e))
+
+    def test_unreadableModelOnOnnxruntime(self):
+        """
+        A file that is not a model is named, and onnxruntime's complaint is
+        passed on.
+        """
+        self.needOnnxruntime()
+        path = os.path.join(self.dir, "junk.onnx")
+        with open(path, "wb") as f:
+            f.write(b"this is not a model")
+        e = self.assertRaises(DetectorError, self.detector, path, "onnxruntime")
+        self.assertIn(path, str(e))
+        self.assertIn("could not be loaded by onnxruntime", str(e))
+
+    def test_backendOption(self):
+        """
+        --onnx-backend takes auto, onnxruntime or cv2 and reaches the
+        detector; anything else is a usage error.
+        """
+        from twisted.python.usage import UsageError
+
+        from imageproto.tap.receiver import Options
+
+        path = os.path.join(self.dir, "v8.onnx")
+        buildYoloModel(path)
+        options = Options()
+        options.parseOptions(["--detect", "onnx:" + path, "--onnx-size", "32",
+                              "--onnx-backend", "cv2"])
+        self.assertEqual(options.config.inference.detector.backend, "cv2.dnn")
+        self.assertRaises(UsageError, Options().parseOptions,
+                          ["--detect", "onnx:" + path, "--onnx-backend", "tpu"])
+
+    def test_builtinsNameNoBackend(self):
+        """
+        The built-in detectors name no backend.
+        """
+        self.assertIsNone(loadDetector("echo").backend)
 
 
 class LoadDetectorTests(SynchronousTestCase):

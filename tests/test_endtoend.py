@@ -78,14 +78,15 @@ class EndToEndTests(TwistdProcesses, TestCase):
         self.port = freePort()
 
     @defer.inlineCallbacks
-    def startReceiver(self, name="receiver", *extra):
+    def startReceiver(self, name="receiver", *extra, port=None):
+        port = self.port if port is None else port
         receiver = self.spawn(
             name,
-            ["imageproto", "--port", f"tcp:{self.port}:interface=127.0.0.1", "--save-dir", self.saveDir,
+            ["imageproto", "--port", f"tcp:{port}:interface=127.0.0.1", "--save-dir", self.saveDir,
              *extra],
         )
         yield waitFor(
-            lambda: receiver.status is not None or listening(self.port), 30, "the receiver to listen"
+            lambda: receiver.status is not None or listening(port), 30, "the receiver to listen"
         )
         self.assertIsNone(receiver.status, receiver.text)
         return receiver
@@ -169,6 +170,49 @@ class EndToEndTests(TwistdProcesses, TestCase):
             lines = [json.loads(line) for line in f]
         self.assertEqual(sorted(line["seq"] for line in lines), list(range(FRAMES)))
         self.assertEqual({json.dumps(line["metadata"]) for line in lines}, {json.dumps(metadata)})
+
+    @defer.inlineCallbacks
+    def test_videoFailsOverToSecondReceiver(self):
+        """
+        A sender given two receivers (--connect twice) that share one
+        --save-dir moves to the second when the first is killed (SIGKILL)
+        mid-clip and is not restarted: the clip is stored whole, every frame
+        once and byte for byte as sent, and the sender exits 0.
+        """
+        secondPort = freePort()
+        first = yield self.startReceiver("receiver", port=self.port)
+        yield self.startReceiver("receiver2", port=secondPort)
+        sender = self.startSender(
+            "--video", self.clip, "--name", "clip",
+            "--connect", f"tcp:127.0.0.1:{secondPort}",
+        )
+        yield waitFor(
+            lambda: len(self.saved("clip")) >= FRAMES // 4 or sender.status is not None,
+            60,
+            "a quarter of the clip to arrive",
+        )
+        self.assertIsNone(sender.status, "the sender ended before the receiver was killed")
+        first.transport.signalProcess(signal.SIGKILL)
+        yield first.ended
+        self.assertLess(len(self.saved("clip")), FRAMES, "the clip ended before the kill")
+        status = yield sender.ended
+        self.assertEqual(status, 0, sender.text)
+        self.assertRegex(sender.text, rf"streaming 'clip' to \S*:{secondPort} \(connection 2")
+
+        expected = encodedClip(self.clip)
+        files = [
+            os.path.relpath(path, self.saveDir) for path in savedFrames(self.saveDir, "clip")
+        ]
+        self.assertEqual(len(files), FRAMES, "a frame is stored twice or not at all")
+        saved = self.saved("clip")
+        self.assertEqual(sorted(saved), list(range(FRAMES)))
+        for seq, path in sorted(saved.items()):
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), expected[seq], f"frame {seq} differs from what was sent")
+        summary = SUMMARY.search(sender.text)
+        self.assertIsNotNone(summary, sender.text)
+        self.assertEqual(int(summary["acknowledged"]), FRAMES)
+        self.assertGreaterEqual(int(summary["reconnects"]), 1)
 
     @defer.inlineCallbacks
     def test_refusedSenderExitsNonZero(self):

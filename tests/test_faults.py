@@ -44,6 +44,22 @@ class FaultTests(TestCase):
         self.assertLess(figures.reconnectSeconds, 3.0)
 
     @defer.inlineCallbacks
+    def test_failoverToSecondReceiver(self) -> None:
+        """
+        The first of two receivers sharing --save-dir killed (SIGKILL)
+        mid-stream and not restarted: the sender moves to the second, and
+        every frame of the finite source is stored exactly once.
+        """
+        figures = yield faults.failover(self.workdir, frames=60)
+        self.assertEqual(figures.notes["sender exit"], 0)
+        self.assertEqual(figures.sent, 60)
+        self.assertEqual(figures.notes["acknowledged"], 60)
+        self.assertEqual(figures.arrived, 60)
+        self.assertEqual(figures.notes["frames (seq) stored"], 60)
+        self.assertEqual(figures.reconnects, 1)
+        self.assertLess(figures.notes["outage s"], 3.0)
+
+    @defer.inlineCallbacks
     def test_stalledNetwork(self) -> None:
         """
         A network that stops carrying traffic: the receiver and the sender

@@ -434,6 +434,31 @@ class ReceiverTapTests(SynchronousTestCase):
         self.assertEqual(receiver.factory.capabilities & wire.SCAP_DETECT, wire.SCAP_DETECT)
         self.assertFalse(receiver.factory.capabilities & wire.SCAP_ANNOTATED)
 
+    def test_detectorSectionNamesBackend(self):
+        """
+        The receiver's snapshot (the stats file and /metrics) gains a
+        "detector" section naming the detector and its backend, and the
+        service's start-up line names the backend too.
+        """
+        from twisted.logger import capturedLogs
+
+        from imageproto.tap.receiver import makeService
+
+        receiver = makeService(self.parse("--detect", "echo"), reactor=MemoryReactorClock())
+        self.assertEqual(
+            receiver.registry.snapshot()["detector"], {"name": "echo", "backend": None}
+        )
+        (service,) = [s for s in receiver if isinstance(s, InferenceService)]
+        service.spec = DetectorSpec("onnx:m", object, backend="cv2.dnn")
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        from twisted.logger import formatEvent
+
+        lines = [formatEvent(e) for e in events if "backend" in e]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("on cv2.dnn", lines[0])
+
     def test_webViewerGetsDetections(self):
         """
         With C{--detect} and C{--web}, the viewer's latest-detections store

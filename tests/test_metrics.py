@@ -176,3 +176,31 @@ class ReceiverMetricsTests(SynchronousTestCase):
         self.assertIsNot(first.registry, second.registry)
         self.assertNotIn(b"cam1", second.render())
         self.assertIn(b"cam1", first.render())
+
+
+class DetectorBackendMetricTests(SynchronousTestCase):
+    def test_backendGauge(self):
+        """
+        /metrics names the detector and the runtime it runs on with a gauge
+        of 1; a detector naming none is "builtin"; without a detector there
+        is no such gauge.
+        """
+        from imageproto.features.web.metrics import ReceiverMetrics
+
+        def render(detector):
+            snapshot = {"streams": {}}
+            if detector is not None:
+                snapshot["detector"] = detector
+            return ReceiverMetrics(lambda: snapshot).render().decode()
+
+        text = render({"name": "onnx:/m.onnx", "backend": "onnxruntime/CPUExecutionProvider"})
+        self.assertIn(
+            'imageproto_detector_backend{backend="onnxruntime/CPUExecutionProvider",'
+            'detector="onnx:/m.onnx"} 1.0',
+            text,
+        )
+        self.assertIn(
+            'imageproto_detector_backend{backend="builtin",detector="people"} 1.0',
+            render({"name": "people", "backend": None}),
+        )
+        self.assertNotIn("imageproto_detector_backend", render(None))

@@ -373,6 +373,144 @@ class ReconnectTests(SynchronousTestCase):
         self.assertEqual(self.reactor.connectors[-1].stoppedConnecting, True)
 
 
+class FailoverTests(SynchronousTestCase):
+    """
+    A sender given several receivers tries them in turn.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.sender = FrameSender("cam", False, self.reactor, session=1)
+        self.factory = SenderFactory(
+            self.sender, clock=self.reactor, maxDelay=4.0, initialDelay=1.0
+        )
+        self.factory.jitter = 0
+        ports = [8080, 8081, 8082]
+        self.service = SenderConnectionService(
+            [TCP4ClientEndpoint(self.reactor, "127.0.0.1", p) for p in ports],
+            self.factory,
+            [f"tcp:127.0.0.1:{p}" for p in ports],
+            self.reactor,
+        )
+
+    def ports(self):
+        return [client[1] for client in self.reactor.tcpClients]
+
+    def refuseLatest(self):
+        factory = self.reactor.tcpClients[-1][2]
+        factory.clientConnectionFailed(
+            self.reactor.connectors[-1], Failure(ConnectionRefusedError())
+        )
+
+    def acceptLatest(self):
+        factory = self.reactor.tcpClients[-1][2]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(framed(wire.Welcome()))
+        return protocol, transport
+
+    def test_failedAttemptMovesOnAtOnce(self):
+        """
+        A refused attempt is followed at once by an attempt on the next
+        receiver, until every receiver of the round has been tried; only
+        then does the factory back off.
+        """
+        with capturedLogs():
+            self.service.startService()
+            self.refuseLatest()
+            self.refuseLatest()
+            self.assertEqual(self.ports(), [8080, 8081, 8082])
+            self.assertEqual(self.reactor.getDelayedCalls(), [])
+            self.refuseLatest()
+        (call,) = self.reactor.getDelayedCalls()
+        self.assertEqual(call.getTime() - self.reactor.seconds(), 1.0)
+        self.assertEqual(self.factory.retries, 1)
+
+    def test_roundsBackOff(self):
+        """
+        Whole rounds that fail are separated by the factory's growing
+        delays, and each round goes on where the last one ended (the
+        endpoints are tried round robin).
+        """
+        times = []
+        with capturedLogs():
+            self.service.startService()
+            for _ in range(3):
+                times.append(self.reactor.seconds())
+                self.refuseLatest()
+                self.refuseLatest()
+                self.refuseLatest()
+                self.reactor.advance(
+                    self.reactor.getDelayedCalls()[0].getTime() - self.reactor.seconds()
+                )
+        self.assertEqual(self.ports(), [8080, 8081, 8082] * 3 + [8080])
+        gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+        self.assertEqual(gaps, [1.0, 2.718])
+
+    def test_lostConnectionGoesToNextReceiver(self):
+        """
+        After an established connection is lost, the next attempt goes to
+        the next receiver, after the reset delay.
+        """
+        with capturedLogs():
+            self.service.startService()
+            self.refuseLatest()
+            protocol, transport = self.acceptLatest()
+            self.assertEqual(self.ports(), [8080, 8081])
+            protocol.connectionLost(Failure(ConnectionError("reset")))
+            self.reactor.advance(1.0)
+        self.assertEqual(self.ports(), [8080, 8081, 8082])
+
+    def test_maxRetriesCountsRounds(self):
+        """
+        maxRetries counts failed rounds, not single attempts.
+        """
+        self.factory.maxRetries = 1
+        d = self.sender.whenDone()
+        with capturedLogs():
+            self.service.startService()
+            for _ in range(2):
+                for _ in range(3):
+                    self.refuseLatest()
+                self.reactor.advance(10)
+        self.assertEqual(len(self.reactor.tcpClients), 6)
+        reason = self.failureResultOf(d, SenderFailed).value.reason
+        self.assertIn("gave up after 1 retries", reason)
+
+    def test_unackedFramesResentToNextReceiver(self):
+        """
+        Frames of a finite source not acknowledged by the receiver that went
+        away are sent again, under their sequence numbers, to the next one.
+        """
+        with capturedLogs():
+            self.service.startService()
+            first, firstTransport = self.acceptLatest()
+            self.sender.frameCaptured(b"jpeg-0", 1.0)
+            self.sender.frameCaptured(b"jpeg-1", 2.0)
+            first.dataReceived(framed(wire.Ack(0)))
+            first.connectionLost(Failure(ConnectionError("killed")))
+            self.reactor.advance(1.0)
+            second, secondTransport = self.acceptLatest()
+        self.assertEqual(self.ports(), [8080, 8081])
+        frames = [m for m in messages(secondTransport.value()) if isinstance(m, wire.Frame)]
+        self.assertEqual([(f.seq, f.jpeg) for f in frames], [(1, b"jpeg-1")])
+
+    def test_stopServiceDuringRound(self):
+        """
+        Stopping while the second receiver is being tried cancels that
+        attempt and starts no other.
+        """
+        with capturedLogs():
+            self.service.startService()
+            self.refuseLatest()
+            d = self.service.stopService()
+        self.successResultOf(d)
+        self.assertEqual(self.ports(), [8080, 8081])
+        self.assertTrue(self.reactor.connectors[-1].stoppedConnecting)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
 class SenderProtocolTests(SynchronousTestCase):
     """
     L{imageproto.protocol.framing.FrameSenderProtocol} with a real FrameSender.

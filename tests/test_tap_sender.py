@@ -86,6 +86,22 @@ class OptionsTests(SynchronousTestCase):
         """
         self.assertRaises(UsageError, parse, "--connect", "tcp:a:1", "--port", "2")
 
+    def test_connectRepeated(self):
+        """
+        --connect given several times names the receivers in order: the
+        first is C{connect}, the others C{failover}, and C{endpoints} lists
+        them all; each is checked.
+        """
+        config = SenderConfig.fromOptions(
+            parse("--connect", "tcp:a:1", "-c", "tcp:b:2", "--connect", "unix:/tmp/c")
+        )
+        self.assertEqual(config.connect, "tcp:a:1")
+        self.assertEqual(config.failover, ("tcp:b:2", "unix:/tmp/c"))
+        self.assertEqual(config.endpoints, ("tcp:a:1", "tcp:b:2", "unix:/tmp/c"))
+        e = self.assertRaises(UsageError, parse, "--connect", "tcp:a:1", "--connect", "nosuchtype:x")
+        self.assertIn("nosuchtype:x", str(e))
+        self.assertRaises(UsageError, parse, "--connect", "tcp:a:1", "--connect", "tcp:b:2", "--host", "h")
+
     def test_badEndpoint(self):
         """
         An endpoint description Twisted cannot parse is a usage error.
@@ -215,6 +231,23 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(connection.factory.maxDelay, 2.0)
         self.assertEqual(capture.count, 5)
         self.assertTrue(service.sender.live)
+
+    def test_servicesSeveralReceivers(self):
+        """
+        With --connect repeated, the connection service's connector holds
+        one endpoint per receiver, in the order given, and tries the first.
+        """
+        from imageproto.sender.service import SenderConnectionService
+
+        reactor = MemoryReactorClock()
+        service = makeService(
+            parse("--connect", "tcp:127.0.0.1:9001", "--connect", "tcp:127.0.0.1:9002"), reactor
+        )
+        connection = [s for s in service if isinstance(s, SenderConnectionService)][0]
+        self.assertEqual(
+            connection.connector.destinations, ["tcp:127.0.0.1:9001", "tcp:127.0.0.1:9002"]
+        )
+        self.assertEqual(len(connection.connector.endpoints), 2)
         self.assertEqual(reactor.tcpClients, [])
 
     def test_exitProcess(self):

@@ -19,6 +19,20 @@ C{maxDelay}, C{maxRetries}, C{resetDelay()} and C{stopTrying()} therefore
 work unchanged, for TCP, TLS, UNIX sockets or any endpoint plugin.
 (C{ClientService} would also retry an endpoint, but it has its own backoff
 policy and no C{maxRetries}.)
+
+Several receivers
+-----------------
+
+C{--connect} may be given more than once.  The connector then holds the
+endpoints in a ring: after an attempt fails or an established connection
+is lost, the next attempt goes to the next endpoint.  A failed attempt
+moves on to the next endpoint at once while some endpoint of the round is
+still untried; only when a whole round has failed does the factory hear of
+it, so its backoff (and C{maxRetries}) count full rounds.  A lost
+connection is reported to the factory as before (its delay was reset on
+WELCOME, so the next receiver is tried after C{initialDelay}).  Nothing
+else changes: the L{imageproto.sender.flow.FrameSender} resends every
+unacknowledged frame of a finite source to whichever receiver answers.
 """
 
 from __future__ import annotations
@@ -239,20 +253,35 @@ class _ReportingFactory(WrappingFactory):
 
 class EndpointConnector:
     """
-    An C{IConnector} over a client endpoint, so that a
-    C{ReconnectingClientFactory} can drive retries through any endpoint (see
-    the module docstring).
+    An C{IConnector} over one or more client endpoints, so that a
+    C{ReconnectingClientFactory} can drive retries through any endpoint, and
+    move between receivers in turn (see the module docstring).
 
-    @param endpoint: an C{IStreamClientEndpoint}.
+    @param endpoint: an C{IStreamClientEndpoint}, or a sequence of them to
+        be tried in turn.
     @param factory: the client factory; it hears C{clientConnectionFailed}
-        and C{clientConnectionLost} with this connector.
-    @param destination: the endpoint string, for log lines.
+        (once per failed round) and C{clientConnectionLost} with this
+        connector.
+    @param destination: the endpoint string (or one per endpoint), for log
+        lines.
     """
 
-    def __init__(self, endpoint, factory, destination: str) -> None:
-        self.endpoint = endpoint
+    log = Logger()
+
+    def __init__(self, endpoint, factory, destination) -> None:
+        if isinstance(destination, str):
+            endpoints, destinations = [endpoint], [destination]
+        else:
+            endpoints, destinations = list(endpoint), list(destination)
+        if not endpoints or len(endpoints) != len(destinations):
+            raise ValueError("one destination per endpoint, at least one")
+        self.endpoints = endpoints
+        self.destinations = destinations
         self.factory = factory
-        self.destination = destination
+        self._index = 0
+        # Attempts failed since the round began (a connection or a call
+        # from the factory begins one).
+        self._failedInRound = 0
         self._wrapping = _ReportingFactory(factory, self)
         self._attempt = None
         self._connection = None
@@ -261,12 +290,33 @@ class EndpointConnector:
     def __repr__(self) -> str:
         return f"<EndpointConnector {self.destination}>"
 
+    @property
+    def endpoint(self):
+        """
+        The endpoint of the current (or next) attempt.
+        """
+        return self.endpoints[self._index]
+
+    @property
+    def destination(self) -> str:
+        """
+        The endpoint string of the current (or next) attempt.
+        """
+        return self.destinations[self._index]
+
     def connect(self) -> None:
         if self._attempt is not None or self._connection is not None:
             return
+        self._failedInRound = 0
+        self._connectCurrent()
+
+    def _connectCurrent(self) -> None:
         self.factory.startedConnecting(self)
         self._attempt = self.endpoint.connect(self._wrapping)
         self._attempt.addCallbacks(self._connected, self._failed)
+
+    def _advance(self) -> None:
+        self._index = (self._index + 1) % len(self.endpoints)
 
     def _connected(self, wrapper) -> None:
         self._attempt = None
@@ -274,11 +324,29 @@ class EndpointConnector:
 
     def _failed(self, reason: Failure) -> None:
         self._attempt = None
+        failedAt = self.destination
+        self._advance()
+        self._failedInRound += 1
+        if (
+            self._failedInRound < len(self.endpoints)
+            and getattr(self.factory, "continueTrying", True)
+            and not reason.check(CancelledError)
+        ):
+            # Some receiver of this round is untried: no backoff yet.
+            self.log.info(
+                "{failed}: {reason}; trying {destination}",
+                failed=failedAt,
+                reason=reason.getErrorMessage(),
+                destination=self.destination,
+            )
+            self._connectCurrent()
+            return
         self.factory.clientConnectionFailed(self, reason)
         self._notifyLoss()
 
     def _lost(self, reason: Failure) -> None:
         self._connection = None
+        self._advance()
         self.factory.clientConnectionLost(self, reason)
         self._notifyLoss()
 
@@ -328,21 +396,23 @@ class EndpointConnector:
 class SenderConnectionService(Service):
     """
     Keeps a L{imageproto.protocol.factories.SenderFactory} connected through an
-    endpoint.
+    endpoint, or through one of several in turn.
 
     Stopping says BYE if a stream is up, calls C{stopTrying()} before
     disconnecting (or the disconnection would schedule a retry), and waits
     up to C{closeTimeout} seconds for buffered bytes to be written.
 
-    @param endpoint: the client endpoint.
+    @param endpoint: the client endpoint, or a sequence of them (see
+        L{EndpointConnector}).
     @param factory: the L{imageproto.protocol.factories.SenderFactory}.
-    @param destination: the endpoint string, for log lines.
+    @param destination: the endpoint string (or a list, one per endpoint),
+        for log lines.
     @param clock: the C{IReactorTime} for the close timeout.
     """
 
     log = Logger()
 
-    def __init__(self, endpoint, factory, destination: str, clock, closeTimeout: float = 5.0) -> None:
+    def __init__(self, endpoint, factory, destination, clock, closeTimeout: float = 5.0) -> None:
         self.factory = factory
         self.clock = clock
         self.closeTimeout = closeTimeout
@@ -350,7 +420,10 @@ class SenderConnectionService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        self.log.info("connecting to {destination}", destination=self.connector.destination)
+        self.log.info(
+            "connecting to {destination}",
+            destination=" or ".join(self.connector.destinations),
+        )
         self.connector.connect()
 
     def stopService(self) -> Deferred:

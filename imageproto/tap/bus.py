@@ -14,13 +14,15 @@ from imageproto.features.bus.publisher import BusConfig, defaultId
 from imageproto.features.bus.worker import WorkerConfig, defaultName
 from imageproto.tap import checks
 
-__all__ = ["RECEIVER_OPTIONS", "checkReceiverOptions", "busConfig", "workerConfig", "checkUrl"]
+__all__ = ["RECEIVER_OPTIONS", "checkReceiverOptions", "busConfig", "workerConfig", "checkUrl", "busUrls"]
 
 RECEIVER_OPTIONS = [
     ["bus", None, None,
      "Publish every accepted frame to this Redis (redis://[:PASSWORD@]HOST:PORT/DB, "
      "rediss://... for TLS) for imageproto-worker processes, and answer each "
-     "frame with their RESULT."],
+     "frame with their RESULT.  Several URLs separated by commas spread the "
+     "streams over several Redis servers by a hash of their name (give every "
+     "receiver and worker the same list)."],
     ["bus-id", None, None,
      "This receiver's name on the bus (its results stream) [default: host-pid-random]."],
     ["bus-reply", None, "detections",
@@ -52,15 +54,32 @@ _CHECKS = [
 
 def checkUrl(value: str) -> str:
     """
-    A redis:// or rediss:// URL, as a usage error naming C{--bus} otherwise.
+    A redis:// or rediss:// URL, or several separated by commas, as a usage
+    error naming C{--bus} otherwise.
     """
     from imageproto.features.bus.link import checkUrl as check
+    from imageproto.features.bus.shards import splitUrls
 
+    urls = splitUrls(value)
+    if not urls:
+        raise usage.UsageError(f"--bus {value!r}: no URL")
+    if len(set(urls)) != len(urls):
+        raise usage.UsageError(f"--bus {value!r}: a server is named twice")
     try:
-        check(value)
+        for url in urls:
+            check(url)
     except ValueError as e:
         raise usage.UsageError(str(e)) from None
     return value
+
+
+def busUrls(options) -> list[str]:
+    """
+    The Redis URLs of checked options' C{--bus}, in order.
+    """
+    from imageproto.features.bus.shards import splitUrls
+
+    return splitUrls(options["bus"])
 
 
 def checkName(option: str, value: str | None) -> None:
@@ -95,8 +114,10 @@ def busConfig(options) -> BusConfig | None:
     """
     if not options.get("bus"):
         return None
+    urls = busUrls(options)
     return BusConfig(
-        url=options["bus"],
+        url=urls[0],
+        shards=tuple(urls[1:]),
         receiverId=options.get("bus-id") or defaultId(),
         replies=options.get("bus-reply", "detections") != "none",
         maxBacklog=options["bus-backlog"],
@@ -109,10 +130,12 @@ def busConfig(options) -> BusConfig | None:
 
 def workerConfig(options, detector) -> WorkerConfig:
     """
-    A worker's config from its checked options and loaded detector.
+    A worker's config from its checked options and loaded detector, for
+    the first Redis server of C{--bus} (L{imageproto.tap.worker} makes one
+    per server).
     """
     return WorkerConfig(
-        url=options["bus"],
+        url=busUrls(options)[0],
         detector=detector,
         workers=options["workers"],
         claimAfter=options["claim-after"],

@@ -153,9 +153,12 @@ def detectorSpec(options):
             confidence=float(options["confidence"]),
             nms=float(options["nms"]),
             layout=options["onnx-layout"],
+            backend=options.get("onnx-backend", "auto"),
         )
         if onnx.layout not in ("auto", "yolov5", "yolov8"):
             raise ValueError("--onnx-layout must be auto, yolov5 or yolov8")
+        if onnx.backend not in ("auto", "onnxruntime", "cv2"):
+            raise ValueError("--onnx-backend must be auto, onnxruntime or cv2")
         return loadDetector(name, onnx)
     except (DetectorError, ValueError) as e:
         raise usage.UsageError(str(e)) from None
@@ -177,7 +180,8 @@ class SenderConfig:
     """
     What C{twistd imageproto-sender} was asked to do.
 
-    @ivar connect: a client endpoint description (C{"tcp:localhost:8080"}).
+    @ivar connect: a client endpoint description (C{"tcp:localhost:8080"}),
+        the first receiver's when C{--connect} is repeated.
     @ivar name: the stream name.
     @ivar source: a L{VideoSpec}, L{CameraSpec}, L{ImagesSpec} or
         L{PatternSpec}.
@@ -203,6 +207,8 @@ class SenderConfig:
         C{IMAGEPROTO_CLOCK_SKEW} (a testing aid; 0 normally).
     @ivar metadata: JSON text (an object or a string, checked) put on
         every frame, or C{None}.
+    @ivar failover: the further receivers of a repeated C{--connect}, in
+        order, tried in turn after C{connect} (see L{endpoints}).
     """
 
     connect: str = "tcp:localhost:8080"
@@ -223,6 +229,14 @@ class SenderConfig:
     retryFor: float = 60.0
     clockSkew: float = 0.0
     metadata: str | None = None
+    failover: tuple = ()
+
+    @property
+    def endpoints(self) -> tuple:
+        """
+        Every receiver's endpoint description, in the order they are tried.
+        """
+        return (self.connect,) + tuple(self.failover)
 
     @classmethod
     def fromOptions(cls, options) -> "SenderConfig":
@@ -259,6 +273,7 @@ class SenderConfig:
             retryFor=options["retry-for"],
             clockSkew=options.get("clock-skew", 0.0),
             metadata=options["metadata"],
+            failover=tuple(options.get("failover", ())),
         )
 
 

@@ -19,6 +19,9 @@ OPTIONS = [
         ["onnx-classes", None, None, "onnx: class names file, one per line."],
         ["onnx-layout", None, "auto", "onnx: output layout, auto, yolov5 "
          "([1,N,5+C]) or yolov8 ([1,4+C,N])."],
+        ["onnx-backend", None, "auto", "onnx: where the model runs: auto "
+         "(onnxruntime when installed, on CUDA when it offers it, else "
+         "cv2.dnn), onnxruntime or cv2."],
         ["confidence", None, None,
          "Minimum confidence (0 to 1) for a detection to be reported, for "
          "every detector, package.module:Class included [default: 0.25; "

@@ -60,7 +60,8 @@ _CHECKS = [
 class Options(CommandOptions):
     synopsis = (
         "[--video PATH [--loop] | --camera INDEX|URL|picamera2[:N] | --images DIR] "
-        "[--connect ENDPOINT | --host HOST --port PORT] [options]"
+        "[--connect ENDPOINT [--connect ENDPOINT ...] | --host HOST --port PORT] "
+        "[options]"
     )
     longdesc = (
         "Capture frames from a video file, a camera, a folder of images or "
@@ -81,7 +82,6 @@ class Options(CommandOptions):
     ]
 
     optParameters = [
-        ["connect", "c", None, f"Client endpoint of the receiver [default: {DEFAULT_CONNECT}]."],
         ["host", None, None, "Receiver host (shorthand for --connect tcp:HOST:PORT)."],
         ["port", "p", None, "Receiver port (shorthand, with --host)", usage.portCoerce],
         ["video", None, None, "Send this video file."],
@@ -101,6 +101,22 @@ class Options(CommandOptions):
         ["metadata", None, None, "Put this JSON object or string on every frame, e.g. '{\"site\": \"door\"}' (at most 4096 bytes; receivers that do not take metadata get frames without it)."],
     ] + security.SENDER_OPTIONS
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["connect"] = None
+        self._connects: list[str] = []
+
+    def opt_connect(self, value: str) -> None:
+        self._connects.append(value)
+
+    # usage.Options prints the docstring as it is: one line, no indentation.
+    opt_connect.__doc__ = (
+        f"Client endpoint of the receiver [default: {DEFAULT_CONNECT}]. Repeat it "
+        "to name further receivers: when one fails or goes away, the sender moves "
+        "to the next, in turn, and a video or folder still loses nothing."
+    )
+    opt_c = opt_connect
+
     def postOptions(self) -> None:
         sources = [k for k in ("video", "camera", "images") if self[k] is not None]
         if len(sources) > 1:
@@ -118,6 +134,10 @@ class Options(CommandOptions):
         if self["camera"] is not None:
             self["camera"] = self._camera(self["camera"].strip())
         self["connect"] = checks.clientEndpoint("connect", self._endpoint())
+        # The receivers after the first of a repeated --connect.
+        self["failover"] = [
+            checks.clientEndpoint("connect", value) for value in self._connects[1:]
+        ]
         security.checkSenderOptions(self)
         if self["name"] is None:
             self["name"] = socket.gethostname() or "imageproto"
@@ -151,10 +171,10 @@ class Options(CommandOptions):
 
     def _endpoint(self) -> str:
         host, port = self["host"], self["port"]
-        if self["connect"] is not None:
+        if self._connects:
             if host is not None or port is not None:
                 raise usage.UsageError("use --connect or --host/--port, not both")
-            return self["connect"]
+            return self._connects[0]
         if host is not None or port is not None:
             return f"tcp:{host or 'localhost'}:{port or 8080}"
         return DEFAULT_CONNECT
@@ -277,9 +297,9 @@ def makeService(options, reactor=None):
     security.applyToSenderFactory(factory, config.security, config.limits)
     factory.wallClock = wallClock
     connection = SenderConnectionService(
-        security.senderEndpoint(config.connect, config.security, reactor),
+        [security.senderEndpoint(c, config.security, reactor) for c in config.endpoints],
         factory,
-        config.connect,
+        list(config.endpoints),
         reactor,
     )
     captureService = CaptureService(

@@ -7,6 +7,7 @@ to a Redis Streams bus (C{twistd imageproto --bus URL}), as one of a fleet.
 from __future__ import annotations
 
 from twisted.application.service import MultiService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from imageproto.tap import CommandOptions, bus, checks, detect
@@ -32,7 +33,9 @@ class Options(CommandOptions):
     )
 
     optParameters = [
-        ["bus", None, None, "The Redis: redis://[:PASSWORD@]HOST:PORT/DB or rediss://..."],
+        ["bus", None, None, "The Redis: redis://[:PASSWORD@]HOST:PORT/DB or rediss://...; "
+         "several separated by commas (the receivers' list): this worker reads "
+         "from every one."],
         ["workers", None, 1, "Frames processed at once (threads)."],
         ["claim-after", None, 30.0,
          "Seconds a frame may stay with another worker before this one claims it."],
@@ -56,14 +59,45 @@ class Options(CommandOptions):
         self.config = bus.workerConfig(self, detectorSpec(self))
 
 
+class _WorkerServices(MultiService):
+    """
+    The worker's services, one per Redis server; says once at start which
+    detector runs on which backend and on how many servers.
+    """
+
+    log = Logger()
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def startService(self) -> None:
+        detector = self.config.detector
+        self.log.info(
+            "worker {name}: detector {detector} on {backend}, reading {servers} Redis server(s)",
+            name=self.config.name,
+            detector=getattr(detector, "name", detector),
+            backend=getattr(detector, "backend", None) or "builtin",
+            servers=len(list(self)),
+        )
+        super().startService()
+
+
 def makeService(options, reactor=None) -> MultiService:
     """
-    The worker C{options} describe; connects nothing until it starts.
+    The worker C{options} describe, with one
+    L{imageproto.features.bus.worker.WorkerService} per Redis server of
+    C{--bus}; connects nothing until it starts.
 
     @param options: parsed L{Options}; their C{config} is used.
     """
+    from attrs import evolve
+
     from imageproto.features.bus.worker import WorkerService
 
-    top = MultiService()
-    WorkerService(options.config, reactor).setServiceParent(top)
+    top = _WorkerServices(options.config)
+    # One service (its client, its threads) per Redis server: a frame is
+    # answered on the server it came from.
+    for url in bus.busUrls(options):
+        WorkerService(evolve(options.config, url=url), reactor).setServiceParent(top)
     return top

@@ -53,6 +53,10 @@ class BusConfig:
     """
     Publish the receiver's frames to a Redis bus (C{--bus} and its
     companions, built by L{imageproto.tap.bus.busConfig}).
+
+    @ivar url: the Redis server (the first, when there are several).
+    @ivar shards: the further servers of a C{--bus} naming several, in
+        order (see L{imageproto.features.bus.shards}).
     """
 
     url: str
@@ -63,6 +67,14 @@ class BusConfig:
     liveLength: int = 256
     maxAwaiting: int = 1024
     answerTimeout: float = 30.0
+    shards: tuple = ()
+
+    @property
+    def urls(self) -> tuple:
+        """
+        Every Redis server of the bus, in the order streams are spread on.
+        """
+        return (self.url,) + tuple(self.shards)
 
 
 def defaultId() -> str:

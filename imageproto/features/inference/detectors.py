@@ -134,12 +134,16 @@ class DetectorSpec:
     @ivar serial: run each stream's frames one at a time, in order.
     @ivar echo: the detector finds nothing and annotated replies are the
         frame as received (not re-encoded).
+    @ivar backend: the runtime the detector runs on when it says
+        (C{onnx:PATH}: C{"onnxruntime/<provider>"} or C{"cv2.dnn"}), else
+        C{None}.
     """
 
     name: str
     factory: Callable = field(eq=False)
     serial: bool = False
     echo: bool = False
+    backend: str | None = None
 
 
 def defaultConfidence(name: str | None) -> float:
@@ -171,6 +175,7 @@ class _ConfidenceFilter:
         self.minimum = minimum
         self.serial = bool(getattr(detector, "serial", False))
         self.echo = bool(getattr(detector, "echo", False))
+        self.backend = getattr(detector, "backend", None)
         self._name = name
         self._warned = False
 
@@ -220,6 +225,7 @@ def _fromCallable(name: str, build: Callable, minimum: float) -> DetectorSpec:
         factory,
         serial=bool(getattr(probe, "serial", False)),
         echo=bool(getattr(probe, "echo", False)),
+        backend=getattr(probe, "backend", None),
     )
 
 

@@ -1,8 +1,22 @@
 # -*- test-case-name: tests.test_detectors -*-
 """
-C{--detect onnx:PATH}: a user's YOLO-style ONNX model run through C{cv2.dnn},
-and the parsing of its output.  Split from
-L{imageproto.features.inference.detectors}, which re-exports these names.
+C{--detect onnx:PATH}: a user's YOLO-style ONNX model, and the parsing of its
+output.  Split from L{imageproto.features.inference.detectors}, which
+re-exports these names.
+
+Backends
+--------
+
+The model runs on onnxruntime when it is installed (C{pip install
+onnxruntime}, or C{onnxruntime-gpu} for CUDA), with the CUDA execution
+provider when onnxruntime offers it and the CPU provider otherwise; without
+onnxruntime it runs through OpenCV's C{cv2.dnn}.  C{--onnx-backend}
+(L{OnnxOptions.backend}) picks one explicitly.  Both are fed the same blob
+(C{cv2.dnn.blobFromImage}: resized, RGB, scaled to 0..1, NCHW) and their
+output goes through the same L{parseYoloOutput}, so they report the same
+detections up to floating-point rounding.  The detector names its backend
+(L{OnnxDetector.backend}): C{"onnxruntime/CUDAExecutionProvider"},
+C{"onnxruntime/CPUExecutionProvider"} or C{"cv2.dnn"}.
 """
 
 from __future__ import annotations
@@ -12,7 +26,17 @@ import os
 from attrs import field, frozen
 from attrs.validators import ge, le
 
-__all__ = ["OnnxOptions", "OnnxDetector", "parseYoloOutput", "readClassNames"]
+__all__ = [
+    "OnnxOptions",
+    "OnnxDetector",
+    "parseYoloOutput",
+    "readClassNames",
+    "BACKENDS",
+    "onnxruntimeAvailable",
+]
+
+# --onnx-backend values.
+BACKENDS = ("auto", "onnxruntime", "cv2")
 
 
 def _detection(*args):
@@ -40,6 +64,8 @@ class OnnxOptions:
     @ivar layout: C{"auto"}, C{"yolov5"} (C{[1, N, 5+C]}: cx, cy, w, h,
         objectness, class scores) or C{"yolov8"} (C{[1, 4+C, N]}: cx, cy, w,
         h, class scores).
+    @ivar backend: C{"auto"} (onnxruntime when installed, else cv2.dnn),
+        C{"onnxruntime"} or C{"cv2"} (see the module docstring).
     """
 
     size: tuple = (640, 640)
@@ -47,6 +73,7 @@ class OnnxOptions:
     confidence: float = field(default=0.25, validator=[ge(0.0), le(1.0)])
     nms: float = field(default=0.45, validator=[ge(0.0), le(1.0)])
     layout: str = "auto"
+    backend: str = "auto"
 
 
 def _layoutOf(shape: tuple, layout: str, classCount: int) -> str:
@@ -115,10 +142,7 @@ def parseYoloOutput(
 def _readNet(path: str):
     import cv2
 
-    if not os.path.exists(path):
-        raise _error(f"ONNX model {path} does not exist")
-    if not os.access(path, os.R_OK) or os.path.isdir(path):
-        raise _error(f"ONNX model {path} is not a readable file")
+    _checkPath(path)
     try:
         net = cv2.dnn.readNetFromONNX(path)
     except cv2.error as e:
@@ -131,16 +155,72 @@ def _readNet(path: str):
     return net
 
 
+def onnxruntimeAvailable() -> bool:
+    """
+    Whether onnxruntime can be imported here.
+    """
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _checkPath(path: str) -> None:
+    if not os.path.exists(path):
+        raise _error(f"ONNX model {path} does not exist")
+    if not os.access(path, os.R_OK) or os.path.isdir(path):
+        raise _error(f"ONNX model {path} is not a readable file")
+
+
+def _openSession(path: str):
+    """
+    An onnxruntime session for C{path}: the CUDA provider first when
+    onnxruntime offers it (the session falls back to the CPU if CUDA cannot
+    start), the CPU provider otherwise.
+    """
+    import onnxruntime
+
+    _checkPath(path)
+    available = onnxruntime.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return onnxruntime.InferenceSession(path, providers=providers)
+    except Exception as e:  # onnxruntime raises its own pybind11 types
+        text = str(e).strip().splitlines()
+        raise _error(
+            f"ONNX model {path} could not be loaded by onnxruntime: "
+            f"{text[-1] if text else type(e).__name__}"
+        ) from None
+
+
 class OnnxDetector:
     """
-    A user's YOLO-style ONNX model run through C{cv2.dnn}.
+    A user's YOLO-style ONNX model, run on onnxruntime or through
+    C{cv2.dnn} (see the module docstring).
 
     @param path: the C{.onnx} file.
+    @ivar backend: the runtime the model runs on, for logs and metrics.
     """
 
     def __init__(self, path: str, options: OnnxOptions = OnnxOptions()) -> None:
-        self._net = _readNet(path)
         self._options = options
+        choice = options.backend
+        if choice not in BACKENDS:
+            raise _error(f"--onnx-backend must be one of {', '.join(BACKENDS)}, not {choice!r}")
+        if choice == "onnxruntime" and not onnxruntimeAvailable():
+            raise _error("--onnx-backend onnxruntime: onnxruntime is not installed "
+                         "(pip install onnxruntime)")
+        self._session = self._net = None
+        if choice == "onnxruntime" or (choice == "auto" and onnxruntimeAvailable()):
+            self._session = _openSession(path)
+            self._input = self._session.get_inputs()[0].name
+            self.backend = "onnxruntime/" + self._session.get_providers()[0]
+        else:
+            self._net = _readNet(path)
+            self.backend = "cv2.dnn"
 
     def detect(self, image, stream: str) -> list:
         import cv2
@@ -149,8 +229,11 @@ class OnnxDetector:
         blob = cv2.dnn.blobFromImage(
             image, 1 / 255.0, (width, height), swapRB=True, crop=False
         )
-        self._net.setInput(blob)
-        output = self._net.forward()
+        if self._session is not None:
+            output = self._session.run(None, {self._input: blob})[0]
+        else:
+            self._net.setInput(blob)
+            output = self._net.forward()
         frameH, frameW = image.shape[:2]
         return parseYoloOutput(
             output, (frameW / width, frameH / height), self._options

@@ -84,10 +84,12 @@ class InferenceService(Service):
         super().startService()
         self._pool.start()
         self.log.info(
-            "detector {name} running in {workers} worker threads, replying {reply}",
+            "detector {name} running in {workers} worker threads{on}, replying {reply}",
             name=self.spec.name,
             workers=self.workers,
             reply=self.reply,
+            backend=self.spec.backend,
+            on=f" on {self.spec.backend}" if self.spec.backend else "",
         )
 
     def stopService(self):
@@ -133,6 +135,10 @@ def attachInference(receiver, config: InferenceConfig) -> InferenceService:
     )
     service.setServiceParent(receiver)
     receiver.addConsumer(service.consumer)
+    spec = config.detector
+    receiver.registry.addSection(
+        "detector", lambda: {"name": spec.name, "backend": spec.backend}
+    )
     if config.reply != "none":
         receiver.advertise(wire.SCAP_DETECT)
     if config.reply == "annotated":

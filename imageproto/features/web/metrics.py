@@ -193,6 +193,22 @@ def _busFamilies(bus: dict):
     yield workers
 
 
+def _detectorFamily(detector: dict):
+    """
+    The gauge naming the running detector and its backend (the stats
+    snapshot's C{"detector"} section, from
+    L{imageproto.features.inference.engine.attachInference}).
+    """
+    family = GaugeMetricFamily(
+        "imageproto_detector_backend",
+        "1 for the detector this receiver runs and the runtime it runs on "
+        "(onnxruntime/<provider>, cv2.dnn, or builtin).",
+        labels=["detector", "backend"],
+    )
+    family.add_metric([detector.get("name") or "", detector.get("backend") or "builtin"], 1)
+    return family
+
+
 @implementer(IFrameSink)
 class ReceiverMetrics(ConsumerBase):
     """
@@ -283,6 +299,9 @@ class ReceiverMetrics(ConsumerBase):
         bus = self._snapshot().get("bus")
         if bus is not None:
             yield from _busFamilies(bus)
+        detector = self._snapshot().get("detector")
+        if detector is not None:
+            yield _detectorFamily(detector)
 
     def render(self) -> bytes:
         """
