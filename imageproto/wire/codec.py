@@ -47,11 +47,10 @@ import math
 import struct
 
 from imageproto.wire.errors import VersionError, WireError
+from imageproto.wire.metadata import finiteFloat, nonFinite
 from imageproto.wire.messages import *  # noqa: F401,F403
 from imageproto.wire.messages import (
-    _U16,
     _U32,
-    _U64,
     Message,
 )
 
@@ -368,24 +367,13 @@ def _decodeFrame(r: _Reader) -> Frame:
     return Frame(seq, jpeg, captureTime, sendTime, dropped)
 
 
-def _nonFinite(token: str):
-    raise ValueError(f"{token} is not JSON")
-
-
-def _finiteFloat(token: str) -> float:
-    value = float(token)
-    if not math.isfinite(value):
-        raise ValueError(f"number {token[:20]} is out of range")
-    return value
-
-
 def _decodeResult(r: _Reader) -> Result:
     seq, micros, size = r.unpack("QII")
     try:
         detections = json.loads(
             r.take(size).decode("utf-8"),
-            parse_constant=_nonFinite,
-            parse_float=_finiteFloat,
+            parse_constant=nonFinite,
+            parse_float=finiteFloat,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise WireError(f"RESULT detections are not JSON: {e}") from None

@@ -34,11 +34,13 @@ MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 32
 
 
-def _nonFinite(token: str):
+# Strict JSON for the wire's JSON fields (metadata here, RESULT's detections
+# in the codec): NaN and the infinities refused, and numbers that overflow.
+def nonFinite(token: str):
     raise ValueError(f"{token} is not JSON")
 
 
-def _finiteFloat(token: str) -> float:
+def finiteFloat(token: str) -> float:
     value = float(token)
     if not math.isfinite(value):
         raise ValueError(f"number {token[:20]} is out of range")
@@ -46,7 +48,7 @@ def _finiteFloat(token: str) -> float:
 
 
 # One decoder, built once: json.loads with hooks builds a new one per call.
-_decoder = json.JSONDecoder(parse_constant=_nonFinite, parse_float=_finiteFloat)
+_decoder = json.JSONDecoder(parse_constant=nonFinite, parse_float=finiteFloat)
 
 
 def _tooDeep(value) -> bool:
