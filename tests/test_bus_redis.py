@@ -148,6 +148,42 @@ class WorkerLoopTests(_RedisClass, SynchronousTestCase):
         self.assertEqual(self.client.xlen(keys.framesKey("cam")), 0)
         self.assertEqual(self.client.xpending(keys.framesKey("cam"), "detect")["pending"], 0)
 
+    def test_entryDeletedOnlyWhenEveryGroupAcknowledged(self):
+        """
+        With a second consumer group on a finite stream (a save-dir worker's),
+        the detectors' acknowledgement keeps the entry; the other group reads
+        it and its acknowledgement deletes it.
+        """
+        key = keys.framesKey("cam")
+        self.publish(_frame(0))
+        self.client.xgroup_create(key, "save", id="0")
+        totals = self.untilIdle(self.loop())
+        self.assertEqual(totals["processed"], 1)
+        self.assertEqual(self.client.xlen(key), 1)
+        saver = self.loop(consumer="s-0", group="save")
+        entries, _ = saver.fetch(count=8)
+        self.assertEqual([keys.decodeFrame(f).seq for _, _, f in entries], [0])
+        self.assertEqual(self.client.xlen(key), 1)
+        saver.acknowledge(key, entries[0][1])
+        self.assertEqual(self.client.xlen(key), 0)
+        self.assertEqual(self.client.xpending(key, "save")["pending"], 0)
+
+    def test_entryKeptWhileAnotherGroupHoldsIt(self):
+        """
+        An entry another group has read but not acknowledged (pending there)
+        is not deleted by this group's acknowledgement; that group's own
+        acknowledgement deletes it.
+        """
+        key = keys.framesKey("cam")
+        self.publish(_frame(0))
+        self.client.xgroup_create(key, "save", id="0")
+        saver = self.loop(consumer="s-0", group="save")
+        [(_, entryId, _)], _ = saver.fetch()
+        self.untilIdle(self.loop())
+        self.assertEqual(self.client.xlen(key), 1)
+        saver.acknowledge(key, entryId)
+        self.assertEqual(self.client.xlen(key), 0)
+
     def test_framesPublishedBeforeAnyWorkerAreTaken(self):
         """
         The group starts at the stream's beginning: frames that were

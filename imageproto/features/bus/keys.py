@@ -16,6 +16,11 @@ Keys (C{PREFIX} is C{imageproto}):
   - C{imageproto:workers}: a hash, worker name to its last heartbeat (unix
     time, seconds).
 
+An entry of a frames stream is read by every consumer group on it (the
+detectors' C{detect}, and the worker-side consumers' C{save}, C{record},
+C{view}, C{stats}); each group acknowledges it with L{ACK_AND_DELETE},
+which deletes the entry only once every group has acknowledged it.
+
 Entry IDs are Redis's own (C{<milliseconds>-<n>}, the server's clock at
 XADD): L{entryTime} reads the milliseconds back, for ages.
 """
@@ -41,6 +46,7 @@ __all__ = [
     "resultFields",
     "skippedFields",
     "decodeAnswer",
+    "ACK_AND_DELETE",
 ]
 
 PREFIX = "imageproto"
@@ -240,3 +246,33 @@ def decodeAnswer(fields: dict) -> BusAnswer:
         )
     except (TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed results entry: {e}") from None
+
+
+# EVAL with KEYS[1] a frames key, ARGV[1] a group, ARGV[2] an entry ID:
+# XACK the entry in the group, then XDEL it when every group on the key has
+# acknowledged it (each has delivered it, and none holds it pending).
+# Returns 1 when the entry was deleted.  A group that never reads again
+# (its workers gone for good) keeps finite entries: XGROUP DESTROY it.
+ACK_AND_DELETE = """
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function before(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1] end
+    if group[i] == 'last-delivered-id' then last = group[i + 1] end
+  end
+  if before(last, ARGV[2]) then return 0 end
+  if #redis.call('XPENDING', KEYS[1], name, ARGV[2], ARGV[2], 1) > 0 then return 0 end
+end
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+"""

@@ -22,7 +22,9 @@ on the reactor.  One step:
      XADD against this machine's clock) is skipped: the receiver is told,
      and the entry acknowledged unprocessed.  Any other frame goes to the
      detector, and the RESULT is added to the receiver's results stream in
-     the same MULTI/EXEC as the XACK and XDEL of the frame's entry, so a
+     the same MULTI/EXEC as the XACK of the frame's entry (and its XDEL,
+     once every consumer group on the stream has acknowledged it:
+     L{keys.ACK_AND_DELETE}), so a
      worker killed before that transaction leaves the frame pending (to be
      claimed), and one killed after it has answered exactly once.
 
@@ -132,6 +134,7 @@ class WorkerLoop:
         self._nextDiscover = 0.0
         self._nextClaim = 0.0
         self._nextBeat = 0.0
+        self._ackScript = None
 
     def step(self) -> dict:
         """
@@ -149,6 +152,20 @@ class WorkerLoop:
             "idle": False,
             "errors": [],
         }
+        entries, counts["claimed"] = self.fetch()
+        if not entries:
+            counts["idle"] = True
+        for key, entryId, fields in entries:
+            self._handle(key, entryId, fields, counts)
+        return counts
+
+    def fetch(self, count: int = 1) -> tuple:
+        """
+        Steps 1 to 3 of the module docstring: the heartbeat, new streams,
+        claims, or up to C{count} new entries.
+
+        @return: C{([(key, entryId, fields), ...], claimed)}.
+        """
         now = self.now()
         if now >= self._nextBeat:
             self._nextBeat = now + self.heartbeatEvery
@@ -158,20 +175,27 @@ class WorkerLoop:
             self._nextDiscover = now + self.discoverEvery
             self._discover()
         if not self.keys:
-            counts["idle"] = True
-            return counts
-        entries = []
+            return [], 0
         if now >= self._nextClaim:
             self._nextClaim = now + self.claimAfter / 2
-            entries = self._claim()
-            counts["claimed"] = len(entries)
-        if not entries:
-            entries = self._read()
-        if not entries:
-            counts["idle"] = True
-        for key, entryId, fields in entries:
-            self._handle(key, entryId, fields, counts)
-        return counts
+            claimed = self._claim(count)
+            if claimed:
+                return claimed, len(claimed)
+        return self._read(count), 0
+
+    def acknowledge(self, key: str, entryId, pipe=None) -> None:
+        """
+        XACK C{entryId} in this loop's group and XDEL it once every group
+        on C{key} has acknowledged it (L{keys.ACK_AND_DELETE}), in C{pipe}
+        when given (a transaction the caller executes).
+        """
+        script = self._ackScript
+        if script is None:
+            script = self._ackScript = self.client.register_script(keys.ACK_AND_DELETE)
+        if pipe is None:
+            script(keys=[key], args=[self.group, entryId])
+        else:
+            script(keys=[key], args=[self.group, entryId], client=pipe)
 
     def _discover(self) -> None:
         from redis.exceptions import ResponseError
@@ -196,7 +220,7 @@ class WorkerLoop:
         self._grouped.clear()
         self._nextDiscover = 0.0
 
-    def _claim(self) -> list:
+    def _claim(self, count: int = 16) -> list:
         from redis.exceptions import ResponseError
 
         claimed = []
@@ -208,7 +232,7 @@ class WorkerLoop:
                     self.consumer,
                     min_idle_time=int(self.claimAfter * 1000),
                     start_id="0-0",
-                    count=16,
+                    count=max(count, 16),
                 )
             except ResponseError as e:
                 if _isError(e, "NOGROUP"):
@@ -221,7 +245,7 @@ class WorkerLoop:
                     claimed.append((key, entryId, fields))
         return claimed
 
-    def _read(self) -> list:
+    def _read(self, count: int = 1) -> list:
         from redis.exceptions import ResponseError
 
         try:
@@ -229,7 +253,7 @@ class WorkerLoop:
                 self.group,
                 self.consumer,
                 {key: ">" for key in self.keys},
-                count=1,
+                count=count,
                 block=self.blockMillis,
             )
         except ResponseError as e:
@@ -278,8 +302,7 @@ class WorkerLoop:
             results = keys.resultsKey(frame.receiver)
             pipe.xadd(results, answer, maxlen=RESULTS_LENGTH, approximate=True)
             pipe.expire(results, RESULTS_TTL)
-        pipe.xack(key, self.group, entryId)
-        pipe.xdel(key, entryId)
+        self.acknowledge(key, entryId, pipe)
         pipe.execute()
 
 
