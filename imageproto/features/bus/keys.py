@@ -47,6 +47,7 @@ __all__ = [
     "skippedFields",
     "decodeAnswer",
     "ACK_AND_DELETE",
+    "VIEW_GROUP_PREFIX",
 ]
 
 PREFIX = "imageproto"
@@ -126,6 +127,7 @@ class BusFrame:
     live: bool
     annotated: bool
     jpeg: bytes = field(repr=False)
+    senderDropped: int = 0
 
     @property
     def key(self) -> tuple:
@@ -147,6 +149,7 @@ def frameFields(frame, receiverId: str, annotated: bool = False) -> dict:
         "receiver": receiverId,
         "live": "1" if frame.live else "0",
         "annotated": "1" if annotated else "0",
+        "dropped": str(frame.senderDropped),
         "jpeg": frame.jpeg,
     }
 
@@ -169,6 +172,7 @@ def decodeFrame(fields: dict) -> BusFrame:
             live=_text(_get(fields, "live")) == "1",
             annotated=_text(_get(fields, "annotated")) == "1",
             jpeg=bytes(_get(fields, "jpeg")),
+            senderDropped=int(fields.get(b"dropped", fields.get("dropped", 0))),
         )
     except (TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed bus frame entry: {e}") from None
@@ -248,9 +252,15 @@ def decodeAnswer(fields: dict) -> BusAnswer:
         raise ValueError(f"malformed results entry: {e}") from None
 
 
+# A group whose name starts with this (a viewer's) reads only new entries
+# and never holds an entry back from deletion: it shows frames, it does not
+# keep them.
+VIEW_GROUP_PREFIX = "view"
+
 # EVAL with KEYS[1] a frames key, ARGV[1] a group, ARGV[2] an entry ID:
 # XACK the entry in the group, then XDEL it when every group on the key has
-# acknowledged it (each has delivered it, and none holds it pending).
+# acknowledged it (each has delivered it, and none holds it pending);
+# viewers' groups (VIEW_GROUP_PREFIX) do not count.
 # Returns 1 when the entry was deleted.  A group that never reads again
 # (its workers gone for good) keeps finite entries: XGROUP DESTROY it.
 ACK_AND_DELETE = """
@@ -270,9 +280,11 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     if group[i] == 'name' then name = group[i + 1] end
     if group[i] == 'last-delivered-id' then last = group[i + 1] end
   end
-  if before(last, ARGV[2]) then return 0 end
-  if #redis.call('XPENDING', KEYS[1], name, ARGV[2], ARGV[2], 1) > 0 then return 0 end
+  if string.sub(name, 1, %d) ~= '%s' then
+    if before(last, ARGV[2]) then return 0 end
+    if #redis.call('XPENDING', KEYS[1], name, ARGV[2], ARGV[2], 1) > 0 then return 0 end
+  end
 end
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1
-"""
+""" % (len(VIEW_GROUP_PREFIX), VIEW_GROUP_PREFIX)

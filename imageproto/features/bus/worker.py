@@ -67,15 +67,34 @@ class WorkerConfig:
 
     @ivar name: this worker's name (its consumers are C{name-0}, C{name-1},
         ... one per thread).
+    @ivar detector: the detector's spec, or C{None}: no detection.
+    @ivar saveDir: host a L{imageproto.receiver.savedir.SaveDirSink} here
+        (absolute), or C{None}; C{recording} a recorder
+        (L{imageproto.features.recording.RecordingConfig}), C{web} the
+        viewer (L{imageproto.features.web.viewer.WebConfig}), and
+        C{statsFile} the statistics file (see
+        L{imageproto.features.bus.hosted}).
+    @ivar consumerGroup: the one group the hosted consumers read in, or
+        C{None} for one each (C{save}, C{record}, C{view-<name>}, C{stats}).
     """
 
     url: str
-    detector: object
+    detector: object = None
     workers: int = 1
     claimAfter: float = 30.0
     maxAge: float = 2.0
     group: str = "detect"
     name: str = ""
+    saveDir: str | None = None
+    recording: object = None
+    web: object = None
+    statsFile: str | None = None
+    statsInterval: float = 5.0
+    consumerGroup: str | None = None
+
+    @property
+    def hostsConsumers(self) -> bool:
+        return any(x is not None for x in (self.saveDir, self.recording, self.web, self.statsFile))
 
 
 def defaultName() -> str:
@@ -102,6 +121,8 @@ class WorkerLoop:
         L{imageproto.features.inference.engine.Processed}.
     @param consumer: this loop's consumer name in the group.
     @param now: the clock (C{time.time}).
+    @param startId: where a group this loop creates starts: C{"0"}, the
+        stream's beginning, or C{"$"}, new entries only (a viewer's).
     """
 
     def __init__(
@@ -117,8 +138,10 @@ class WorkerLoop:
         blockMillis: int = 500,
         discoverEvery: float = 1.0,
         heartbeatEvery: float = 2.0,
+        startId: str = "0",
     ) -> None:
         self.client = client
+        self.startId = startId
         self.process = process
         self.consumer = consumer
         self.worker = worker
@@ -208,7 +231,7 @@ class WorkerLoop:
             if key in self._grouped:
                 continue
             try:
-                self.client.xgroup_create(key, self.group, id="0", mkstream=True)
+                self.client.xgroup_create(key, self.group, id=self.startId, mkstream=True)
             except ResponseError as e:
                 if not _isError(e, "BUSYGROUP"):
                     raise

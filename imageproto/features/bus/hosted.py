@@ -1,0 +1,495 @@
+# -*- test-case-name: tests.test_bus_hosted -*-
+"""
+The receiver's consumers hosted on the far side of the bus: C{twistd
+imageproto-worker --save-dir/--record-dir/--web/--stats-file} reads the
+frames every receiver publishes and hands each, as a
+L{imageproto.receiver.frames.ReceivedFrame}, to the same consumer classes a
+receiver uses (L{SaveDirSink}, L{Recorder}, the viewer's L{LatestFrameHub}
+and web resources, the statistics), so one viewer or one recorder serves
+the streams of every receiver.
+
+Each kind of consumer reads in its own consumer group (L{GroupReader}):
+C{save}, C{record}, C{view-<worker name>}, C{stats} (or all in C{--group}).
+A group's frames go through a L{HostedPipeline} to its consumers, and an
+entry is acknowledged (L{keys.ACK_AND_DELETE}) only once every consumer
+accepted the frame: a frame the save-dir sink could not store (a full
+disk) stays pending and is claimed again after C{claimAfter}.  A viewer's
+group (its name starts with C{view}) reads only new entries and never holds
+an entry back from deletion: it shows the latest frames, it does not keep
+them.
+
+A stream starts (consumers are told C{streamStarted}) with its first
+frame, and stops (C{streamStopped}: the recorder finishes its file) after
+C{idleAfter} seconds without one.  L{BusStreams} keeps each stream's
+L{StreamStats} as a receiver's registry does, and names the receiver that
+published its latest frame.
+"""
+
+from __future__ import annotations
+
+from attrs import define, field
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from imageproto.features.bus import keys
+from imageproto.receiver.frames import ALREADY_STORED, ReceivedFrame, StorageError
+from imageproto.receiver.stats import StreamStats
+
+__all__ = ["HostedPipeline", "BusStreams", "GroupReader", "BusConsumersService", "receivedFrame"]
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+
+def receivedFrame(frame: keys.BusFrame) -> ReceivedFrame:
+    """
+    The L{ReceivedFrame} a receiver's consumers would have been given for
+    C{frame}: its times are the sender's and the receiver's, as published.
+    """
+    return ReceivedFrame(
+        frame.stream,
+        frame.seq,
+        frame.captureTime,
+        frame.sendTime,
+        frame.receiveTime,
+        frame.jpeg,
+        frame.senderDropped,
+        frame.live,
+        frame.session,
+    )
+
+
+class HostedPipeline:
+    """
+    Hands each frame to every consumer, as the receiver's
+    L{imageproto.receiver.pipeline.FramePipeline} does, and says how they
+    took it; there is no sender to acknowledge, so the outcome goes to the
+    caller (which acknowledges the bus entry).
+    """
+
+    log = Logger()
+
+    def __init__(self, consumers=()) -> None:
+        self.consumers: list = list(consumers)
+
+    def addConsumer(self, consumer) -> None:
+        self.consumers.append(consumer)
+
+    def streamStarted(self, name: str) -> None:
+        self._notify("streamStarted", name)
+
+    def streamStopped(self, name: str) -> None:
+        self._notify("streamStopped", name)
+
+    def _notify(self, method: str, *args) -> None:
+        for consumer in self.consumers:
+            try:
+                getattr(consumer, method)(*args)
+            except Exception:
+                self.log.failure("{consumer!r}.{method} failed", consumer=consumer, method=method)
+
+    def frameReceived(self, frame: ReceivedFrame) -> Deferred:
+        """
+        @return: a L{Deferred} firing with L{ACCEPTED}, L{DUPLICATE} (a
+            consumer had it already: a claimed entry delivered again) or
+            L{REJECTED} (a consumer failed; logged unless a L{StorageError},
+            which the consumer logs itself).
+        """
+        outcomes = []
+        for consumer in self.consumers:
+            try:
+                outcome = consumer.frameReceived(frame)
+            except Exception:
+                outcome = Failure()
+            if isinstance(outcome, Deferred):
+                outcomes.append(outcome)
+            elif isinstance(outcome, Failure):
+                failed = Deferred()
+                failed.errback(outcome)
+                outcomes.append(failed)
+        if not outcomes:
+            return succeed(ACCEPTED)
+
+        def settled(result):
+            if isinstance(result, Failure):
+                failure = result.value.subFailure
+                if not failure.check(StorageError):
+                    self.log.failure(
+                        "frame {seq} of {stream} could not be taken",
+                        failure,
+                        seq=frame.seq,
+                        stream=frame.stream,
+                    )
+                return REJECTED
+            return DUPLICATE if ALREADY_STORED in result else ACCEPTED
+
+        return gatherResults(outcomes, consumeErrors=True).addBoth(settled)
+
+    def close(self):
+        return DeferredList(
+            [maybeDeferred(c.close) for c in self.consumers], consumeErrors=True
+        )
+
+
+@define(eq=False)
+class _Hosted:
+    stats: StreamStats
+    receiver: str = ""
+    session: int | None = None
+    live: bool = False
+    lastFrame: float = 0.0
+    connected: bool = False
+
+
+class BusStreams:
+    """
+    The streams seen on the bus, with their statistics (the stats file's,
+    C{/api/streams}' and C{/metrics}' source, like a receiver's
+    L{imageproto.receiver.registry.StreamRegistry}), and their lifecycle,
+    told to C{pipeline}.
+
+    @param idleAfter: seconds without a frame after which a stream stops.
+    """
+
+    def __init__(self, clock, pipeline: HostedPipeline, idleAfter: float = 10.0,
+                 statsWindow: float = 5.0) -> None:
+        self.clock = clock
+        self.pipeline = pipeline
+        self.idleAfter = idleAfter
+        self.statsWindow = statsWindow
+        self._streams: dict[str, _Hosted] = {}
+        self._sections: dict = {}
+
+    def addSection(self, name: str, snapshot) -> None:
+        self._sections[name] = snapshot
+
+    def frameArrived(self, frame: ReceivedFrame, receiver: str) -> None:
+        """
+        A frame of C{frame.stream}, published by C{receiver}, is about to go
+        to the consumers: start the stream (or a new session of it).
+        """
+        now = self.clock.seconds()
+        stream = self._streams.get(frame.stream)
+        if stream is None:
+            stream = self._streams[frame.stream] = _Hosted(StreamStats(window=self.statsWindow))
+        newSession = stream.session != frame.session
+        if newSession or not stream.connected:
+            stream.stats.connected(now, newSession)
+            stream.session = frame.session
+        stream.receiver, stream.live, stream.lastFrame = receiver, frame.live, now
+        if not stream.connected:
+            stream.connected = True
+            self.pipeline.streamStarted(frame.stream)
+
+    def frameSettled(self, frame: ReceivedFrame, outcome: str) -> None:
+        stream = self._streams.get(frame.stream)
+        if stream is None:
+            return
+        if outcome == ACCEPTED:
+            stream.stats.frameAccepted(
+                frame.seq, len(frame.jpeg), frame.captureTime, frame.receiveTime,
+                frame.senderDropped, frame.sendTime,
+            )
+        elif outcome == DUPLICATE:
+            stream.stats.duplicateReceived(frame.receiveTime)
+        else:
+            stream.stats.storageFailed(frame.receiveTime)
+
+    def checkIdle(self) -> None:
+        """
+        Stop the streams that sent no frame for C{idleAfter} seconds.
+        """
+        now = self.clock.seconds()
+        for name, stream in sorted(self._streams.items()):
+            if stream.connected and now - stream.lastFrame >= self.idleAfter:
+                stream.connected = False
+                self.pipeline.streamStopped(name)
+
+    def snapshot(self) -> dict:
+        """
+        As L{StreamRegistry.snapshot}, each stream with C{"receiver"} (the
+        id of the receiver that published its latest frame) too;
+        C{"connected"} means a frame came in the last C{idleAfter} seconds.
+        """
+        now = self.clock.seconds()
+        streams = {}
+        for name, stream in sorted(self._streams.items()):
+            streams[name] = stream.stats.snapshot(now, stream.connected)
+            streams[name]["receiver"] = stream.receiver
+            streams[name]["live"] = stream.live
+        snapshot = {"streams": streams}
+        for name, section in self._sections.items():
+            snapshot[name] = section()
+        return snapshot
+
+
+class GroupReader(Service):
+    """
+    Reads one consumer group's frames (through a
+    L{imageproto.features.bus.worker.WorkerLoop}'s C{fetch}, in a thread),
+    hands them to C{streams.pipeline} on the reactor and acknowledges each
+    entry once its consumers accepted it.
+
+    @param loop: the group's L{WorkerLoop} (only C{fetch}, C{acknowledge}
+        and C{keys} are used), called in C{runInThread}.
+    @param maxInFlight: frames with the consumers at once; reading waits
+        while this many are.
+    """
+
+    log = Logger()
+
+    def __init__(self, loop, streams: BusStreams, runInThread, clock,
+                 maxInFlight: int = 32, batch: int = 16) -> None:
+        self.loop = loop
+        self.streams = streams
+        self.runInThread = runInThread
+        self.clock = clock
+        self.maxInFlight = maxInFlight
+        self.batch = batch
+        self.inFlight = 0
+        self.counts = {"frames": 0, "rejected": 0, "malformed": 0, "claimed": 0}
+        self._reading: Deferred | None = None
+        self._acks: set = set()
+        self._retry = None
+        self._delay = 0.05
+        self._healthy = True
+
+    @property
+    def group(self) -> str:
+        return self.loop.group
+
+    def startService(self) -> None:
+        super().startService()
+        self._read()
+
+    def _read(self) -> None:
+        self._retry = None
+        if not self.running or self._reading is not None or self.inFlight >= self.maxInFlight:
+            return
+        d = self._reading = self.runInThread(self.loop.fetch, min(self.batch, self.maxInFlight - self.inFlight))
+        d.addCallbacks(self._fetched, self._failed)
+
+    def _later(self, delay: float) -> None:
+        if self.running and self._retry is None:
+            self._retry = self.clock.callLater(delay, self._read)
+
+    def _fetched(self, fetched) -> None:
+        self._reading = None
+        if not self._healthy:
+            self.log.info("bus group {group}: Redis is back", group=self.group)
+        self._healthy, self._delay = True, 0.05
+        entries, claimed = fetched
+        self.counts["claimed"] += claimed
+        for key, entryId, fields in entries:
+            self._handle(key, entryId, fields)
+        if not entries and not self.loop.keys:
+            self._later(0.2)  # no frame stream yet
+        else:
+            self._read()
+
+    def _failed(self, failure) -> None:
+        self._reading = None
+        if self._healthy:
+            self.log.error("bus group {group}: reading failed ({error}); retrying",
+                           group=self.group, error=failure.getErrorMessage())
+        self._healthy = False
+        delay, self._delay = self._delay, min(self._delay * 2, 1.0)
+        self._later(delay)
+
+    def _handle(self, key: str, entryId, fields: dict) -> None:
+        try:
+            busFrame = keys.decodeFrame(fields)
+        except ValueError as e:
+            self.counts["malformed"] += 1
+            self.log.warn("bus group {group}: entry {id} of {key}: {error}",
+                          group=self.group, id=entryId, key=key, error=str(e))
+            self._acknowledge(key, entryId)
+            return
+        frame = receivedFrame(busFrame)
+        self.streams.frameArrived(frame, busFrame.receiver)
+        self.inFlight += 1
+        d = self.streams.pipeline.frameReceived(frame)
+        d.addCallback(self._settled, frame, key, entryId)
+
+    def _settled(self, outcome: str, frame: ReceivedFrame, key: str, entryId) -> None:
+        self.inFlight -= 1
+        self.streams.frameSettled(frame, outcome)
+        if outcome == REJECTED:
+            # Left pending: claimed again (by this group) after claimAfter.
+            self.counts["rejected"] += 1
+        else:
+            self.counts["frames"] += 1
+            self._acknowledge(key, entryId)
+        self._read()
+
+    def _acknowledge(self, key: str, entryId) -> None:
+        d = self.runInThread(self.loop.acknowledge, key, entryId)
+        self._acks.add(d)
+
+        def done(result):
+            self._acks.discard(d)
+            if isinstance(result, Failure):
+                # Left pending: claimed again, and its consumers see it twice.
+                self.log.warn("bus group {group}: acknowledging {id} failed ({error})",
+                              group=self.group, id=entryId, error=result.getErrorMessage())
+
+        d.addBoth(done)
+
+    def stopService(self):
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        # A read in progress returns within its block time; its frames go
+        # to the consumers (still running) and are acknowledged.
+        waits = [d for d in (self._reading,) if d is not None]
+
+        def acks(_):
+            return DeferredList(list(self._acks), consumeErrors=True)
+
+        return DeferredList(waits, consumeErrors=True).addCallback(acks)
+
+
+def _stopInOrder(*groups) -> Deferred:
+    d = succeed(None)
+    for services in groups:
+        d.addCallback(lambda _, s=services: DeferredList(
+            [maybeDeferred(x.stopService) for x in s if x.running], consumeErrors=True))
+    return d
+
+
+class BusConsumersService(MultiService):
+    """
+    The consumers a worker hosts (see the module docstring): one
+    L{GroupReader} per group, the consumers' own services (the recorder,
+    the web server), the statistics reporter and the threads.
+
+    Stopping stops the readers first (their last frames acknowledged), then
+    the consumers, then the reporter (its final file), then the threads.
+
+    @param config: a L{imageproto.features.bus.worker.WorkerConfig}.
+    @param client: a redis-py client (by default one for C{config.url}).
+    """
+
+    log = Logger()
+
+    def __init__(self, config, reactor, client=None, idleAfter: float = 10.0) -> None:
+        from imageproto.features.bus.worker import WorkerLoop
+        from imageproto.receiver.service import StatsReporter, ThreadPoolService
+
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        if client is None:
+            from imageproto.features.bus.link import connect
+
+            client = connect(config.url)
+        self.client = client
+        groups = self._groups(config)
+        # One thread per group's blocking read, and some for acks and files.
+        self.pool = ThreadPoolService(reactor, maxThreads=2 * len(groups) + 4, name="bus-consumers")
+        self.pool.setServiceParent(self)
+        self.readers: list[GroupReader] = []
+        self.consumers: list = []
+        self.registry = None
+        self.hub = self.recorder = self.web = self.reporter = None
+        for group, kinds in groups:
+            pipeline = HostedPipeline()
+            streams = BusStreams(reactor, pipeline, idleAfter=idleAfter)
+            view = group.startswith(keys.VIEW_GROUP_PREFIX)
+            loop = WorkerLoop(
+                client, None, consumer=f"{config.name}-{group}", worker=config.name,
+                group=group, claimAfter=config.claimAfter, startId="$" if view else "0",
+            )
+            for kind in kinds:
+                self._attach(kind, pipeline, streams)
+            if self.registry is None or "web" in kinds:
+                self.registry = streams
+            reader = GroupReader(loop, streams, self.pool.runInThread, reactor)
+            reader.setServiceParent(self)
+            self.readers.append(reader)
+        if self.web is not None:
+            self._attachWeb()
+        self.reporter = StatsReporter(
+            self.registry, reactor, self.pool.runInThread,
+            logInterval=config.statsInterval, statsFile=config.statsFile,
+        )
+        self.reporter.setServiceParent(self)
+        self._idle = None
+
+    @staticmethod
+    def _groups(config) -> list:
+        kinds = [k for k, on in (("save", config.saveDir), ("record", config.recording),
+                                 ("web", config.web)) if on is not None]
+        if not kinds:
+            kinds = ["stats"]
+        if config.consumerGroup is not None:
+            return [(config.consumerGroup, kinds)]
+        names = {"save": "save", "record": "record", "web": f"{keys.VIEW_GROUP_PREFIX}-{config.name}",
+                 "stats": "stats"}
+        return [(names[k], [k]) for k in kinds]
+
+    def _attach(self, kind: str, pipeline: HostedPipeline, streams: BusStreams) -> None:
+        config = self.config
+        if kind == "save":
+            from imageproto.receiver.savedir import SaveDirSink
+
+            pipeline.addConsumer(SaveDirSink(config.saveDir, self.pool.runInThread))
+        elif kind == "record":
+            from imageproto.features.recording import Recorder
+
+            recording = config.recording
+            self.recorder = Recorder(recording.directory, segmentSeconds=recording.segmentSeconds,
+                                     format=recording.format)
+            pipeline.addConsumer(self.recorder)
+            self.recorder.setServiceParent(self)
+        elif kind == "web":
+            from imageproto.features.web.viewer import LatestDetections
+            from imageproto.receiver.consumers import LatestFrameHub
+
+            self.hub = LatestFrameHub()
+            self.detections = LatestDetections()
+            pipeline.addConsumer(self.hub)
+            pipeline.addConsumer(self.detections)
+            self.web = (pipeline, streams)
+
+    def _attachWeb(self) -> None:
+        from imageproto.features.web.viewer import makeWebService
+
+        pipeline, streams = self.web
+        web = self.config.web
+        self.web, self.webRoot = makeWebService(
+            web.endpoint, self.hub, streams, pipeline, reactor=self.reactor,
+            recorder=self.recorder, detections=self.detections,
+            maxConnections=web.maxConnections, idleTimeout=web.idleTimeout,
+        )
+        self.web.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info(
+            "worker {name}: hosting consumers in groups {groups}",
+            name=self.config.name, groups=", ".join(r.group for r in self.readers),
+        )
+        self._idle = LoopingCall(self._checkIdle)
+        self._idle.clock = self.reactor
+        self._idle.start(1.0, now=False)
+
+    def _checkIdle(self) -> None:
+        for reader in self.readers:
+            reader.streams.checkIdle()
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._idle is not None and self._idle.running:
+            self._idle.stop()
+        last = [self.reporter, self.pool]
+        middle = [c for c in self if c not in last and c not in self.readers]
+        d = _stopInOrder(self.readers, middle)
+        d.addCallback(lambda _: DeferredList(
+            [r.streams.pipeline.close() for r in self.readers], consumeErrors=True))
+        d.addCallback(lambda _: _stopInOrder([self.reporter], [self.pool]))
+        d.addCallback(lambda _: self.client.close())
+        return d
