@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_bus_hosted -*-
+# -*- test-case-name: tests.test_bus_hosted,tests.test_bus_redis -*-
 """
 The receiver's consumers hosted on the far side of the bus: C{twistd
 imageproto-worker --save-dir/--record-dir/--web/--stats-file} reads the
