@@ -184,6 +184,29 @@ class WorkerLoopTests(_RedisClass, SynchronousTestCase):
         saver.acknowledge(key, entryId)
         self.assertEqual(self.client.xlen(key), 0)
 
+    def test_entryKeptForAKeepingGroupNotYetOnTheStream(self):
+        """
+        A group that keeps entries (registered by its loop in
+        imageproto:groups) but has not yet made itself on a new stream
+        keeps the detectors from deleting that stream's entries; once it
+        reads and acknowledges them they go.  A viewer's group keeps
+        nothing.
+        """
+        key = keys.framesKey("cam")
+        saver = self.loop(consumer="s-0", group="save")
+        viewer = self.loop(consumer="v-0", group="view-x")
+        saver.fetch()
+        viewer.fetch()
+        self.assertEqual(self.client.smembers(keys.GROUPS_KEY), {b"save"})
+        self.publish(_frame(0))
+        totals = self.untilIdle(self.loop())
+        self.assertEqual(totals["processed"], 1)
+        self.assertEqual(self.client.xlen(key), 1)
+        saver._nextDiscover = 0.0
+        entries, _ = saver.fetch()
+        saver.acknowledge(key, entries[0][1])
+        self.assertEqual(self.client.xlen(key), 0)
+
     def test_framesPublishedBeforeAnyWorkerAreTaken(self):
         """
         The group starts at the stream's beginning: frames that were
@@ -469,3 +492,110 @@ class BusRedisRestartTests(_Processes, _RedisClass, TestCase):
         worker.transport.signalProcess("TERM")
         yield defer.gatherResults([live.ended, worker.ended])
         self.assertGreater(bus()["live_dropped"], 0)
+
+
+class BusConsumersProcessTests(_Processes, _RedisClass, TestCase):
+    """
+    The receiver's consumers hosted by workers, as real processes on one
+    Redis with two receivers.
+    """
+
+    skip = _skip(needsCv2=True)
+
+    def setUp(self):
+        _RedisClass.setUp(self)
+        self.prepare()
+
+    @defer.inlineCallbacks
+    def startSecondReceiver(self):
+        self.port2 = freePort()
+        receiver = self.spawn("receiver2", [
+            "imageproto", "--port", f"tcp:{self.port2}:interface=127.0.0.1",
+            "--bus", self.server.url, "--bus-id", "r2",
+        ])
+        yield waitFor(lambda: receiver.status is not None or listening(self.port2), 30, "the second receiver to listen")
+        self.assertIsNone(receiver.status, receiver.text)
+        return receiver
+
+    def startHost(self, name, *args):
+        return self.spawn(name, ["imageproto-worker", "--bus", self.server.url, "--name", name, *args])
+
+    def hostStats(self, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("streams", {})
+        except (OSError, ValueError):
+            return {}
+
+    def apiStreams(self, port):
+        from urllib.request import urlopen
+
+        from twisted.internet.threads import deferToThread
+
+        def get():
+            with urlopen(f"http://127.0.0.1:{port}/api/streams", timeout=5) as response:
+                return json.load(response)["streams"]
+
+        return deferToThread(get)
+
+    @defer.inlineCallbacks
+    def test_hostedConsumersServeEveryReceiver(self):
+        """
+        Two receivers publish to one bus.  Besides the detecting worker, a
+        worker with --save-dir and --stats-file stores every frame of both
+        streams (its own group) with the statistics a receiver keeps, naming
+        each stream's receiver, and a worker with --web lists both streams
+        with their receivers in /api/streams.  Each finite entry is deleted
+        once both the detectors' and the save group have acknowledged it.
+        """
+        from imageproto.receiver.savedir import savedFrames
+
+        yield self.startReceiver()
+        yield self.startSecondReceiver()
+        saved = os.path.join(self.directory, "saved")
+        hostStats = os.path.join(self.directory, "saver.json")
+        webPort = freePort()
+        hosts = [
+            self.startWorker("w1", slow="0"),
+            self.startHost("saver", "--save-dir", saved, "--stats-file", hostStats),
+            self.startHost("viewer", "--web", f"tcp:{webPort}:interface=127.0.0.1"),
+        ]
+        yield waitFor(lambda: hosts[2].status is not None or listening(webPort), 30, "the viewer to listen")
+        self.assertIsNone(hosts[2].status, hosts[2].text)
+        first = self.startSender("clipa", "--video", self.clip, "--results", "results")
+        second = self.spawn("sender-clipb", [
+            "imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port2}", "--max-delay", "0.5",
+            "--name", "clipb", "--video", self.clip, "--results", "results",
+        ])
+        yield waitFor(lambda: None not in (first.status, second.status), 120, "the senders to finish")
+        self.assertEqual((first.status, second.status), (0, 0), first.text + second.text)
+        self.assertEveryFrameAnsweredOnce("sender-clipa", "clipa")
+        self.assertEveryFrameAnsweredOnce("sender-clipb", "clipb")
+        yield waitFor(
+            lambda: [len(savedFrames(saved, n)) for n in ("clipa", "clipb")] == [FRAMES, FRAMES],
+            30, "the saving worker to store every frame",
+        )
+        yield waitFor(
+            lambda: [self.hostStats(hostStats).get(n, {}).get("frames") for n in ("clipa", "clipb")]
+            == [FRAMES, FRAMES],
+            30, "the saving worker's stats file to count every frame",
+        )
+        stats = self.hostStats(hostStats)
+        self.assertEqual((stats["clipa"]["receiver"], stats["clipb"]["receiver"]), ("r1", "r2"))
+        self.assertIsNotNone(stats["clipa"]["latency_ms"]["p50"])
+        streams = yield self.apiStreams(webPort)
+        self.assertEqual({n: streams[n]["receiver"] for n in ("clipa", "clipb")}, {"clipa": "r1", "clipb": "r2"})
+        self.assertGreater(streams["clipa"]["frames"], 0)
+        self.assertIsNotNone(streams["clipb"]["seq"])
+        yield waitFor(
+            lambda: [self.client.xlen(keys.framesKey(n)) for n in ("clipa", "clipb")] == [0, 0],
+            30, "every finite entry to be deleted once both groups acknowledged it",
+        )
+        for host in hosts:
+            host.transport.signalProcess("TERM")
+        yield defer.gatherResults([h.ended for h in hosts])
+        # twistd ends by the signal that stopped it (no exit status): the
+        # logs say whether the stop was clean.
+        for host in hosts:
+            self.assertIn("Server Shut Down.", host.text)
+            self.assertNotIn("Traceback", host.text)

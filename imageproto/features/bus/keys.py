@@ -15,6 +15,9 @@ Keys (C{PREFIX} is C{imageproto}):
     find new streams.
   - C{imageproto:workers}: a hash, worker name to its last heartbeat (unix
     time, seconds).
+  - C{imageproto:groups}: a set of the consumer groups that keep entries
+    (every group but viewers'), so that an entry is not deleted before a
+    group that has not yet made itself on a new stream read it.
 
 An entry of a frames stream is read by every consumer group on it (the
 detectors' C{detect}, and the worker-side consumers' C{save}, C{record},
@@ -35,6 +38,7 @@ __all__ = [
     "PREFIX",
     "STREAMS_KEY",
     "WORKERS_KEY",
+    "GROUPS_KEY",
     "framesKey",
     "resultsKey",
     "streamOfKey",
@@ -53,6 +57,7 @@ __all__ = [
 PREFIX = "imageproto"
 STREAMS_KEY = f"{PREFIX}:streams"
 WORKERS_KEY = f"{PREFIX}:workers"
+GROUPS_KEY = f"{PREFIX}:groups"
 _FRAMES = f"{PREFIX}:frames:"
 
 
@@ -257,9 +262,11 @@ def decodeAnswer(fields: dict) -> BusAnswer:
 # keep them.
 VIEW_GROUP_PREFIX = "view"
 
-# EVAL with KEYS[1] a frames key, ARGV[1] a group, ARGV[2] an entry ID:
-# XACK the entry in the group, then XDEL it when every group on the key has
-# acknowledged it (each has delivered it, and none holds it pending);
+# EVAL with KEYS[1] a frames key, ARGV[1] a group, ARGV[2] an entry ID and
+# ARGV[3...] the groups that keep entries (GROUPS_KEY's members, passed in
+# so that the script touches one key): XACK the entry in the group, then
+# XDEL it when each of those groups exists on the key and every group on
+# the key has acknowledged it (delivered it, and holds it not pending);
 # viewers' groups (VIEW_GROUP_PREFIX) do not count.
 # Returns 1 when the entry was deleted.  A group that never reads again
 # (its workers gone for good) keeps finite entries: XGROUP DESTROY it.
@@ -274,16 +281,21 @@ local function before(a, b)
   return am < bm or (am == bm and as < bs)
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+local present = {}
 for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   local name, last
   for i = 1, #group, 2 do
     if group[i] == 'name' then name = group[i + 1] end
     if group[i] == 'last-delivered-id' then last = group[i + 1] end
   end
+  present[name] = true
   if string.sub(name, 1, %d) ~= '%s' then
     if before(last, ARGV[2]) then return 0 end
     if #redis.call('XPENDING', KEYS[1], name, ARGV[2], ARGV[2], 1) > 0 then return 0 end
   end
+end
+for i = 3, #ARGV do
+  if not present[ARGV[i]] then return 0 end
 end
 redis.call('XDEL', KEYS[1], ARGV[2])
 return 1

@@ -121,8 +121,10 @@ class WorkerLoop:
         L{imageproto.features.inference.engine.Processed}.
     @param consumer: this loop's consumer name in the group.
     @param now: the clock (C{time.time}).
-    @param startId: where a group this loop creates starts: C{"0"}, the
-        stream's beginning, or C{"$"}, new entries only (a viewer's).
+    @param startId: where a group this loop creates on the streams present
+        at its first look starts: C{"0"}, the stream's beginning, or C{"$"},
+        new entries only (a viewer's); streams that appear later are read
+        from their beginning.
     """
 
     def __init__(
@@ -158,6 +160,8 @@ class WorkerLoop:
         self._nextClaim = 0.0
         self._nextBeat = 0.0
         self._ackScript = None
+        self._discovered = False
+        self._keeping: list = []
 
     def step(self) -> dict:
         """
@@ -209,29 +213,41 @@ class WorkerLoop:
     def acknowledge(self, key: str, entryId, pipe=None) -> None:
         """
         XACK C{entryId} in this loop's group and XDEL it once every group
-        on C{key} has acknowledged it (L{keys.ACK_AND_DELETE}), in C{pipe}
-        when given (a transaction the caller executes).
+        on C{key}, and every group that keeps entries (L{keys.GROUPS_KEY},
+        as of the last look), has acknowledged it (L{keys.ACK_AND_DELETE}),
+        in C{pipe} when given (a transaction the caller executes).
         """
         script = self._ackScript
         if script is None:
             script = self._ackScript = self.client.register_script(keys.ACK_AND_DELETE)
+        args = [self.group, entryId, *self._keeping]
         if pipe is None:
-            script(keys=[key], args=[self.group, entryId])
+            script(keys=[key], args=args)
         else:
-            script(keys=[key], args=[self.group, entryId], client=pipe)
+            script(keys=[key], args=args, client=pipe)
 
     def _discover(self) -> None:
         from redis.exceptions import ResponseError
 
+        if not self.group.startswith(keys.VIEW_GROUP_PREFIX):
+            self.client.sadd(keys.GROUPS_KEY, self.group)
+        self._keeping = sorted(
+            g.decode("utf-8") if isinstance(g, bytes) else g
+            for g in self.client.smembers(keys.GROUPS_KEY)
+        )
         found = sorted(
             k.decode("utf-8") if isinstance(k, bytes) else k
             for k in self.client.smembers(keys.STREAMS_KEY)
         )
+        # startId applies to the streams there when the loop starts; one that
+        # appears later is read from its beginning, its first frames too.
+        startId = self.startId if not self._discovered else "0"
+        self._discovered = True
         for key in found:
             if key in self._grouped:
                 continue
             try:
-                self.client.xgroup_create(key, self.group, id=self.startId, mkstream=True)
+                self.client.xgroup_create(key, self.group, id=startId, mkstream=True)
             except ResponseError as e:
                 if not _isError(e, "BUSYGROUP"):
                     raise
