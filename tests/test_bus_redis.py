@@ -544,7 +544,7 @@ class BusConsumersProcessTests(_Processes, _RedisClass, TestCase):
         Two receivers publish to one bus.  Besides the detecting worker, a
         worker with --save-dir and --stats-file stores every frame of both
         streams (its own group) with the statistics a receiver keeps, naming
-        each stream's receiver, and a worker with --web lists both streams
+        each stream's receiver, and records both (--record-dir); a worker with --web lists both streams
         with their receivers in /api/streams.  Each finite entry is deleted
         once both the detectors' and the save group have acknowledged it.
         """
@@ -554,10 +554,12 @@ class BusConsumersProcessTests(_Processes, _RedisClass, TestCase):
         yield self.startSecondReceiver()
         saved = os.path.join(self.directory, "saved")
         hostStats = os.path.join(self.directory, "saver.json")
+        recorded = os.path.join(self.directory, "recorded")
         webPort = freePort()
         hosts = [
             self.startWorker("w1", slow="0"),
-            self.startHost("saver", "--save-dir", saved, "--stats-file", hostStats),
+            self.startHost("saver", "--save-dir", saved, "--stats-file", hostStats,
+                           "--record-dir", recorded),
             self.startHost("viewer", "--web", f"tcp:{webPort}:interface=127.0.0.1"),
         ]
         yield waitFor(lambda: hosts[2].status is not None or listening(webPort), 30, "the viewer to listen")
@@ -599,3 +601,5 @@ class BusConsumersProcessTests(_Processes, _RedisClass, TestCase):
         for host in hosts:
             self.assertIn("Server Shut Down.", host.text)
             self.assertNotIn("Traceback", host.text)
+        # The same worker's recorder (group record) recorded both streams.
+        self.assertEqual(sorted(n.split("-")[0] for n in os.listdir(recorded)), ["clipa", "clipb"])
