@@ -15,6 +15,9 @@ Keys (C{PREFIX} is C{imageproto}):
     find new streams.
   - C{imageproto:workers}: a hash, worker name to its last heartbeat (unix
     time, seconds).
+  - C{imageproto:lease:{<stream>}}: a string, the C{<receiverId>:<n>} of
+    the one connection that holds the stream name across all receivers
+    (L{leaseKey}), with a TTL its receiver renews.
   - C{imageproto:groups}: a set of the consumer groups that keep entries
     (every group but viewers'), so that an entry is not deleted before a
     group that has not yet made itself on a new stream read it.
@@ -41,6 +44,7 @@ __all__ = [
     "GROUPS_KEY",
     "framesKey",
     "resultsKey",
+    "leaseKey",
     "streamOfKey",
     "entryTime",
     "BusFrame",
@@ -81,6 +85,14 @@ def streamOfKey(key) -> str:
     if not (key.startswith(_FRAMES + "{") and key.endswith("}")):
         raise ValueError(f"{key!r} is not a frames key")
     return key[len(_FRAMES) + 1 : -1]
+
+
+def leaseKey(stream: str) -> str:
+    """
+    The key holding stream C{stream}'s lease (the receiver and connection
+    that may take its frames).
+    """
+    return f"{PREFIX}:lease:{{{stream}}}"
 
 
 def resultsKey(receiverId: str) -> str:

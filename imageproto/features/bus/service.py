@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from imageproto import wire
 from imageproto.features.bus import keys
 from imageproto.features.bus.answers import AnswerReader, AwaitingAnswers
+from imageproto.features.bus.leases import StreamLeases
 from imageproto.features.bus.publisher import BusConfig, BusPublisher
 
 __all__ = ["BusService", "attachBus"]
@@ -21,7 +22,8 @@ __all__ = ["BusService", "attachBus"]
 class BusService(Service):
     """
     Runs the receiver's bus: the link's threads, the loop reading this
-    receiver's results stream, and the monitor's poll of Redis.
+    receiver's results stream, the monitor's poll of Redis, and the leases
+    on its streams' names (L{StreamLeases}).
 
     @ivar publisher: the L{BusPublisher} (a pipeline consumer).
     """
@@ -46,6 +48,7 @@ class BusService(Service):
             liveLength=config.liveLength,
         )
         self.reader = AnswerReader(awaiting) if awaiting is not None else None
+        self.leases = StreamLeases(self.link.runInThread, self.link.client, config.receiverId, reactor)
         self.monitorInterval = monitorInterval
         self._after = b"0-0"
         self._observed: dict = {}
@@ -64,6 +67,7 @@ class BusService(Service):
             self._read()
             self._checkOverdue()
         self._observe()
+        self.leases.start()
 
     def stopService(self):
         super().stopService()
@@ -71,6 +75,7 @@ class BusService(Service):
             if call.active():
                 call.cancel()
         self._calls = []
+        self.leases.stop()
         self.publisher.close()
         # Joins the threads: a blocked XREAD returns within its block time.
         self.link.stop()
@@ -145,6 +150,7 @@ class BusService(Service):
             "error": observed.get("error"),
         }
         section["workers"] = observed.get("workers", {})
+        section["leases"] = self.leases.snapshot()
         return section
 
 
@@ -163,6 +169,7 @@ def attachBus(receiver, config: BusConfig | None) -> BusService | None:
     service.setServiceParent(receiver)
     receiver.addConsumer(service.publisher)
     receiver.registry.addSection("bus", service.snapshot)
+    receiver.registry.addAttachListener(service.leases)
     if config.replies:
         receiver.advertise(wire.SCAP_DETECT)
     return service
