@@ -15,6 +15,7 @@ import os
 import time
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto.features.bus import keys, link
@@ -271,6 +272,98 @@ class WorkerLoopTests(_RedisClass, SynchronousTestCase):
         self.assertGreaterEqual(group["oldest_pending_age_s"], 0.0)
         self.assertEqual(observed["streams"]["cam"]["length"], 1)
         self.assertIn("w", observed["workers"])
+
+
+class _Stream:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Connection:
+    def __init__(self):
+        self.replacedCalls = 0
+
+    def replaced(self):
+        self.replacedCalls += 1
+
+
+class LeaseTests(_RedisClass, SynchronousTestCase):
+    """
+    Two receivers' L{StreamLeases} on one real Redis, their thread calls run
+    by the test.
+    """
+
+    skip = _skip()
+
+    def leases(self, receiverId):
+        from imageproto.features.bus.leases import StreamLeases
+        from imageproto.testing import FakeThreadRunner
+
+        threads = FakeThreadRunner()
+        return StreamLeases(threads, self.client, receiverId, Clock()), threads
+
+    def holder(self, name="cam"):
+        value = self.client.get(keys.leaseKey(name))
+        return value.decode() if value is not None else None
+
+    def test_newerConnectionOnAnotherReceiverTakesTheName(self):
+        """
+        A HELLO on the second receiver takes the name's lease; the first
+        receiver's next renewal finds it taken and drops its connection
+        (replaced: ERROR 9); the second's renewal keeps it.
+        """
+        first, firstThreads = self.leases("r1")
+        second, secondThreads = self.leases("r2")
+        old, new = _Connection(), _Connection()
+        first.streamAttached(_Stream("cam"), old)
+        firstThreads.runAll()
+        self.assertEqual(self.holder(), "r1:1")
+        first.renew()
+        firstThreads.runAll()
+        self.assertEqual(old.replacedCalls, 0)
+        second.streamAttached(_Stream("cam"), new)
+        secondThreads.runAll()
+        self.assertEqual(self.holder(), "r2:1")
+        first.renew()
+        firstThreads.runAll()
+        second.renew()
+        secondThreads.runAll()
+        self.assertEqual((old.replacedCalls, new.replacedCalls), (1, 0))
+        self.assertEqual((first.snapshot(), second.snapshot()["held"]),
+                         ({"held": 0, "taken": 1, "lost": 1}, 1))
+        # The dropped connection closing does not release the new holder's lease.
+        first.streamDetached(_Stream("cam"), old)
+        firstThreads.runAll()
+        self.assertEqual(self.holder(), "r2:1")
+        self.assertGreater(self.client.pttl(keys.leaseKey("cam")), 0)
+
+    def test_releasedOnClose(self):
+        """
+        The current connection closing releases its lease.
+        """
+        leases, threads = self.leases("r1")
+        connection = _Connection()
+        leases.streamAttached(_Stream("cam"), connection)
+        threads.runAll()
+        leases.streamDetached(_Stream("cam"), connection)
+        threads.runAll()
+        self.assertIsNone(self.holder())
+
+    def test_expiredLeaseTakenAgain(self):
+        """
+        A lease Redis no longer has (it expired while Redis was away, or
+        Redis restarted empty) is taken again by its holder's renewal; the
+        connection is not dropped.
+        """
+        leases, threads = self.leases("r1")
+        connection = _Connection()
+        leases.streamAttached(_Stream("cam"), connection)
+        threads.runAll()
+        self.client.delete(keys.leaseKey("cam"))
+        leases.renew()
+        threads.runAll()
+        self.assertEqual(connection.replacedCalls, 0)
+        self.assertEqual(self.holder(), "r1:1")
 
 
 class _Processes(TwistdProcesses):
@@ -603,3 +696,32 @@ class BusConsumersProcessTests(_Processes, _RedisClass, TestCase):
             self.assertNotIn("Traceback", host.text)
         # The same worker's recorder (group record) recorded both streams.
         self.assertEqual(sorted(n.split("-")[0] for n in os.listdir(recorded)), ["clipa", "clipb"])
+
+    @defer.inlineCallbacks
+    def test_streamNameHeldByOneReceiver(self):
+        """
+        A sender of a stream name connected to the first receiver is dropped
+        with ERROR 9 (REPLACED) when another sender of the same name
+        connects to the second receiver; the second keeps streaming.
+        """
+        yield self.startReceiver()
+        yield self.startSecondReceiver()
+        first = self.startSender("cam", "--fps", "10", "--width", "160", "--height", "120")
+        yield waitFor(
+            lambda: self.stats().get("streams", {}).get("cam", {}).get("frames", 0) >= 3, 30,
+            "the first receiver to take frames from cam",
+        )
+        second = self.spawn("sender-cam2", [
+            "imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port2}", "--max-delay", "0.5",
+            "--name", "cam", "--fps", "10", "--width", "160", "--height", "120",
+        ])
+        yield waitFor(lambda: first.status is not None, 30, "the first sender to be dropped")
+        self.assertIn("code 9", first.text)
+        self.assertEqual(self.client.get(keys.leaseKey("cam")).decode().split(":")[0], "r2")
+        yield waitFor(
+            lambda: self.stats().get("bus", {}).get("leases", {}).get("lost") == 1, 10,
+            "the first receiver's stats file to count the lease it lost",
+        )
+        self.assertIsNone(second.status, second.text)
+        second.transport.signalProcess("TERM")
+        yield second.ended
