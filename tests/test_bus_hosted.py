@@ -223,7 +223,7 @@ class WorkerOptionsTests(SynchronousTestCase):
         A worker may host consumers without --detect: each reads in its own
         group (save, record, view-NAME), or all in --group.
         """
-        from imageproto.features.bus.hosted import BusConsumersService
+        from imageproto.features.bus.hosting import BusConsumersService
         from imageproto.tap import worker
 
         directory = self.mktemp()
@@ -244,7 +244,7 @@ class WorkerOptionsTests(SynchronousTestCase):
         --detect with a consumer runs both; --group then is ambiguous and
         refused; without either there is nothing to do.
         """
-        from imageproto.features.bus.hosted import BusConsumersService
+        from imageproto.features.bus.hosting import BusConsumersService
         from imageproto.features.bus.worker import WorkerService
         from imageproto.tap import worker
 

@@ -121,7 +121,7 @@ def makeService(options, reactor=None) -> MultiService:
 
         WorkerService(config, reactor).setServiceParent(top)
     if config.hostsConsumers:
-        from imageproto.features.bus.hosted import BusConsumersService
+        from imageproto.features.bus.hosting import BusConsumersService
 
         BusConsumersService(config, reactor).setServiceParent(top)
     return top
