@@ -197,6 +197,22 @@ class GroupReaderTests(SynchronousTestCase):
         self.threads.runAll()
         self.assertEqual([f.seq for f in self.consumer.frames], [0, 1, 2])
 
+    def test_stopWaitsForFramesWithTheConsumersAndTheirAcks(self):
+        """
+        Stopping fires only once the read in progress returned, its frames
+        were settled by the consumers and acknowledged.
+        """
+        reader = self.reader([[("k", b"1-0", _fields(0))]])
+        stopped = reader.stopService()
+        self.assertNoResult(stopped)
+        self.threads.runNext()  # the fetch in progress returns a frame
+        self.assertNoResult(stopped)
+        self.consumer.pending[0].callback(None)
+        self.assertNoResult(stopped)
+        self.threads.runAll()  # its acknowledgement
+        self.assertEqual(self.loop.acknowledged, [b"1-0"])
+        self.successResultOf(stopped)
+
     def test_malformedEntryAcknowledged(self):
         """
         An entry that is not a frame is acknowledged (and counted), never

@@ -255,6 +255,7 @@ class GroupReader(Service):
         self._retry = None
         self._delay = 0.05
         self._healthy = True
+        self._stopped: Deferred | None = None
 
     @property
     def group(self) -> str:
@@ -266,7 +267,10 @@ class GroupReader(Service):
 
     def _read(self) -> None:
         self._retry = None
-        if not self.running or self._reading is not None or self.inFlight >= self.maxInFlight:
+        if not self.running:
+            self._checkStopped()
+            return
+        if self._reading is not None or self.inFlight >= self.maxInFlight:
             return
         d = self._reading = self.runInThread(self.loop.fetch, min(self.batch, self.maxInFlight - self.inFlight))
         d.addCallbacks(self._fetched, self._failed)
@@ -284,13 +288,18 @@ class GroupReader(Service):
         self.counts["claimed"] += claimed
         for key, entryId, fields in entries:
             self._handle(key, entryId, fields)
-        if not entries and not self.loop.keys:
+        if not self.running:
+            self._checkStopped()
+        elif not entries and not self.loop.keys:
             self._later(0.2)  # no frame stream yet
         else:
             self._read()
 
     def _failed(self, failure) -> None:
         self._reading = None
+        if not self.running:
+            self._checkStopped()
+            return
         if self._healthy:
             self.log.error("bus group {group}: reading failed ({error}); retrying",
                            group=self.group, error=failure.getErrorMessage())
@@ -338,15 +347,23 @@ class GroupReader(Service):
         d.addBoth(done)
 
     def stopService(self):
+        """
+        Stop reading; fires once the read in progress (it returns within
+        its block time), the frames with the consumers (still running) and
+        their acknowledgements are done.
+        """
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-        # A read in progress returns within its block time; its frames go
-        # to the consumers (still running) and are acknowledged.
-        waits = [d for d in (self._reading,) if d is not None]
+        self._stopped = Deferred()
+        self._checkStopped()
+        return self._stopped
 
-        def acks(_):
-            return DeferredList(list(self._acks), consumeErrors=True)
-
-        return DeferredList(waits, consumeErrors=True).addCallback(acks)
+    def _checkStopped(self) -> None:
+        stopped = self._stopped
+        if stopped is None or stopped.called or self._reading is not None or self.inFlight:
+            return
+        DeferredList(list(self._acks), consumeErrors=True).addCallback(
+            lambda _: stopped.callback(None)
+        )
