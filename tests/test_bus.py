@@ -15,6 +15,7 @@ from imageproto.features.bus import keys
 from imageproto.features.bus.answers import AnswerReader, AwaitingAnswers
 from imageproto.features.bus.publisher import BusConfig, BusPublisher
 from imageproto.receiver.pipeline import ReceivedFrame
+from imageproto.testing import FakeThreadRunner
 from tests.helpers import FAKE_JPEG, RecordingChannel, receiverStack
 
 
@@ -354,6 +355,9 @@ class _FakeLink:
     def __init__(self):
         self.published = []
         self.reads = []
+        # The leases' calls wait here (no stream attaches in these tests).
+        self.runInThread = FakeThreadRunner()
+        self.client = None
 
     def start(self):
         pass

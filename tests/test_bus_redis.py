@@ -15,6 +15,7 @@ import os
 import time
 
 from twisted.internet import defer
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto.features.bus import keys, link
@@ -148,6 +149,65 @@ class WorkerLoopTests(_RedisClass, SynchronousTestCase):
         self.assertEqual(self.client.xlen(keys.framesKey("cam")), 0)
         self.assertEqual(self.client.xpending(keys.framesKey("cam"), "detect")["pending"], 0)
 
+    def test_entryDeletedOnlyWhenEveryGroupAcknowledged(self):
+        """
+        With a second consumer group on a finite stream (a save-dir worker's),
+        the detectors' acknowledgement keeps the entry; the other group reads
+        it and its acknowledgement deletes it.
+        """
+        key = keys.framesKey("cam")
+        self.publish(_frame(0))
+        self.client.xgroup_create(key, "save", id="0")
+        totals = self.untilIdle(self.loop())
+        self.assertEqual(totals["processed"], 1)
+        self.assertEqual(self.client.xlen(key), 1)
+        saver = self.loop(consumer="s-0", group="save")
+        entries, _ = saver.fetch(count=8)
+        self.assertEqual([keys.decodeFrame(f).seq for _, _, f in entries], [0])
+        self.assertEqual(self.client.xlen(key), 1)
+        saver.acknowledge(key, entries[0][1])
+        self.assertEqual(self.client.xlen(key), 0)
+        self.assertEqual(self.client.xpending(key, "save")["pending"], 0)
+
+    def test_entryKeptWhileAnotherGroupHoldsIt(self):
+        """
+        An entry another group has read but not acknowledged (pending there)
+        is not deleted by this group's acknowledgement; that group's own
+        acknowledgement deletes it.
+        """
+        key = keys.framesKey("cam")
+        self.publish(_frame(0))
+        self.client.xgroup_create(key, "save", id="0")
+        saver = self.loop(consumer="s-0", group="save")
+        [(_, entryId, _)], _ = saver.fetch()
+        self.untilIdle(self.loop())
+        self.assertEqual(self.client.xlen(key), 1)
+        saver.acknowledge(key, entryId)
+        self.assertEqual(self.client.xlen(key), 0)
+
+    def test_entryKeptForAKeepingGroupNotYetOnTheStream(self):
+        """
+        A group that keeps entries (registered by its loop in
+        imageproto:groups) but has not yet made itself on a new stream
+        keeps the detectors from deleting that stream's entries; once it
+        reads and acknowledges them they go.  A viewer's group keeps
+        nothing.
+        """
+        key = keys.framesKey("cam")
+        saver = self.loop(consumer="s-0", group="save")
+        viewer = self.loop(consumer="v-0", group="view-x")
+        saver.fetch()
+        viewer.fetch()
+        self.assertEqual(self.client.smembers(keys.GROUPS_KEY), {b"save"})
+        self.publish(_frame(0))
+        totals = self.untilIdle(self.loop())
+        self.assertEqual(totals["processed"], 1)
+        self.assertEqual(self.client.xlen(key), 1)
+        saver._nextDiscover = 0.0
+        entries, _ = saver.fetch()
+        saver.acknowledge(key, entries[0][1])
+        self.assertEqual(self.client.xlen(key), 0)
+
     def test_framesPublishedBeforeAnyWorkerAreTaken(self):
         """
         The group starts at the stream's beginning: frames that were
@@ -212,6 +272,98 @@ class WorkerLoopTests(_RedisClass, SynchronousTestCase):
         self.assertGreaterEqual(group["oldest_pending_age_s"], 0.0)
         self.assertEqual(observed["streams"]["cam"]["length"], 1)
         self.assertIn("w", observed["workers"])
+
+
+class _Stream:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Connection:
+    def __init__(self):
+        self.replacedCalls = 0
+
+    def replaced(self):
+        self.replacedCalls += 1
+
+
+class LeaseTests(_RedisClass, SynchronousTestCase):
+    """
+    Two receivers' L{StreamLeases} on one real Redis, their thread calls run
+    by the test.
+    """
+
+    skip = _skip()
+
+    def leases(self, receiverId):
+        from imageproto.features.bus.leases import StreamLeases
+        from imageproto.testing import FakeThreadRunner
+
+        threads = FakeThreadRunner()
+        return StreamLeases(threads, self.client, receiverId, Clock()), threads
+
+    def holder(self, name="cam"):
+        value = self.client.get(keys.leaseKey(name))
+        return value.decode() if value is not None else None
+
+    def test_newerConnectionOnAnotherReceiverTakesTheName(self):
+        """
+        A HELLO on the second receiver takes the name's lease; the first
+        receiver's next renewal finds it taken and drops its connection
+        (replaced: ERROR 9); the second's renewal keeps it.
+        """
+        first, firstThreads = self.leases("r1")
+        second, secondThreads = self.leases("r2")
+        old, new = _Connection(), _Connection()
+        first.streamAttached(_Stream("cam"), old)
+        firstThreads.runAll()
+        self.assertEqual(self.holder(), "r1:1")
+        first.renew()
+        firstThreads.runAll()
+        self.assertEqual(old.replacedCalls, 0)
+        second.streamAttached(_Stream("cam"), new)
+        secondThreads.runAll()
+        self.assertEqual(self.holder(), "r2:1")
+        first.renew()
+        firstThreads.runAll()
+        second.renew()
+        secondThreads.runAll()
+        self.assertEqual((old.replacedCalls, new.replacedCalls), (1, 0))
+        self.assertEqual((first.snapshot(), second.snapshot()["held"]),
+                         ({"held": 0, "taken": 1, "lost": 1}, 1))
+        # The dropped connection closing does not release the new holder's lease.
+        first.streamDetached(_Stream("cam"), old)
+        firstThreads.runAll()
+        self.assertEqual(self.holder(), "r2:1")
+        self.assertGreater(self.client.pttl(keys.leaseKey("cam")), 0)
+
+    def test_releasedOnClose(self):
+        """
+        The current connection closing releases its lease.
+        """
+        leases, threads = self.leases("r1")
+        connection = _Connection()
+        leases.streamAttached(_Stream("cam"), connection)
+        threads.runAll()
+        leases.streamDetached(_Stream("cam"), connection)
+        threads.runAll()
+        self.assertIsNone(self.holder())
+
+    def test_expiredLeaseTakenAgain(self):
+        """
+        A lease Redis no longer has (it expired while Redis was away, or
+        Redis restarted empty) is taken again by its holder's renewal; the
+        connection is not dropped.
+        """
+        leases, threads = self.leases("r1")
+        connection = _Connection()
+        leases.streamAttached(_Stream("cam"), connection)
+        threads.runAll()
+        self.client.delete(keys.leaseKey("cam"))
+        leases.renew()
+        threads.runAll()
+        self.assertEqual(connection.replacedCalls, 0)
+        self.assertEqual(self.holder(), "r1:1")
 
 
 class _Processes(TwistdProcesses):
@@ -500,3 +652,143 @@ class ShardedBusProcessTests(_Processes, TestCase):
             "the stats file to count every answer",
         )
         self.assertEqual(self.stats()["bus"]["published"], 2 * FRAMES)
+
+
+class BusConsumersProcessTests(_Processes, _RedisClass, TestCase):
+    """
+    The receiver's consumers hosted by workers, as real processes on one
+    Redis with two receivers.
+    """
+
+    skip = _skip(needsCv2=True)
+
+    def setUp(self):
+        _RedisClass.setUp(self)
+        self.prepare()
+
+    @defer.inlineCallbacks
+    def startSecondReceiver(self):
+        self.port2 = freePort()
+        receiver = self.spawn("receiver2", [
+            "imageproto", "--port", f"tcp:{self.port2}:interface=127.0.0.1",
+            "--bus", self.server.url, "--bus-id", "r2",
+        ])
+        yield waitFor(lambda: receiver.status is not None or listening(self.port2), 30, "the second receiver to listen")
+        self.assertIsNone(receiver.status, receiver.text)
+        return receiver
+
+    def startHost(self, name, *args):
+        return self.spawn(name, ["imageproto-worker", "--bus", self.server.url, "--name", name, *args])
+
+    def hostStats(self, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("streams", {})
+        except (OSError, ValueError):
+            return {}
+
+    def apiStreams(self, port):
+        from urllib.request import urlopen
+
+        from twisted.internet.threads import deferToThread
+
+        def get():
+            with urlopen(f"http://127.0.0.1:{port}/api/streams", timeout=5) as response:
+                return json.load(response)["streams"]
+
+        return deferToThread(get)
+
+    @defer.inlineCallbacks
+    def test_hostedConsumersServeEveryReceiver(self):
+        """
+        Two receivers publish to one bus.  Besides the detecting worker, a
+        worker with --save-dir and --stats-file stores every frame of both
+        streams (its own group) with the statistics a receiver keeps, naming
+        each stream's receiver, and records both (--record-dir); a worker with --web lists both streams
+        with their receivers in /api/streams.  Each finite entry is deleted
+        once both the detectors' and the save group have acknowledged it.
+        """
+        from imageproto.receiver.savedir import savedFrames
+
+        yield self.startReceiver()
+        yield self.startSecondReceiver()
+        saved = os.path.join(self.directory, "saved")
+        hostStats = os.path.join(self.directory, "saver.json")
+        recorded = os.path.join(self.directory, "recorded")
+        webPort = freePort()
+        hosts = [
+            self.startWorker("w1", slow="0"),
+            self.startHost("saver", "--save-dir", saved, "--stats-file", hostStats,
+                           "--record-dir", recorded),
+            self.startHost("viewer", "--web", f"tcp:{webPort}:interface=127.0.0.1"),
+        ]
+        yield waitFor(lambda: hosts[2].status is not None or listening(webPort), 30, "the viewer to listen")
+        self.assertIsNone(hosts[2].status, hosts[2].text)
+        first = self.startSender("clipa", "--video", self.clip, "--results", "results")
+        second = self.spawn("sender-clipb", [
+            "imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port2}", "--max-delay", "0.5",
+            "--name", "clipb", "--video", self.clip, "--results", "results",
+        ])
+        yield waitFor(lambda: None not in (first.status, second.status), 120, "the senders to finish")
+        self.assertEqual((first.status, second.status), (0, 0), first.text + second.text)
+        self.assertEveryFrameAnsweredOnce("sender-clipa", "clipa")
+        self.assertEveryFrameAnsweredOnce("sender-clipb", "clipb")
+        yield waitFor(
+            lambda: [len(savedFrames(saved, n)) for n in ("clipa", "clipb")] == [FRAMES, FRAMES],
+            30, "the saving worker to store every frame",
+        )
+        yield waitFor(
+            lambda: [self.hostStats(hostStats).get(n, {}).get("frames") for n in ("clipa", "clipb")]
+            == [FRAMES, FRAMES],
+            30, "the saving worker's stats file to count every frame",
+        )
+        stats = self.hostStats(hostStats)
+        self.assertEqual((stats["clipa"]["receiver"], stats["clipb"]["receiver"]), ("r1", "r2"))
+        self.assertIsNotNone(stats["clipa"]["latency_ms"]["p50"])
+        streams = yield self.apiStreams(webPort)
+        self.assertEqual({n: streams[n]["receiver"] for n in ("clipa", "clipb")}, {"clipa": "r1", "clipb": "r2"})
+        self.assertGreater(streams["clipa"]["frames"], 0)
+        self.assertIsNotNone(streams["clipb"]["seq"])
+        yield waitFor(
+            lambda: [self.client.xlen(keys.framesKey(n)) for n in ("clipa", "clipb")] == [0, 0],
+            30, "every finite entry to be deleted once both groups acknowledged it",
+        )
+        for host in hosts:
+            host.transport.signalProcess("TERM")
+        yield defer.gatherResults([h.ended for h in hosts])
+        # twistd ends by the signal that stopped it (no exit status): the
+        # logs say whether the stop was clean.
+        for host in hosts:
+            self.assertIn("Server Shut Down.", host.text)
+            self.assertNotIn("Traceback", host.text)
+        # The same worker's recorder (group record) recorded both streams.
+        self.assertEqual(sorted(n.split("-")[0] for n in os.listdir(recorded)), ["clipa", "clipb"])
+
+    @defer.inlineCallbacks
+    def test_streamNameHeldByOneReceiver(self):
+        """
+        A sender of a stream name connected to the first receiver is dropped
+        with ERROR 9 (REPLACED) when another sender of the same name
+        connects to the second receiver; the second keeps streaming.
+        """
+        yield self.startReceiver()
+        yield self.startSecondReceiver()
+        first = self.startSender("cam", "--fps", "10", "--width", "160", "--height", "120")
+        yield waitFor(
+            lambda: self.stats().get("streams", {}).get("cam", {}).get("frames", 0) >= 3, 30,
+            "the first receiver to take frames from cam",
+        )
+        second = self.spawn("sender-cam2", [
+            "imageproto-sender", "--connect", f"tcp:127.0.0.1:{self.port2}", "--max-delay", "0.5",
+            "--name", "cam", "--fps", "10", "--width", "160", "--height", "120",
+        ])
+        yield waitFor(lambda: first.status is not None, 30, "the first sender to be dropped")
+        self.assertIn("code 9", first.text)
+        self.assertEqual(self.client.get(keys.leaseKey("cam")).decode().split(":")[0], "r2")
+        yield waitFor(
+            lambda: self.stats().get("bus", {}).get("leases", {}).get("lost") == 1, 10,
+            "the first receiver's stats file to count the lease it lost",
+        )
+        self.assertIsNone(second.status, second.text)
+        second.transport.signalProcess("TERM")
+        yield second.ended

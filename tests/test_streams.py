@@ -420,3 +420,50 @@ class RegistryTests(SynchronousTestCase):
         With no live streams, C{disconnectAll} fires at once.
         """
         self.successResultOf(self.registry.disconnectAll())
+
+
+class _AttachLog:
+    def __init__(self, fail=False):
+        self.events = []
+        self.fail = fail
+
+    def streamAttached(self, stream, protocol):
+        self.events.append(("attached", stream.name, protocol))
+        if self.fail:
+            raise RuntimeError("listener bug")
+
+    def streamDetached(self, stream, protocol):
+        self.events.append(("detached", stream.name, protocol))
+
+
+class AttachListenerTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.registry = makeRegistry(self.clock, [RecordingConsumer()])
+
+    def test_toldOfEachAttachAndOfTheCurrentConnectionsDetach(self):
+        """
+        An attach listener hears of every accepted HELLO, a replacing one
+        included, and of the detach of the current connection only (a
+        replaced connection closing later is not reported).
+        """
+        log = _AttachLog()
+        self.registry.addAttachListener(log)
+        first, second = FakeProtocol(), FakeProtocol()
+        stream = self.registry.attach("cam", 0, 1, first)
+        self.registry.attach("cam", 0, 1, second)
+        self.registry.detach(stream, first)
+        self.registry.detach(stream, second)
+        self.assertEqual(
+            log.events,
+            [("attached", "cam", first), ("attached", "cam", second), ("detached", "cam", second)],
+        )
+
+    def test_failingListenerDoesNotRefuseTheHello(self):
+        """
+        A listener that raises is logged; the stream is attached all the same.
+        """
+        self.registry.addAttachListener(_AttachLog(fail=True))
+        stream = self.registry.attach("cam", 0, 1, FakeProtocol())
+        self.assertTrue(stream.connected)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -134,6 +134,24 @@ class StreamRegistry:
         self._streams: dict[str, Stream] = {}
         self._detachWaiters: list = []
         self._sections: dict = {}
+        self._attachListeners: list = []
+
+    def addAttachListener(self, listener) -> None:
+        """
+        Tell C{listener} C{streamAttached(stream, protocol)} after each
+        accepted HELLO and C{streamDetached(stream, protocol)} when the
+        stream's current connection closes (the bus keeps a lease on each
+        name in Redis).  Called synchronously during the handshake: a
+        listener must not block, and its exceptions are logged, not raised.
+        """
+        self._attachListeners.append(listener)
+
+    def _tellAttach(self, method: str, stream, protocol) -> None:
+        for listener in self._attachListeners:
+            try:
+                getattr(listener, method)(stream, protocol)
+            except Exception:
+                self.log.failure("{listener!r}.{method} failed", listener=listener, method=method)
 
     def addSection(self, name: str, snapshot) -> None:
         """
@@ -186,6 +204,7 @@ class StreamRegistry:
             previous.replaced()
         else:
             self._notify("streamStarted", name)
+        self._tellAttach("streamAttached", stream, protocol)
         return stream
 
     def clockSampled(self, stream: Stream, protocol, sample) -> None:
@@ -214,6 +233,7 @@ class StreamRegistry:
         if stream.protocol is not protocol:
             return
         stream.protocol = None
+        self._tellAttach("streamDetached", stream, protocol)
         self._notify("streamStopped", stream.name)
         waiters, self._detachWaiters = self._detachWaiters, []
         for waiter in waiters:

@@ -130,16 +130,41 @@ def busConfig(options) -> BusConfig | None:
 
 def workerConfig(options, detector) -> WorkerConfig:
     """
-    A worker's config from its checked options and loaded detector, for
-    the first Redis server of C{--bus} (L{imageproto.tap.worker} makes one
-    per server).
+    A worker's config from its checked options and loaded detector (or
+    C{None}), for the first Redis server of C{--bus} (L{imageproto.tap.worker}
+    makes one detecting service per server).  C{--group} names the
+    detectors' group with C{--detect}, and otherwise the one group of the
+    hosted consumers.
     """
+    from imageproto.features.recording import RecordingConfig
+    from imageproto.features.web.viewer import WebConfig
+
+    group = options["group"]
+    recording = web = None
+    if options["record-dir"] is not None:
+        recording = RecordingConfig(
+            options["record-dir"],
+            segmentSeconds=options["segment-seconds"],
+            format=options["record-format"],
+        )
+    if options["web"] is not None:
+        web = WebConfig(
+            options["web"],
+            maxConnections=options["web-max-connections"],
+            idleTimeout=options["web-idle-timeout"],
+        )
     return WorkerConfig(
         url=busUrls(options)[0],
         detector=detector,
         workers=options["workers"],
         claimAfter=options["claim-after"],
         maxAge=options["max-age"],
-        group=options["group"],
+        group=group or "detect",
         name=options["name"] or defaultName(),
+        saveDir=options["save-dir"],
+        recording=recording,
+        web=web,
+        statsFile=options["stats-file"],
+        statsInterval=options["stats-interval"],
+        consumerGroup=None if detector is not None else group,
     )

@@ -15,6 +15,17 @@ Keys (C{PREFIX} is C{imageproto}):
     find new streams.
   - C{imageproto:workers}: a hash, worker name to its last heartbeat (unix
     time, seconds).
+  - C{imageproto:lease:{<stream>}}: a string, the C{<receiverId>:<n>} of
+    the one connection that holds the stream name across all receivers
+    (L{leaseKey}), with a TTL its receiver renews.
+  - C{imageproto:groups}: a set of the consumer groups that keep entries
+    (every group but viewers'), so that an entry is not deleted before a
+    group that has not yet made itself on a new stream read it.
+
+An entry of a frames stream is read by every consumer group on it (the
+detectors' C{detect}, and the worker-side consumers' C{save}, C{record},
+C{view}, C{stats}); each group acknowledges it with L{ACK_AND_DELETE},
+which deletes the entry only once every group has acknowledged it.
 
 Entry IDs are Redis's own (C{<milliseconds>-<n>}, the server's clock at
 XADD): L{entryTime} reads the milliseconds back, for ages.
@@ -30,8 +41,10 @@ __all__ = [
     "PREFIX",
     "STREAMS_KEY",
     "WORKERS_KEY",
+    "GROUPS_KEY",
     "framesKey",
     "resultsKey",
+    "leaseKey",
     "streamOfKey",
     "entryTime",
     "BusFrame",
@@ -41,11 +54,14 @@ __all__ = [
     "resultFields",
     "skippedFields",
     "decodeAnswer",
+    "ACK_AND_DELETE",
+    "VIEW_GROUP_PREFIX",
 ]
 
 PREFIX = "imageproto"
 STREAMS_KEY = f"{PREFIX}:streams"
 WORKERS_KEY = f"{PREFIX}:workers"
+GROUPS_KEY = f"{PREFIX}:groups"
 _FRAMES = f"{PREFIX}:frames:"
 
 
@@ -69,6 +85,14 @@ def streamOfKey(key) -> str:
     if not (key.startswith(_FRAMES + "{") and key.endswith("}")):
         raise ValueError(f"{key!r} is not a frames key")
     return key[len(_FRAMES) + 1 : -1]
+
+
+def leaseKey(stream: str) -> str:
+    """
+    The key holding stream C{stream}'s lease (the receiver and connection
+    that may take its frames).
+    """
+    return f"{PREFIX}:lease:{{{stream}}}"
 
 
 def resultsKey(receiverId: str) -> str:
@@ -120,6 +144,7 @@ class BusFrame:
     live: bool
     annotated: bool
     jpeg: bytes = field(repr=False)
+    senderDropped: int = 0
 
     @property
     def key(self) -> tuple:
@@ -141,6 +166,7 @@ def frameFields(frame, receiverId: str, annotated: bool = False) -> dict:
         "receiver": receiverId,
         "live": "1" if frame.live else "0",
         "annotated": "1" if annotated else "0",
+        "dropped": str(frame.senderDropped),
         "jpeg": frame.jpeg,
     }
 
@@ -163,6 +189,7 @@ def decodeFrame(fields: dict) -> BusFrame:
             live=_text(_get(fields, "live")) == "1",
             annotated=_text(_get(fields, "annotated")) == "1",
             jpeg=bytes(_get(fields, "jpeg")),
+            senderDropped=int(fields.get(b"dropped", fields.get("dropped", 0))),
         )
     except (TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed bus frame entry: {e}") from None
@@ -240,3 +267,48 @@ def decodeAnswer(fields: dict) -> BusAnswer:
         )
     except (TypeError, UnicodeDecodeError) as e:
         raise ValueError(f"malformed results entry: {e}") from None
+
+
+# A group whose name starts with this (a viewer's) reads only new entries
+# and never holds an entry back from deletion: it shows frames, it does not
+# keep them.
+VIEW_GROUP_PREFIX = "view"
+
+# EVAL with KEYS[1] a frames key, ARGV[1] a group, ARGV[2] an entry ID and
+# ARGV[3...] the groups that keep entries (GROUPS_KEY's members, passed in
+# so that the script touches one key): XACK the entry in the group, then
+# XDEL it when each of those groups exists on the key and every group on
+# the key has acknowledged it (delivered it, and holds it not pending);
+# viewers' groups (VIEW_GROUP_PREFIX) do not count.
+# Returns 1 when the entry was deleted.  A group that never reads again
+# (its workers gone for good) keeps finite entries: XGROUP DESTROY it.
+ACK_AND_DELETE = """
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function before(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+local present = {}
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1] end
+    if group[i] == 'last-delivered-id' then last = group[i + 1] end
+  end
+  present[name] = true
+  if string.sub(name, 1, %d) ~= '%s' then
+    if before(last, ARGV[2]) then return 0 end
+    if #redis.call('XPENDING', KEYS[1], name, ARGV[2], ARGV[2], 1) > 0 then return 0 end
+  end
+end
+for i = 3, #ARGV do
+  if not present[ARGV[i]] then return 0 end
+end
+redis.call('XDEL', KEYS[1], ARGV[2])
+return 1
+""" % (len(VIEW_GROUP_PREFIX), VIEW_GROUP_PREFIX)

@@ -74,11 +74,11 @@ class RedisLink:
 
     @param client: a redis-py client (from L{connect}).
     @param threads: one per loop that may block at once (publishing,
-        reading answers, the monitor).
+        reading answers, the monitor, the leases).
     @ivar runInThread: C{f(callable, *args) -> Deferred}.
     """
 
-    def __init__(self, reactor, client, threads: int = 3, name: str = "bus") -> None:
+    def __init__(self, reactor, client, threads: int = 4, name: str = "bus") -> None:
         self.client = client
         self.pool = ThreadPool(minthreads=0, maxthreads=threads, name=name)
         self.runInThread = partial(deferToThreadPool, reactor, self.pool)

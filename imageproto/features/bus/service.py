@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from imageproto import wire
 from imageproto.features.bus import keys
 from imageproto.features.bus.answers import AnswerReader, AwaitingAnswers
+from imageproto.features.bus.leases import StreamLeases
 from imageproto.features.bus.publisher import BusConfig, BusPublisher
 
 __all__ = ["BusService", "attachBus"]
@@ -22,7 +23,8 @@ __all__ = ["BusService", "attachBus"]
 class BusService(Service):
     """
     Runs the receiver's bus: the link's threads, the loop reading this
-    receiver's results stream, and the monitor's poll of Redis.
+    receiver's results stream, the monitor's poll of Redis, and the leases
+    on its streams' names (L{StreamLeases}).
 
     @param link: one link to use instead of connecting (tests).
     @param links: one link per Redis server of C{config.urls}, in order, to
@@ -64,6 +66,7 @@ class BusService(Service):
             liveLength=config.liveLength,
         )
         self.reader = AnswerReader(awaiting) if awaiting is not None else None
+        self.leases = StreamLeases(self.link.runInThread, self.link.client, config.receiverId, reactor)
         self.monitorInterval = monitorInterval
         # Per server: the last results entry read, and what it reports.
         self._afters = [b"0-0"] * len(self.links)
@@ -91,6 +94,7 @@ class BusService(Service):
             self._observe(index)
         if self.reader is not None:
             self._checkOverdue()
+        self.leases.start()
 
     def stopService(self):
         super().stopService()
@@ -98,6 +102,7 @@ class BusService(Service):
             if call.active():
                 call.cancel()
         self._calls = []
+        self.leases.stop()
         self.publisher.close()
         # Joins the threads: a blocked XREAD returns within its block time.
         for link in self.links:
@@ -173,6 +178,7 @@ class BusService(Service):
             "error": observed.get("error"),
         }
         section["workers"] = observed.get("workers", {})
+        section["leases"] = self.leases.snapshot()
         return section
 
 
@@ -212,6 +218,7 @@ def attachBus(receiver, config: BusConfig | None) -> BusService | None:
     service.setServiceParent(receiver)
     receiver.addConsumer(service.publisher)
     receiver.registry.addSection("bus", service.snapshot)
+    receiver.registry.addAttachListener(service.leases)
     if config.replies:
         receiver.advertise(wire.SCAP_DETECT)
     return service

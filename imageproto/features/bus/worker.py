@@ -22,7 +22,9 @@ on the reactor.  One step:
      XADD against this machine's clock) is skipped: the receiver is told,
      and the entry acknowledged unprocessed.  Any other frame goes to the
      detector, and the RESULT is added to the receiver's results stream in
-     the same MULTI/EXEC as the XACK and XDEL of the frame's entry, so a
+     the same MULTI/EXEC as the XACK of the frame's entry (and its XDEL,
+     once every consumer group on the stream has acknowledged it:
+     L{keys.ACK_AND_DELETE}), so a
      worker killed before that transaction leaves the frame pending (to be
      claimed), and one killed after it has answered exactly once.
 
@@ -32,12 +34,9 @@ than dead; the receiver answers the sender once and drops the late one.
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from functools import partial
 
-from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.threads import deferToThreadPool
@@ -47,38 +46,15 @@ from twisted.python.threadpool import ThreadPool
 from imageproto import wire
 from imageproto.common.reactor import defaultReactor
 from imageproto.features.bus import keys
+from imageproto.features.bus.workerconfig import WorkerConfig, defaultName
 
-__all__ = ["WorkerConfig", "WorkerLoop", "WorkerService", "RESULTS_LENGTH", "RESULTS_TTL"]
+__all__ = ["WorkerConfig", "WorkerLoop", "WorkerService", "RESULTS_LENGTH", "RESULTS_TTL", "defaultName"]
 
 # Entries kept per results stream (XADD MAXLEN ~) and seconds it outlives
 # its last answer: a receiver that went away leaves nothing behind for long.
 RESULTS_LENGTH = 10000
 RESULTS_TTL = 3600
 _U32 = 0xFFFFFFFF
-
-
-@frozen
-class WorkerConfig:
-    """
-    What a worker does (built from C{twistd imageproto-worker}'s options by
-    L{imageproto.tap.bus.workerConfig}).
-
-    @ivar name: this worker's name (its consumers are C{name-0}, C{name-1},
-        ... one per thread).
-    """
-
-    url: str
-    detector: object
-    workers: int = 1
-    claimAfter: float = 30.0
-    maxAge: float = 2.0
-    group: str = "detect"
-    name: str = ""
-
-
-def defaultName() -> str:
-    host = wire.toStreamName(socket.gethostname() or "worker")
-    return f"{host}-{os.getpid()}"
 
 
 def _isError(e: Exception, code: str) -> bool:
@@ -100,6 +76,10 @@ class WorkerLoop:
         L{imageproto.features.inference.engine.Processed}.
     @param consumer: this loop's consumer name in the group.
     @param now: the clock (C{time.time}).
+    @param startId: where a group this loop creates on the streams present
+        at its first look starts: C{"0"}, the stream's beginning, or C{"$"},
+        new entries only (a viewer's); streams that appear later are read
+        from their beginning.
     """
 
     def __init__(
@@ -115,8 +95,10 @@ class WorkerLoop:
         blockMillis: int = 500,
         discoverEvery: float = 1.0,
         heartbeatEvery: float = 2.0,
+        startId: str = "0",
     ) -> None:
         self.client = client
+        self.startId = startId
         self.process = process
         self.consumer = consumer
         self.worker = worker
@@ -132,6 +114,9 @@ class WorkerLoop:
         self._nextDiscover = 0.0
         self._nextClaim = 0.0
         self._nextBeat = 0.0
+        self._ackScript = None
+        self._discovered = False
+        self._keeping: list = []
 
     def step(self) -> dict:
         """
@@ -149,6 +134,20 @@ class WorkerLoop:
             "idle": False,
             "errors": [],
         }
+        entries, counts["claimed"] = self.fetch()
+        if not entries:
+            counts["idle"] = True
+        for key, entryId, fields in entries:
+            self._handle(key, entryId, fields, counts)
+        return counts
+
+    def fetch(self, count: int = 1) -> tuple:
+        """
+        Steps 1 to 3 of the module docstring: the heartbeat, new streams,
+        claims, or up to C{count} new entries.
+
+        @return: C{([(key, entryId, fields), ...], claimed)}.
+        """
         now = self.now()
         if now >= self._nextBeat:
             self._nextBeat = now + self.heartbeatEvery
@@ -158,33 +157,52 @@ class WorkerLoop:
             self._nextDiscover = now + self.discoverEvery
             self._discover()
         if not self.keys:
-            counts["idle"] = True
-            return counts
-        entries = []
+            return [], 0
         if now >= self._nextClaim:
             self._nextClaim = now + self.claimAfter / 2
-            entries = self._claim()
-            counts["claimed"] = len(entries)
-        if not entries:
-            entries = self._read()
-        if not entries:
-            counts["idle"] = True
-        for key, entryId, fields in entries:
-            self._handle(key, entryId, fields, counts)
-        return counts
+            claimed = self._claim(count)
+            if claimed:
+                return claimed, len(claimed)
+        return self._read(count), 0
+
+    def acknowledge(self, key: str, entryId, pipe=None) -> None:
+        """
+        XACK C{entryId} in this loop's group and XDEL it once every group
+        on C{key}, and every group that keeps entries (L{keys.GROUPS_KEY},
+        as of the last look), has acknowledged it (L{keys.ACK_AND_DELETE}),
+        in C{pipe} when given (a transaction the caller executes).
+        """
+        script = self._ackScript
+        if script is None:
+            script = self._ackScript = self.client.register_script(keys.ACK_AND_DELETE)
+        args = [self.group, entryId, *self._keeping]
+        if pipe is None:
+            script(keys=[key], args=args)
+        else:
+            script(keys=[key], args=args, client=pipe)
 
     def _discover(self) -> None:
         from redis.exceptions import ResponseError
 
+        if not self.group.startswith(keys.VIEW_GROUP_PREFIX):
+            self.client.sadd(keys.GROUPS_KEY, self.group)
+        self._keeping = sorted(
+            g.decode("utf-8") if isinstance(g, bytes) else g
+            for g in self.client.smembers(keys.GROUPS_KEY)
+        )
         found = sorted(
             k.decode("utf-8") if isinstance(k, bytes) else k
             for k in self.client.smembers(keys.STREAMS_KEY)
         )
+        # startId applies to the streams there when the loop starts; one that
+        # appears later is read from its beginning, its first frames too.
+        startId = self.startId if not self._discovered else "0"
+        self._discovered = True
         for key in found:
             if key in self._grouped:
                 continue
             try:
-                self.client.xgroup_create(key, self.group, id="0", mkstream=True)
+                self.client.xgroup_create(key, self.group, id=startId, mkstream=True)
             except ResponseError as e:
                 if not _isError(e, "BUSYGROUP"):
                     raise
@@ -196,7 +214,7 @@ class WorkerLoop:
         self._grouped.clear()
         self._nextDiscover = 0.0
 
-    def _claim(self) -> list:
+    def _claim(self, count: int = 16) -> list:
         from redis.exceptions import ResponseError
 
         claimed = []
@@ -208,7 +226,7 @@ class WorkerLoop:
                     self.consumer,
                     min_idle_time=int(self.claimAfter * 1000),
                     start_id="0-0",
-                    count=16,
+                    count=max(count, 16),
                 )
             except ResponseError as e:
                 if _isError(e, "NOGROUP"):
@@ -221,7 +239,7 @@ class WorkerLoop:
                     claimed.append((key, entryId, fields))
         return claimed
 
-    def _read(self) -> list:
+    def _read(self, count: int = 1) -> list:
         from redis.exceptions import ResponseError
 
         try:
@@ -229,7 +247,7 @@ class WorkerLoop:
                 self.group,
                 self.consumer,
                 {key: ">" for key in self.keys},
-                count=1,
+                count=count,
                 block=self.blockMillis,
             )
         except ResponseError as e:
@@ -278,8 +296,7 @@ class WorkerLoop:
             results = keys.resultsKey(frame.receiver)
             pipe.xadd(results, answer, maxlen=RESULTS_LENGTH, approximate=True)
             pipe.expire(results, RESULTS_TTL)
-        pipe.xack(key, self.group, entryId)
-        pipe.xdel(key, entryId)
+        self.acknowledge(key, entryId, pipe)
         pipe.execute()
 
 
