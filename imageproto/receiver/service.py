@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -44,6 +45,7 @@ from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
 
 __all__ = [
     "ReceiverService",
+    "SubscribingFactory",
     "StatsReporter",
     "ThreadPoolService",
     "writeJsonAtomically",
@@ -183,6 +185,31 @@ class StatsReporter(Service):
         return d
 
 
+class SubscribingFactory(ReconnectingClientFactory):
+    """
+    Connects (and reconnects, with backoff) a receiver to a publisher that
+    listens, as imagezmq's SUB socket connects to its PUB socket.  TCP goes
+    from the receiver to the publisher, but the protocol roles stay: the
+    connection's protocol is the receiver's own L{FrameReceiverProtocol},
+    built by (and belonging to) the receiver's L{ReceiverFactory}, so the
+    stream registry, pipeline, tokens and limits all apply to it.
+
+    @ivar receiverFactory: the receiver's L{ReceiverFactory}.
+    """
+
+    noisy = False
+
+    def __init__(self, receiverFactory, initialDelay: float = 0.1, maxDelay: float = 2.0) -> None:
+        self.receiverFactory = receiverFactory
+        self.initialDelay = self.delay = initialDelay
+        self.maxDelay = maxDelay
+        self.connector = None
+
+    def buildProtocol(self, addr):
+        self.resetDelay()
+        return self.receiverFactory.buildProtocol(addr)
+
+
 @implementer(IStreamServerEndpoint)
 class _ListeningEndpoint:
     """
@@ -288,6 +315,7 @@ class ReceiverService(MultiService):
         onImage: Callable | None = None,
     ) -> None:
         super().__init__()
+        self._subscriptions: list = []
         reactor = defaultReactor(reactor)
         self.reactor = reactor
         if isinstance(endpoint, int):
@@ -318,14 +346,19 @@ class ReceiverService(MultiService):
             capabilities=wire.SCAP_METADATA,
             pipeline=self.pipeline,
         )
-        self._listeningEndpoint = _ListeningEndpoint(endpoint)
-        self.listening = StreamServerEndpointService(
-            self._listeningEndpoint, self.factory
-        )
-        # Make a port that cannot be opened fail twistd's start instead of
-        # leaving a receiver that listens nowhere.
-        self.listening._raiseSynchronously = True
-        self.listening.setServiceParent(self)
+        if endpoint is None:
+            # Listens nowhere: its connections are made outwards
+            # (connectTo), as imagezmq's SUB hub does.
+            self._listeningEndpoint = self.listening = None
+        else:
+            self._listeningEndpoint = _ListeningEndpoint(endpoint)
+            self.listening = StreamServerEndpointService(
+                self._listeningEndpoint, self.factory
+            )
+            # Make a port that cannot be opened fail twistd's start instead of
+            # leaving a receiver that listens nowhere.
+            self.listening._raiseSynchronously = True
+            self.listening.setServiceParent(self)
 
         self.reporter = StatsReporter(
             self.registry,
@@ -384,7 +417,25 @@ class ReceiverService(MultiService):
         A fresh L{Deferred} that fires with the C{IListeningPort} once the
         receiver listens (useful with port 0), or fails if it cannot.
         """
+        if self._listeningEndpoint is None:
+            return succeed(None)
         return self._listeningEndpoint.whenListening()
+
+    def connectTo(self, host: str, port: int, initialDelay: float = 0.1,
+                  maxDelay: float = 2.0) -> "SubscribingFactory":
+        """
+        Connect out to a publisher at C{host:port} and be the receiver on
+        that connection (the publisher says HELLO), reconnecting with
+        backoff while it is not up and whenever it goes away.  Its frames
+        go through this receiver's registry and pipeline like any other.
+
+        @return: the L{SubscribingFactory}; L{stopService} stops it.
+        """
+        factory = SubscribingFactory(self.factory, initialDelay, maxDelay)
+        factory.clock = self.reactor
+        self._subscriptions.append(factory)
+        factory.connector = self.reactor.connectTCP(host, port, factory)
+        return factory
 
     def stopService(self) -> Deferred:
         """
@@ -394,6 +445,12 @@ class ReceiverService(MultiService):
         pool, after the last frame writes and that file are done.
         """
         Service.stopService(self)
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.stopTrying()
+            connector = getattr(subscription, "connector", None)
+            if connector is not None and connector.state == "connecting":
+                connector.stopConnecting()
         last = (self.reporter, self.pool)
         first = [c for c in reversed(list(self)) if c not in last]
         d = _stopAll(first)
