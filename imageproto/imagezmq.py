@@ -368,7 +368,14 @@ class _Subscriber:
         with self._wake:
             self._closing = True
             self._wake.notify_all()
-        self.thread.join(5)
+        self.thread.join(2)
+        if self.thread.is_alive():
+            # A hub that stopped reading: unblock the write to it.
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.thread.join(2)
 
 
 class _Publisher:

@@ -21,6 +21,7 @@ from imageproto import imagezmq
 
 try:
     import cv2  # noqa: F401
+    import numpy as np
 except ImportError:  # pragma: no cover
     cv2 = None
 
@@ -263,6 +264,76 @@ class PubSubScriptTests(_Scripts):
         second = self.publish(250, "second|{i}")
         self.readUntil(sub, lambda line: line.startswith("second|"))
         self.finish(second)
+
+
+class PublisherTests(SynchronousTestCase):
+    """
+    A binding PUB/SUB sender and connecting hubs in one process.
+    """
+
+    def setUp(self):
+        if cv2 is None:
+            raise self.skipTest("cv2 is not installed")
+        self.port = _freePort()
+        self.sender = imagezmq.ImageSender(f"tcp://*:{self.port}", REQ_REP=False)
+        self.addCleanup(self.sender.close)
+
+    def stalledSubscriber(self):
+        """
+        A hub that finishes the handshake, then never reads again.
+        """
+        from imageproto import wire
+        from imageproto.client.connection import readMessage
+
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        done = threading.Event()
+
+        def handshake():
+            hello = readMessage(sock)
+            assert isinstance(hello, wire.Hello), hello
+            sock.sendall(wire.encodeFramed(wire.Welcome(wire.SCAP_METADATA)))
+            done.set()
+
+        threading.Thread(target=handshake, daemon=True).start()
+        self.stalledPeer = sock.getsockname()[:2]
+        return done
+
+    def test_stalledSubscriberNeverBlocksPublisher(self):
+        """
+        A hub that stops reading costs the publisher nothing: every
+        C{send_image} returns at once, and another hub keeps getting the
+        frames, through the real receiver (its statistics count them).
+        """
+        welcomed = self.stalledSubscriber()
+        hub = imagezmq.ImageHub(open_port=f"tcp://127.0.0.1:{self.port}", REQ_REP=False)
+        self.addCleanup(hub.close)
+        image = np.random.randint(0, 255, (480, 640, 3), dtype="uint8")  # large JPEGs
+        deadline = time.monotonic() + 10
+        while len(self.sender.publisher.subscribers) < 2 and time.monotonic() < deadline:
+            self.sender.send_image("cam", image)  # publishes once hubs are there
+            time.sleep(0.05)
+        slowest = 0.0
+        for i in range(100):
+            started = time.monotonic()
+            self.assertIsNone(self.sender.send_image(f"cam|{i}", image))
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.01)
+        self.assertTrue(welcomed.is_set())
+        self.assertLess(slowest, 0.5)
+        msgs = []
+        while True:
+            try:
+                frame = hub.hub.get(timeout=2)
+            except TimeoutError:
+                break
+            msgs.append(imagezmq.msgFrom(frame.metadata, frame.stream))
+        self.assertIn("cam|99", msgs)
+        stats = hub.hub.stats()
+        self.assertGreaterEqual(stats["streams"][self.sender._name]["frames"], len(msgs))
+        [stalled] = [s for s in self.sender.publisher.subscribers if s.peer == self.stalledPeer]
+        self.assertGreater(stalled.dropped, 50)
 
 
 class AddressTests(SynchronousTestCase):
