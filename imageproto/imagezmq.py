@@ -25,12 +25,34 @@ What differs from imagezmq, on purpose:
     not take metadata (an old receiver) can only get such a constant name,
     and a C{msg} that cannot travel raises
     L{imageproto.client.MetadataUnsupported}.
-  - Connections always go from the sender to the hub.  With C{REQ_REP=False}
-    imagezmq's sender binds (C{tcp://*:5555}) and its hub connects; here the
-    sender still dials the hub (C{connect_to="tcp://hub:5555"}) and the hub
-    listens (C{open_port="tcp://*:5555"}).  Without C{REQ_REP} the sender
-    never blocks: the newest frame is sent when the previous one has been
-    acknowledged, and older ones are dropped (counted in C{dropped}).
+  - A sender given a specific address with C{REQ_REP=False} binds it
+    only if it can: when a hub already listens there (the drop-in's own
+    direction, below) or the address is not this machine's, it dials it.
+    Binding takes plain TCP: with TLS options (C{ca}, C{cert}) the sender
+    dials, and C{tcp://*:PORT} with them raises C{ValueError}.  A REQ_REP
+    sender always dials the hub.
+
+PUB/SUB (C{REQ_REP=False}) goes as in imagezmq: the sender binds and each
+hub connects to it, reconnecting with backoff while the sender is not up
+and whenever it restarts; C{hub.connect(...)} subscribes to more senders.
+
+    sender = imagezmq.ImageSender(connect_to="tcp://*:5555", REQ_REP=False)
+    sender.send_image(name, image)                           # None, at once
+
+    hub = imagezmq.ImageHub(open_port="tcp://SENDER:5555", REQ_REP=False)
+    msg, image = hub.recv_image()
+
+The protocol's roles do not change with the TCP direction: on each
+connection it accepted the sender is still the imageproto sender (it says
+HELLO: L{imageproto.client.Client} on the accepted socket), and the hub the
+receiver (the real C{FrameReceiverProtocol} of the hub's C{ReceiverService},
+so statistics, limits, tokens and C{saveDir} apply).  As with a PUB socket,
+a hub gets the frames sent after it connected, and a hub that falls behind
+loses frames rather than slowing the sender or the other hubs (counted in
+the sender's C{dropped}): C{send_image} never blocks.  The drop-in's own
+direction also works: a hub listening on C{tcp://*:5555} gets the frames of
+a C{REQ_REP=False} sender given its address, the newest frame being sent
+once the previous one is acknowledged.
 """
 
 from __future__ import annotations
@@ -101,7 +123,10 @@ class ImageSender:
     """
     imagezmq's C{ImageSender} over imageproto.
 
-    @param connect_to: the hub, C{"tcp://host:port"}.
+    @param connect_to: the hub, C{"tcp://host:port"}; with
+        C{REQ_REP=False}, C{"tcp://*:port"} (or an address of this
+        machine) to bind, as imagezmq's PUB sender does, and have hubs
+        connect.
     @param REQ_REP: C{True}: each send waits for the hub's C{send_reply}
         and returns it; C{False}: sends never wait (see the module doc).
     @param name: the stream name; by default C{msg} when it is a valid name
@@ -137,7 +162,13 @@ class ImageSender:
         #: PUB/SUB with a bind address: the L{_Publisher} hubs connect to
         #: (C{None} when this sender dials a listening hub).
         self.publisher: _Publisher | None = None
-        if not REQ_REP:
+        tls = address.tls or any(options.get(k) for k in ("ca", "cert", "key", "tls"))
+        if wildcard and tls:
+            raise ValueError(
+                f"{connect_to!r} binds, and a binding sender takes plain TCP: drop the TLS "
+                "options, or give the hub's address (and let the hub listen)"
+            )
+        if not REQ_REP and not tls:
             self.publisher = _Publisher.bind(self, address, required=wildcard)
 
     # -- the connection ---------------------------------------------------------

@@ -363,6 +363,16 @@ class AddressTests(SynchronousTestCase):
         self.addCleanup(dialer.close)
         self.assertIsNone(dialer.publisher)
 
+    def test_bindingTakesPlainTcp(self):
+        """
+        A binding sender cannot do TLS: C{tcp://*:PORT} with TLS options
+        raises rather than silently sending in the clear.
+        """
+        error = self.assertRaises(
+            ValueError, imagezmq.ImageSender, "tcp://*:5555", REQ_REP=False, ca="ca.pem"
+        )
+        self.assertIn("plain TCP", str(error))
+
     def test_hubDirection(self):
         """
         C{tcp://*:PORT} always listens; with C{REQ_REP=False} any other

@@ -171,6 +171,8 @@ class Client:
         self.window = window
         if tls is None:
             tls = self.address.tls or ca is not None or cert is not None
+        if sock is not None and tls:
+            raise ValueError("an adopted socket (sock=) takes plain TCP, not TLS")
         self._tls = tlsContext(ca, cert, key) if tls else None
         # An adopted socket (an accepted connection, imagezmq's PUB side):
         # the handshake runs on it once, and the client never reconnects.
