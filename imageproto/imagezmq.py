@@ -60,6 +60,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -311,6 +312,17 @@ class ImageSender:
         self.close()
 
 
+def _hungUp(sock: socket.socket) -> bool:
+    """
+    Whether the peer of C{sock}, which has sent nothing yet, closed it.
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and not sock.recv(1, socket.MSG_PEEK)
+    except (OSError, ValueError):
+        return True
+
+
 class _Subscriber:
     """
     One hub connected to a binding L{ImageSender}: on the accepted socket it
@@ -358,7 +370,11 @@ class _Subscriber:
             while True:
                 with self._wake:
                     while self._latest is None and not self._closing:
-                        self._wake.wait()
+                        self._wake.wait(0.5)
+                        if self.client is None and self._latest is None and _hungUp(self.sock):
+                            # A hub waiting for HELLO (no frame yet to name
+                            # the stream) gave up: it will connect again.
+                            return
                     if self._latest is None:
                         return
                     (msg, jpeg, captureTime), self._latest = self._latest, None

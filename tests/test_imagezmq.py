@@ -300,6 +300,33 @@ class PublisherTests(SynchronousTestCase):
         self.stalledPeer = sock.getsockname()[:2]
         return done
 
+    def test_hangUpBeforeHello(self):
+        """
+        A hub that connects and gives up before the first frame (so before
+        HELLO, which names the stream after the first C{msg}) is
+        forgotten, not kept as a dead subscriber; the next one gets the
+        stream named after C{msg}.
+        """
+        raw = socket.create_connection(("127.0.0.1", self.port))
+        publisher = self.sender.publisher
+        deadline = time.monotonic() + 5
+        while not publisher.subscribers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(len(publisher.subscribers), 1)
+        raw.close()
+        while publisher.subscribers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(publisher.subscribers, [])
+        hub = imagezmq.ImageHub(open_port=f"tcp://127.0.0.1:{self.port}", REQ_REP=False)
+        self.addCleanup(hub.close)
+        while not publisher.subscribers and time.monotonic() < deadline + 5:
+            time.sleep(0.02)
+        image = np.zeros((64, 64, 3), dtype="uint8")
+        self.sender.send_image("rpi-1", image)
+        msg, got = hub.recv_image()
+        self.assertEqual((msg, got.shape), ("rpi-1", (64, 64, 3)))
+        self.assertIn("rpi-1", hub.hub.stats()["streams"])
+
     def test_stalledSubscriberNeverBlocksPublisher(self):
         """
         A hub that stops reading costs the publisher nothing: every
