@@ -362,6 +362,19 @@ class _Subscriber:
         self.client = Client(self.peer, sender._name, live=True, sock=self.sock, **options)
         return self.client
 
+    def _gone(self) -> bool:
+        """
+        Whether the hub went away while no frame was to be sent: it hung
+        up before HELLO (a hub waiting for the first frame, which names the
+        stream, gives up and connects again), or the welcomed connection
+        closed.
+        """
+        client = self.client
+        if client is None:
+            return _hungUp(self.sock)
+        connection = client._connection
+        return connection is None or connection.closed
+
     def _run(self) -> None:
         sender = self.publisher.sender
         try:
@@ -371,9 +384,7 @@ class _Subscriber:
                 with self._wake:
                     while self._latest is None and not self._closing:
                         self._wake.wait(0.5)
-                        if self.client is None and self._latest is None and _hungUp(self.sock):
-                            # A hub waiting for HELLO (no frame yet to name
-                            # the stream) gave up: it will connect again.
+                        if self._latest is None and self._gone():
                             return
                     if self._latest is None:
                         return
