@@ -25,7 +25,6 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
-from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -36,7 +35,7 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.common.files import writeJsonAtomically
 from imageproto.common.reactor import defaultReactor
-from imageproto.protocol.factories import ReceiverFactory
+from imageproto.protocol.factories import ReceiverFactory, SubscribingFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.consumers import CallbackSink, DecodingSink, LatestFrameHub
 from imageproto.receiver.savedir import SaveDirSink
@@ -45,7 +44,6 @@ from imageproto.receiver.registry import DEFAULT_MAX_STREAMS, StreamRegistry
 
 __all__ = [
     "ReceiverService",
-    "SubscribingFactory",
     "StatsReporter",
     "ThreadPoolService",
     "writeJsonAtomically",
@@ -183,31 +181,6 @@ class StatsReporter(Service):
             d.addCallback(lambda _, w=wait: w)
         d.addCallback(lambda _: self.writeStats())
         return d
-
-
-class SubscribingFactory(ReconnectingClientFactory):
-    """
-    Connects (and reconnects, with backoff) a receiver to a publisher that
-    listens, as imagezmq's SUB socket connects to its PUB socket.  TCP goes
-    from the receiver to the publisher, but the protocol roles stay: the
-    connection's protocol is the receiver's own L{FrameReceiverProtocol},
-    built by (and belonging to) the receiver's L{ReceiverFactory}, so the
-    stream registry, pipeline, tokens and limits all apply to it.
-
-    @ivar receiverFactory: the receiver's L{ReceiverFactory}.
-    """
-
-    noisy = False
-
-    def __init__(self, receiverFactory, initialDelay: float = 0.1, maxDelay: float = 2.0) -> None:
-        self.receiverFactory = receiverFactory
-        self.initialDelay = self.delay = initialDelay
-        self.maxDelay = maxDelay
-        self.connector = None
-
-    def buildProtocol(self, addr):
-        self.resetDelay()
-        return self.receiverFactory.buildProtocol(addr)
 
 
 @implementer(IStreamServerEndpoint)
