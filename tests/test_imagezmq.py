@@ -327,6 +327,31 @@ class PublisherTests(SynchronousTestCase):
         self.assertEqual((msg, got.shape), ("rpi-1", (64, 64, 3)))
         self.assertIn("rpi-1", hub.hub.stats()["streams"])
 
+    def test_hubConnectsToSeveralPublishers(self):
+        """
+        C{hub.connect(address)} subscribes to another publisher, as in
+        imagezmq's t2_recv_images_via_sub.py: frames of both reach the hub.
+        """
+        otherPort = _freePort()
+        other = imagezmq.ImageSender(f"tcp://*:{otherPort}", REQ_REP=False)
+        self.addCleanup(other.close)
+        hub = imagezmq.ImageHub(open_port=f"tcp://127.0.0.1:{self.port}", REQ_REP=False)
+        self.addCleanup(hub.close)
+        hub.connect(f"tcp://127.0.0.1:{otherPort}")
+        image = np.zeros((64, 64, 3), dtype="uint8")
+        seen = set()
+        deadline = time.monotonic() + 15
+        while seen != {"one", "two"} and time.monotonic() < deadline:
+            self.sender.send_image("one", image)
+            other.send_image("two", image)
+            try:
+                while True:
+                    frame = hub.hub.get(timeout=0.1)
+                    seen.add(imagezmq.msgFrom(frame.metadata, frame.stream))
+            except TimeoutError:
+                pass
+        self.assertEqual(seen, {"one", "two"})
+
     def test_stalledSubscriberNeverBlocksPublisher(self):
         """
         A hub that stops reading costs the publisher nothing: every
