@@ -115,7 +115,9 @@ class ScriptTests(_Scripts):
         sender binds and the hub connects to it.)
         """
         hub = self.startHub(3, "pubsub")
-        sender = self.start("send_images.py", self.port, "40", "cam-pub", "pubsub")
+        # A publisher's frames before the hub has connected are lost, as
+        # with imagezmq: send for long enough (4 s) for it to connect.
+        sender = self.start("send_images.py", self.port, "200", "cam-pub", "pubsub")
         sent = self.finish(sender)
         self.assertEqual(sent[:2], ["sent 0 None", "sent 1 None"])
         got = self.finish(hub)

@@ -186,7 +186,7 @@ class SubscribingFactory(ReconnectingClientFactory):
 
     noisy = False
 
-    def __init__(self, receiverFactory, initialDelay: float = 0.1, maxDelay: float = 2.0) -> None:
+    def __init__(self, receiverFactory, initialDelay: float = 0.1, maxDelay: float = 0.5) -> None:
         self.receiverFactory = receiverFactory
         self.initialDelay = self.delay = initialDelay
         self.maxDelay = maxDelay

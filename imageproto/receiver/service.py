@@ -395,13 +395,16 @@ class ReceiverService(MultiService):
         return self._listeningEndpoint.whenListening()
 
     def connectTo(self, host: str, port: int, initialDelay: float = 0.1,
-                  maxDelay: float = 2.0) -> "SubscribingFactory":
+                  maxDelay: float = 0.5) -> "SubscribingFactory":
         """
         Connect out to a publisher at C{host:port} and be the receiver on
         that connection (the publisher says HELLO), reconnecting with
         backoff while it is not up and whenever it goes away.  Its frames
         go through this receiver's registry and pipeline like any other.
 
+        @param initialDelay: seconds before the first retry.
+        @param maxDelay: the longest wait between attempts (before
+            C{ReconnectingClientFactory}'s jitter).
         @return: the L{SubscribingFactory}; L{stopService} stops it.
         """
         factory = SubscribingFactory(self.factory, initialDelay, maxDelay)
