@@ -252,7 +252,7 @@ class Hub:
         except BaseException:
             self._thread.stop()
             raise
-        self.port = port.getHost().port
+        self.port = port.getHost().port if port is not None else None
 
     # -- reactor thread --------------------------------------------------------
 
@@ -262,7 +262,7 @@ class Hub:
         reactor = self._thread.reactor
         if isinstance(endpoint, int):
             endpoint = f"tcp:{endpoint}"
-        if clientCA is not None:
+        if clientCA is not None and endpoint is not None:
             from imageproto.protocol.tls import serverEndpoint
 
             endpoint = serverEndpoint(reactor, endpoint, clientCA)
@@ -288,6 +288,23 @@ class Hub:
         d = receiver.whenListening()
         d.addCallback(lambda port: (receiver, port))
         return d
+
+    def connect(self, address) -> None:
+        """
+        Connect out to a publisher that listens (imagezmq's PUB side,
+        L{imageproto.imagezmq.ImageSender} with a bind address) and receive
+        its frames here, reconnecting with backoff while it is not up and
+        whenever it goes away.  Returns at once.
+
+        @param address: C{"tcp://host:port"}, C{"host:port"} or
+            C{(host, port)}.
+        """
+        from imageproto.client.transport import parseAddress
+
+        where = parseAddress(address)
+        if self._closed or self._thread is None:
+            raise HubClosed("the hub is closed")
+        self._thread.call(self.receiver.connectTo, where.host, where.port)
 
     def _put(self, frame: HubFrame, taken: Deferred | None) -> None:
         with self._changed:
@@ -399,7 +416,9 @@ def listen(endpoint=8080, **kwargs) -> Hub:
 
     @param endpoint: a port number, or a server endpoint string
         (C{"tcp:8080:interface=127.0.0.1"},
-        C{"ssl:8443:privateKey=key.pem:certKey=cert.pem"}).
+        C{"ssl:8443:privateKey=key.pem:certKey=cert.pem"}), or C{None} to
+        listen nowhere and only receive from publishers L{Hub.connect}
+        dials.
     @keyword saveDir: also write every frame to C{saveDir/<stream>/<seq>.jpg}
         (before it is acknowledged).
     @keyword statsFile: keep statistics as JSON in this file.

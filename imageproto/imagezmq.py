@@ -25,24 +25,49 @@ What differs from imagezmq, on purpose:
     not take metadata (an old receiver) can only get such a constant name,
     and a C{msg} that cannot travel raises
     L{imageproto.client.MetadataUnsupported}.
-  - Connections always go from the sender to the hub.  With C{REQ_REP=False}
-    imagezmq's sender binds (C{tcp://*:5555}) and its hub connects; here the
-    sender still dials the hub (C{connect_to="tcp://hub:5555"}) and the hub
-    listens (C{open_port="tcp://*:5555"}).  Without C{REQ_REP} the sender
-    never blocks: the newest frame is sent when the previous one has been
-    acknowledged, and older ones are dropped (counted in C{dropped}).
+  - A sender given a specific address with C{REQ_REP=False} binds it
+    only if it can: when a hub already listens there (the drop-in's own
+    direction, below) or the address is not this machine's, it dials it.
+    Binding takes plain TCP: with TLS options (C{ca}, C{cert}) the sender
+    dials, and C{tcp://*:PORT} with them raises C{ValueError}.  A REQ_REP
+    sender always dials the hub.
+
+PUB/SUB (C{REQ_REP=False}) goes as in imagezmq: the sender binds and each
+hub connects to it, reconnecting with backoff while the sender is not up
+and whenever it restarts; C{hub.connect(...)} subscribes to more senders.
+
+    sender = imagezmq.ImageSender(connect_to="tcp://*:5555", REQ_REP=False)
+    sender.send_image(name, image)                           # None, at once
+
+    hub = imagezmq.ImageHub(open_port="tcp://SENDER:5555", REQ_REP=False)
+    msg, image = hub.recv_image()
+
+The protocol's roles do not change with the TCP direction: on each
+connection it accepted the sender is still the imageproto sender (it says
+HELLO: L{imageproto.client.Client} on the accepted socket), and the hub the
+receiver (the real C{FrameReceiverProtocol} of the hub's C{ReceiverService},
+so statistics, limits, tokens and C{saveDir} apply).  As with a PUB socket,
+a hub gets the frames sent after it connected, and a hub that falls behind
+loses frames rather than slowing the sender or the other hubs (counted in
+the sender's C{dropped}): C{send_image} never blocks.  The drop-in's own
+direction also works: a hub listening on C{tcp://*:5555} gets the frames of
+a C{REQ_REP=False} sender given its address, the newest frame being sent
+once the previous one is acknowledged.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import select
 import socket
 import threading
 import time
 
 from imageproto import wire
-from imageproto.client import Client, MetadataUnsupported
+from imageproto.client import Client, ClientError, MetadataUnsupported
+from imageproto.client.frames import encodeFrame
 from imageproto.client.transport import parseAddress
 
 __all__ = ["ImageSender", "ImageHub", "metadataFor", "msgFrom"]
@@ -99,7 +124,10 @@ class ImageSender:
     """
     imagezmq's C{ImageSender} over imageproto.
 
-    @param connect_to: the hub, C{"tcp://host:port"}.
+    @param connect_to: the hub, C{"tcp://host:port"}; with
+        C{REQ_REP=False}, C{"tcp://*:port"} (or an address of this
+        machine) to bind, as imagezmq's PUB sender does, and have hubs
+        connect.
     @param REQ_REP: C{True}: each send waits for the hub's C{send_reply}
         and returns it; C{False}: sends never wait (see the module doc).
     @param name: the stream name; by default C{msg} when it is a valid name
@@ -112,10 +140,11 @@ class ImageSender:
     def __init__(self, connect_to="tcp://127.0.0.1:5555", REQ_REP=True, *, name=None,
                  quality: int = 95, **options) -> None:
         address = parseAddress(connect_to)
-        if address.host in ("*", "0.0.0.0", ""):
+        wildcard = address.host in ("*", "0.0.0.0", "")
+        if wildcard and REQ_REP:
             raise ValueError(
-                f"{connect_to!r} binds; imageproto senders always connect to the hub: "
-                "give the hub's address (tcp://HUB:PORT) and open the port with "
+                f"{connect_to!r} binds; a REQ_REP sender connects to the hub: give the "
+                "hub's address (tcp://HUB:PORT) and open the port with "
                 "ImageHub(open_port='tcp://*:PORT')"
             )
         self.address = address
@@ -131,6 +160,17 @@ class ImageSender:
         self._latest = None
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
+        #: PUB/SUB with a bind address: the L{_Publisher} hubs connect to
+        #: (C{None} when this sender dials a listening hub).
+        self.publisher: _Publisher | None = None
+        tls = address.tls or any(options.get(k) for k in ("ca", "cert", "key", "tls"))
+        if wildcard and tls:
+            raise ValueError(
+                f"{connect_to!r} binds, and a binding sender takes plain TCP: drop the TLS "
+                "options, or give the hub's address (and let the hub listen)"
+            )
+        if not REQ_REP and not tls:
+            self.publisher = _Publisher.bind(self, address, required=wildcard)
 
     # -- the connection ---------------------------------------------------------
 
@@ -197,9 +237,12 @@ class ImageSender:
             with self._wake:
                 while self._latest is None and not self._closed:
                     self._wake.wait()
-                if self._closed:
+                if self._closed and (self._latest is None or self.publisher is None):
                     return
                 (msg, image, captureTime), self._latest = self._latest, None
+            if self.publisher is not None:
+                self.publisher.publish(msg, image, captureTime)
+                continue
             try:
                 client = self._open(msg, self._options.get("timeout", 10.0))
                 client.send(
@@ -255,6 +298,8 @@ class ImageSender:
             self._wake.notify_all()
         if self._worker is not None:
             self._worker.join(5)
+        if self.publisher is not None:
+            self.publisher.close()
         with self._lock:
             client, self._client = self._client, None
         if client is not None:
@@ -267,13 +312,238 @@ class ImageSender:
         self.close()
 
 
+def _hungUp(sock: socket.socket) -> bool:
+    """
+    Whether the peer of C{sock}, which has sent nothing yet, closed it.
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and not sock.recv(1, socket.MSG_PEEK)
+    except (OSError, ValueError):
+        return True
+
+
+class _Subscriber:
+    """
+    One hub connected to a binding L{ImageSender}: on the accepted socket it
+    is the imageproto sender (L{Client} with C{sock=}: HELLO ... WELCOME,
+    then live frames), with a slot of its own holding the newest frame, so a
+    slow hub loses frames and holds back neither the publisher nor the
+    other hubs.
+    """
+
+    def __init__(self, publisher: "_Publisher", sock: socket.socket, peer) -> None:
+        self.publisher = publisher
+        self.sock = sock
+        self.peer = peer
+        self.client: Client | None = None
+        self.dropped = 0
+        self._latest = None
+        self._closing = False
+        self._wake = threading.Condition()
+        self.thread = threading.Thread(
+            target=self._run, name=f"imagezmq-publisher-{peer[0]}:{peer[1]}", daemon=True
+        )
+        self.thread.start()
+
+    def offer(self, item) -> None:
+        with self._wake:
+            if self._latest is not None:
+                self.dropped += 1
+                self.publisher.sender.dropped += 1
+            self._latest = item
+            self._wake.notify()
+
+    def _open(self):
+        sender = self.publisher.sender
+        options = dict(sender._options)
+        options.setdefault("timeout", 10.0)
+        options.setdefault("window", 4)
+        self.client = Client(self.peer, sender._name, live=True, sock=self.sock, **options)
+        return self.client
+
+    def _gone(self) -> bool:
+        """
+        Whether the hub went away while no frame was to be sent: it hung
+        up before HELLO (a hub waiting for the first frame, which names the
+        stream, gives up and connects again), or the welcomed connection
+        closed.
+        """
+        client = self.client
+        if client is None:
+            return _hungUp(self.sock)
+        connection = client._connection
+        return connection is None or connection.closed
+
+    def _run(self) -> None:
+        sender = self.publisher.sender
+        try:
+            if sender._name is not None:
+                self._open()  # the stream's name is known: say HELLO now
+            while True:
+                with self._wake:
+                    while self._latest is None and not self._closing:
+                        self._wake.wait(0.5)
+                        if self._latest is None and self._gone():
+                            return
+                    if self._latest is None:
+                        return
+                    (msg, jpeg, captureTime), self._latest = self._latest, None
+                client = self.client or self._open()
+                try:
+                    # Returns once the frame is written: up to the window of
+                    # frames in flight, the rest wait in the slot.
+                    client.send(
+                        jpeg, wait=False, captureTime=captureTime,
+                        metadata=sender._metadata(client, msg),
+                    )
+                except TimeoutError:
+                    # The hub has not read for the whole timeout: this
+                    # frame is lost, the next one may go.
+                    self.dropped += 1
+                    sender.dropped += 1
+        except MetadataUnsupported as e:
+            sender.error = e
+        except (OSError, ClientError, ValueError, TypeError):
+            pass  # this hub went away (or never finished its handshake)
+        finally:
+            self.publisher._remove(self)
+            client = self.client
+            if client is None:
+                try:
+                    self.sock.close()
+                except OSError:
+                    pass
+            elif self._closing:
+                client.close(timeout=2)
+            else:
+                client.close(timeout=0)
+
+    def close(self) -> None:
+        """
+        Send the frame waiting in the slot, then say BYE and close.
+        """
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        self.thread.join(2)
+        if self.thread.is_alive():
+            # A hub that stopped reading: unblock the write to it.
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.thread.join(2)
+
+
+class _Publisher:
+    """
+    imagezmq's PUB side: a listening socket; every hub that connects gets
+    its own L{_Subscriber} and, from then on, every frame published (PUB
+    semantics: a hub that connects late misses earlier frames).
+    """
+
+    def __init__(self, sender: ImageSender, listener: socket.socket) -> None:
+        self.sender = sender
+        self.listener = listener
+        self.port = listener.getsockname()[1]
+        self.subscribers: list[_Subscriber] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._acceptor = threading.Thread(
+            target=self._accept, name="imagezmq-publisher-accept", daemon=True
+        )
+        self._acceptor.start()
+
+    @classmethod
+    def bind(cls, sender: ImageSender, address, required: bool) -> "_Publisher | None":
+        """
+        Listen on C{address} as imagezmq's PUB socket binds, or return
+        C{None} when C{address} is not this machine's or a hub already
+        listens there (then the sender dials that hub).
+
+        @param required: the address is a wildcard (C{*}, C{0.0.0.0}):
+            failing to listen raises.
+        """
+        host = "" if required else address.host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            listener = socket.create_server((host, address.port), family=family, backlog=16)
+        except OSError as e:
+            if required:
+                raise
+            if e.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                return None
+            if isinstance(e, socket.gaierror):
+                return None
+            raise
+        listener.settimeout(0.2)
+        return cls(sender, listener)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                sock, peer = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._closed:
+                    return
+                time.sleep(0.05)
+                continue
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return
+                self.subscribers.append(_Subscriber(self, sock, peer[:2]))
+
+    def _remove(self, subscriber: _Subscriber) -> None:
+        with self._lock:
+            if subscriber in self.subscribers:
+                self.subscribers.remove(subscriber)
+
+    def publish(self, msg, image, captureTime: float) -> None:
+        """
+        Give a frame to every hub connected now (encoded once; none when
+        no hub is connected, like a PUB socket without subscribers).
+        """
+        with self._lock:
+            subscribers = list(self.subscribers)
+        if not subscribers:
+            return
+        sender = self.sender
+        if sender._name is None:
+            sender._name = _streamName(msg) or _fallbackName()
+        try:
+            jpeg = encodeFrame(image, sender.quality)
+        except (ValueError, TypeError) as e:
+            sender.error = e
+            return
+        for subscriber in subscribers:
+            subscriber.offer((msg, jpeg, captureTime))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            subscribers, self.subscribers = list(self.subscribers), []
+        self._acceptor.join(2)
+        self.listener.close()
+        for subscriber in subscribers:
+            subscriber.close()
+
+
 class ImageHub:
     """
-    imagezmq's C{ImageHub} over imageproto: a receiver listening on
-    C{open_port}.
+    imagezmq's C{ImageHub} over imageproto: the receiver.
 
-    @param open_port: C{"tcp://*:port"} (every interface) or
-        C{"tcp://ADDRESS:port"} (that interface).
+    @param open_port: C{"tcp://*:port"}: listen on every interface for
+        senders that dial the hub; with C{REQ_REP=True},
+        C{"tcp://ADDRESS:port"} listens on that interface.  With
+        C{REQ_REP=False}, C{"tcp://HOST:port"} connects to the publishing
+        sender there (imagezmq's SUB socket), reconnecting while it is not
+        up and whenever it restarts.
     @param REQ_REP: C{True}: each sender waits for L{send_reply};
         C{False}: senders never wait.
     @param options: more L{imageproto.listen} keywords (C{saveDir},
@@ -284,9 +554,22 @@ class ImageHub:
         from imageproto.hub import listen
 
         self.REQ_REP = REQ_REP
+        self._frame = None
+        if not REQ_REP and not self._wildcard(open_port):
+            # imagezmq's SUB socket: connect to the publisher.
+            self.hub = listen(None, replies=False, **options)
+            try:
+                self.hub.connect(open_port)
+            except BaseException:
+                self.hub.close()
+                raise
+            return
         endpoint = self._endpoint(open_port)
         self.hub = listen(endpoint, replies=bool(REQ_REP), **options)
-        self._frame = None
+
+    @staticmethod
+    def _wildcard(open_port) -> bool:
+        return parseAddress(open_port).host in ("*", "", "0.0.0.0")
 
     @staticmethod
     def _endpoint(open_port) -> str:
@@ -300,9 +583,13 @@ class ImageHub:
 
     def connect(self, open_port) -> None:
         """
-        imagezmq's hub connects to more PUB senders here; imageproto's
-        senders connect to the hub themselves, so there is nothing to do.
+        With C{REQ_REP=False}, also receive from the publishing sender at
+        C{open_port} (C{"tcp://HOST:port"}), as imagezmq's SUB hub
+        subscribes to several PUB senders.  With C{REQ_REP} senders connect
+        to the hub themselves, so there is nothing to do.
         """
+        if not self.REQ_REP:
+            self.hub.connect(open_port)
 
     def _next(self):
         if self.REQ_REP and self._frame is not None:

@@ -206,3 +206,76 @@ class HubTests(SynchronousTestCase):
         with imageproto.connect(address, name="m", live=True) as s:
             s.send(makeJpeg(), metadata={"msg": "m|1"})
         self.assertEqual(hub.get(timeout=5).metadata, {"msg": "m|1"})
+
+
+class ConnectingHubTests(SynchronousTestCase):
+    """
+    A hub that connects out to a listening sender (L{hubModule.Hub.connect}):
+    the TCP direction is reversed, the protocol roles are not.
+    """
+
+    def setUp(self):
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.addCleanup(self.listener.close)
+        self.port = self.listener.getsockname()[1]
+        self.hub = imageproto.listen(None)
+        self.addCleanup(self.hub.close)
+
+    def accept(self, name="pub"):
+        from imageproto.client import Client
+
+        sock, peer = self.listener.accept()
+        client = Client(peer, name, live=True, sock=sock, timeout=5)
+        self.addCleanup(client.close, timeout=1)
+        return client
+
+    def test_receivesFromListeningSender(self):
+        """
+        The accepted connection's sender says HELLO (the blocking client on
+        the accepted socket); its frames reach the hub through the real
+        receiver, whose statistics count them.
+        """
+        self.assertIsNone(self.hub.port)
+        self.hub.connect(f"tcp://127.0.0.1:{self.port}")
+        client = self.accept()
+        self.assertTrue(client.metadata)
+        reply = client.send(makeJpeg(), metadata={"msg": "one"})
+        self.assertEqual(reply.seq, 0)
+        frame = self.hub.get(timeout=5)
+        self.assertEqual((frame.stream, frame.metadata), ("pub", {"msg": "one"}))
+        self.assertEqual(self.hub.stats()["streams"]["pub"]["frames"], 1)
+
+    def test_reconnectsAfterSenderLeaves(self):
+        """
+        When the sender goes away the hub connects again, and a sender
+        on the accepted socket cannot reconnect by itself.
+        """
+        from imageproto.client import ClientError
+
+        self.hub.connect(("127.0.0.1", self.port))
+        first = self.accept()
+        first.send(makeJpeg())
+        first._connection.shutdown()  # the connection drops
+        error = self.assertRaises(ClientError, first.send, makeJpeg(), timeout=1)
+        self.assertIn("not reopened", str(error))
+        second = self.accept("pub")
+        second.send(makeJpeg())
+        self.assertEqual([self.hub.get(timeout=5).stream for _ in range(2)], ["pub", "pub"])
+
+    def test_connectsWhenSenderComesUp(self):
+        """
+        A hub started before its sender keeps trying until it listens.
+        """
+        import socket
+
+        self.listener.close()
+        self.hub.connect(("127.0.0.1", self.port))
+        time.sleep(0.5)
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.listener.settimeout(10)
+        self.addCleanup(self.listener.close)
+        self.accept().send(makeJpeg())
+        self.assertEqual(self.hub.get(timeout=5).stream, "pub")

@@ -739,3 +739,59 @@ class TwistdIntegrationTests(TestCase):
             (stream["rejected"], stream["bytes"]), (1, sum(len(j) for j in jpegs))
         )
         self.assertIn("stream itest", output)
+
+
+class ConnectToTests(SynchronousTestCase):
+    """
+    L{ReceiverService.connectTo}: a receiver that connects out to a sender
+    that listens, and is still the receiver on that connection.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.service = ReceiverService(None, reactor=self.reactor, statsInterval=0)
+
+    def test_listensNowhere(self):
+        """
+        Without an endpoint the receiver has no port.
+        """
+        self.assertIsNone(self.service.listening)
+        self.assertIsNone(self.successResultOf(self.service.whenListening()))
+
+    def test_protocolIsTheReceivers(self):
+        """
+        The connection's protocol is a L{FrameReceiverProtocol} of the
+        receiver's own factory: the same registry, pipeline and limits.
+        """
+        from imageproto.protocol.receiving import FrameReceiverProtocol
+
+        subscription = self.service.connectTo("192.0.2.1", 5555)
+        [(host, port, factory, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("192.0.2.1", 5555))
+        self.assertIs(factory, subscription)
+        proto = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 5555))
+        self.assertIsInstance(proto, FrameReceiverProtocol)
+        self.assertIs(proto.factory, self.service.factory)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        # It waits for the sender's HELLO: the receiver never speaks first.
+        self.assertEqual(transport.value(), b"")
+        self.assertIn(proto, self.service.factory.peers)
+        proto.connectionLost(error.ConnectionDone())
+
+    def test_retriesWithBackoff(self):
+        """
+        A failed attempt is retried after a short, growing delay, never
+        more than C{maxDelay} (with jitter) apart.
+        """
+        subscription = self.service.connectTo("192.0.2.1", 5555, initialDelay=0.1, maxDelay=0.5)
+        connector = subscription.connector
+        delays = []
+        for _ in range(8):
+            subscription.clientConnectionFailed(connector, error.ConnectionRefusedError())
+            delays.append(subscription._callID.getTime() - self.reactor.seconds())
+            self.reactor.advance(delays[-1])
+        self.assertLess(delays[0], 0.2)
+        self.assertLess(max(delays), 0.5 * 1.5)
+        self.assertGreater(delays[-1], 0.3)
+        subscription.stopTrying()

@@ -31,6 +31,13 @@ from imageproto.client.transport import Address, openTransport, parseAddress, tl
 __all__ = ["connect", "Client", "PendingFrame", "metadataSupported"]
 
 
+class _Gone(ClientError):
+    """
+    The connection of a client built on an adopted socket (C{sock=}) is
+    closed: such a client cannot reconnect.
+    """
+
+
 def metadataSupported(welcome: wire.Welcome) -> bool:
     """
     Whether frames on a connection welcomed by C{welcome} can carry
@@ -130,6 +137,10 @@ class Client:
     @ivar detects: whether the server answers frames with RESULTs.
     @ivar dropped: frames L{sendLatest} replaced before they were sent.
     @ivar window: how many frames may be unanswered at once.
+
+    With C{sock} (an already connected socket, such as one a listening
+    publisher accepted), the handshake runs on that socket and the client
+    never reconnects: once it is closed, sending raises L{ClientError}.
     """
 
     def __init__(
@@ -146,6 +157,7 @@ class Client:
         cert: str | None = None,
         key: str | None = None,
         tls: bool | None = None,
+        sock=None,
     ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
@@ -159,7 +171,13 @@ class Client:
         self.window = window
         if tls is None:
             tls = self.address.tls or ca is not None or cert is not None
+        if sock is not None and tls:
+            raise ValueError("an adopted socket (sock=) takes plain TCP, not TLS")
         self._tls = tlsContext(ca, cert, key) if tls else None
+        # An adopted socket (an accepted connection, imagezmq's PUB side):
+        # the handshake runs on it once, and the client never reconnects.
+        self._adopted = sock
+        self._adopting = sock is not None
         self.session = int.from_bytes(os.urandom(8), "big")
         self.dropped = 0
         self._seq = 0
@@ -191,7 +209,13 @@ class Client:
 
     def _handshake(self, deadline: float) -> Connection:
         remaining = max(deadline - time.monotonic(), 0.01)
-        sock = openTransport(self.address, remaining, self._tls)
+        if self._adopting:
+            sock, self._adopted = self._adopted, None
+            if sock is None:
+                raise _Gone("the connection is closed (an accepted connection is not reopened)")
+            sock.settimeout(remaining)
+        else:
+            sock = openTransport(self.address, remaining, self._tls)
         try:
             capabilities = wire.CAP_RESULTS | (wire.CAP_LIVE if self.live else 0)
             capabilities |= getattr(wire, "CAP_METADATA", 0)
@@ -224,9 +248,11 @@ class Client:
                     for pending in self._unanswered():
                         self._transmit(connection, pending)
                     return connection
-                except ServerRefused:
+                except (ServerRefused, _Gone):
                     raise
                 except (OSError, ClientError, _Lost, wire.WireError) as e:
+                    if self._adopting:
+                        raise _Gone(f"the handshake on an accepted connection failed: {e}") from None
                     if time.monotonic() + delay > deadline:
                         raise TimeoutError(
                             f"cannot connect to {self.address.host}:{self.address.port}: {e}"

@@ -19,7 +19,7 @@ from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.protocol.receiving import FrameReceiverProtocol
 from imageproto.protocol.sending import FrameSenderProtocol
 
-__all__ = ["ReceiverFactory", "SenderFactory"]
+__all__ = ["ReceiverFactory", "SenderFactory", "SubscribingFactory"]
 
 
 class ReceiverFactory(ServerFactory):
@@ -170,3 +170,28 @@ class SenderFactory(ReconnectingClientFactory):
             n=self.retries,
             delay=delay,
         )
+
+
+class SubscribingFactory(ReconnectingClientFactory):
+    """
+    Connects (and reconnects, with backoff) a receiver to a publisher that
+    listens, as imagezmq's SUB socket connects to its PUB socket.  TCP goes
+    from the receiver to the publisher, but the protocol roles stay: the
+    connection's protocol is the receiver's own L{FrameReceiverProtocol},
+    built by (and belonging to) the receiver's L{ReceiverFactory}, so the
+    stream registry, pipeline, tokens and limits all apply to it.
+
+    @ivar receiverFactory: the receiver's L{ReceiverFactory}.
+    """
+
+    noisy = False
+
+    def __init__(self, receiverFactory, initialDelay: float = 0.1, maxDelay: float = 0.5) -> None:
+        self.receiverFactory = receiverFactory
+        self.initialDelay = self.delay = initialDelay
+        self.maxDelay = maxDelay
+        self.connector = None
+
+    def buildProtocol(self, addr):
+        self.resetDelay()
+        return self.receiverFactory.buildProtocol(addr)

@@ -35,7 +35,7 @@ from zope.interface import implementer
 from imageproto import wire
 from imageproto.common.files import writeJsonAtomically
 from imageproto.common.reactor import defaultReactor
-from imageproto.protocol.factories import ReceiverFactory
+from imageproto.protocol.factories import ReceiverFactory, SubscribingFactory
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 from imageproto.receiver.consumers import CallbackSink, DecodingSink, LatestFrameHub
 from imageproto.receiver.savedir import SaveDirSink
@@ -288,6 +288,7 @@ class ReceiverService(MultiService):
         onImage: Callable | None = None,
     ) -> None:
         super().__init__()
+        self._subscriptions: list = []
         reactor = defaultReactor(reactor)
         self.reactor = reactor
         if isinstance(endpoint, int):
@@ -318,14 +319,19 @@ class ReceiverService(MultiService):
             capabilities=wire.SCAP_METADATA,
             pipeline=self.pipeline,
         )
-        self._listeningEndpoint = _ListeningEndpoint(endpoint)
-        self.listening = StreamServerEndpointService(
-            self._listeningEndpoint, self.factory
-        )
-        # Make a port that cannot be opened fail twistd's start instead of
-        # leaving a receiver that listens nowhere.
-        self.listening._raiseSynchronously = True
-        self.listening.setServiceParent(self)
+        if endpoint is None:
+            # Listens nowhere: its connections are made outwards
+            # (connectTo), as imagezmq's SUB hub does.
+            self._listeningEndpoint = self.listening = None
+        else:
+            self._listeningEndpoint = _ListeningEndpoint(endpoint)
+            self.listening = StreamServerEndpointService(
+                self._listeningEndpoint, self.factory
+            )
+            # Make a port that cannot be opened fail twistd's start instead of
+            # leaving a receiver that listens nowhere.
+            self.listening._raiseSynchronously = True
+            self.listening.setServiceParent(self)
 
         self.reporter = StatsReporter(
             self.registry,
@@ -384,7 +390,28 @@ class ReceiverService(MultiService):
         A fresh L{Deferred} that fires with the C{IListeningPort} once the
         receiver listens (useful with port 0), or fails if it cannot.
         """
+        if self._listeningEndpoint is None:
+            return succeed(None)
         return self._listeningEndpoint.whenListening()
+
+    def connectTo(self, host: str, port: int, initialDelay: float = 0.1,
+                  maxDelay: float = 0.5) -> "SubscribingFactory":
+        """
+        Connect out to a publisher at C{host:port} and be the receiver on
+        that connection (the publisher says HELLO), reconnecting with
+        backoff while it is not up and whenever it goes away.  Its frames
+        go through this receiver's registry and pipeline like any other.
+
+        @param initialDelay: seconds before the first retry.
+        @param maxDelay: the longest wait between attempts (before
+            C{ReconnectingClientFactory}'s jitter).
+        @return: the L{SubscribingFactory}; L{stopService} stops it.
+        """
+        factory = SubscribingFactory(self.factory, initialDelay, maxDelay)
+        factory.clock = self.reactor
+        self._subscriptions.append(factory)
+        factory.connector = self.reactor.connectTCP(host, port, factory)
+        return factory
 
     def stopService(self) -> Deferred:
         """
@@ -394,6 +421,12 @@ class ReceiverService(MultiService):
         pool, after the last frame writes and that file are done.
         """
         Service.stopService(self)
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.stopTrying()
+            connector = getattr(subscription, "connector", None)
+            if connector is not None and connector.state == "connecting":
+                connector.stopConnecting()
         last = (self.reporter, self.pool)
         first = [c for c in reversed(list(self)) if c not in last]
         d = _stopAll(first)

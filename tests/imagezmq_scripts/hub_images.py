@@ -3,7 +3,8 @@ An imagezmq receiving script (as imagezmq's test_1_receive_images.py and
 with_ImageHub.py), with only the import line changed; it prints what it
 gets instead of showing it, and stops after COUNT frames.
 
-usage: hub_images.py PORT COUNT [jpg] [pubsub]
+usage: hub_images.py PORT COUNT [jpg] [pubsub] [wildcard]
+"wildcard" opens tcp://*:PORT (every interface) instead of tcp://127.0.0.1:PORT.
 """
 
 import sys
@@ -16,8 +17,9 @@ from imageproto import imagezmq
 port, count = sys.argv[1], int(sys.argv[2])
 jpg = "jpg" in sys.argv[3:]
 reqRep = "pubsub" not in sys.argv[3:]
+host = "*" if "wildcard" in sys.argv[3:] else "127.0.0.1"
 
-with imagezmq.ImageHub(open_port="tcp://127.0.0.1:" + port, REQ_REP=reqRep) as image_hub:
+with imagezmq.ImageHub(open_port="tcp://" + host + ":" + port, REQ_REP=reqRep) as image_hub:
     print("READY", flush=True)
     for _ in range(count):
         if jpg:
