@@ -42,10 +42,10 @@ from typing import Iterator
 
 from attrs import define, field
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import blockingCallFromThread
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.common.reactorthread import ReactorThread
 from imageproto.receiver.pipeline import ConsumerBase, IFrameConsumer, StorageError
 
 __all__ = ["listen", "Hub", "HubFrame", "HubClosed", "DEFAULT_QUEUE"]
@@ -58,50 +58,6 @@ class HubClosed(Exception):
     """
     The hub was closed while the script waited for a frame.
     """
-
-
-def _privateReactor():
-    """
-    A new, uninstalled reactor of the best kind for this platform.
-    """
-    try:
-        from twisted.internet.epollreactor import EPollReactor
-
-        return EPollReactor()
-    except ImportError:  # pragma: no cover (not Linux)
-        from twisted.internet.selectreactor import SelectReactor
-
-        return SelectReactor()
-
-
-class ReactorThread:
-    """
-    A private reactor running in a daemon thread.
-
-    @ivar reactor: the reactor; touch it only through L{call} or
-        C{reactor.callFromThread}.
-    """
-
-    def __init__(self) -> None:
-        self.reactor = _privateReactor()
-        self._thread = threading.Thread(
-            target=self.reactor.run,
-            kwargs={"installSignalHandlers": False},
-            name="imageproto-hub-reactor",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def call(self, f, *args, **kwargs):
-        """
-        Run C{f} in the reactor thread and return its result (waiting for
-        a returned L{Deferred}); raise what it raises.
-        """
-        return blockingCallFromThread(self.reactor, f, *args, **kwargs)
-
-    def stop(self) -> None:
-        self.reactor.callFromThread(self.reactor.stop)
-        self._thread.join(10)
 
 
 @define(eq=False)
