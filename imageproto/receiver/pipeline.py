@@ -50,22 +50,21 @@ __all__ = [
     "IFrameSink",
     "IFrameChannel",
     "ConsumerBase",
+    "Consumers",
     "FramePipeline",
 ]
 
 
-class FramePipeline:
+class Consumers:
     """
-    Hands accepted frames to every consumer and carries their answers back;
-    see the module docstring.
-
-    @param clock: an C{IReactorTime}, for receive times.
+    A list of L{IFrameConsumer}s told together of streams starting and
+    stopping and of shutdown: what the receiver's L{FramePipeline} and a
+    worker's hosted pipeline (L{imageproto.features.bus.hosted}) share.
     """
 
     log = Logger()
 
-    def __init__(self, clock, consumers=()) -> None:
-        self.clock = clock
+    def __init__(self, consumers=()) -> None:
         self.consumers: list = []
         for consumer in consumers:
             self.addConsumer(consumer)
@@ -75,8 +74,6 @@ class FramePipeline:
         Send frames to C{consumer} too (an L{IFrameConsumer}).
         """
         self.consumers.append(consumer)
-
-    # -- stream lifecycle, from the registry --------------------------------
 
     def streamStarted(self, name: str) -> None:
         self._notify("streamStarted", name)
@@ -92,6 +89,31 @@ class FramePipeline:
                 self.log.failure(
                     "{consumer!r}.{method} failed", consumer=consumer, method=method
                 )
+
+    def close(self) -> Deferred:
+        """
+        Close every consumer (at shutdown).
+
+        @return: a L{Deferred} that fires when all have closed.
+        """
+        return gatherResults(
+            [maybeDeferred(c.close) for c in self.consumers], consumeErrors=True
+        ).addCallback(lambda _: None)
+
+
+class FramePipeline(Consumers):
+    """
+    Hands accepted frames to every consumer and carries their answers back;
+    see the module docstring.
+
+    @param clock: an C{IReactorTime}, for receive times.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, consumers=()) -> None:
+        super().__init__(consumers)
+        self.clock = clock
 
     # -- frames --------------------------------------------------------------
 
@@ -256,13 +278,3 @@ class FramePipeline:
         waits for an answer should wait for it rather than for the ACK.
         """
         return any(getattr(c, "answers", False) for c in self.consumers)
-
-    def close(self) -> Deferred:
-        """
-        Close every consumer (at shutdown).
-
-        @return: a L{Deferred} that fires when all have closed.
-        """
-        return gatherResults(
-            [maybeDeferred(c.close) for c in self.consumers], consumeErrors=True
-        ).addCallback(lambda _: None)

@@ -136,23 +136,10 @@ def workerConfig(options, detector) -> WorkerConfig:
     detectors' group with C{--detect}, and otherwise the one group of the
     hosted consumers.
     """
-    from imageproto.features.recording import RecordingConfig
-    from imageproto.features.web.viewer import WebConfig
+    from imageproto.tap.config import recordingConfig, webConfig
 
     group = options["group"]
-    recording = web = None
-    if options["record-dir"] is not None:
-        recording = RecordingConfig(
-            options["record-dir"],
-            segmentSeconds=options["segment-seconds"],
-            format=options["record-format"],
-        )
-    if options["web"] is not None:
-        web = WebConfig(
-            options["web"],
-            maxConnections=options["web-max-connections"],
-            idleTimeout=options["web-idle-timeout"],
-        )
+    recording, web = recordingConfig(options), webConfig(options)
     return WorkerConfig(
         url=busUrls(options)[0],
         detector=detector,

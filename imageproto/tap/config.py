@@ -79,19 +79,7 @@ class ReceiverConfig:
 
         @raise usage.UsageError: naming what is wrong.
         """
-        web = recording = None
-        if options["web"] is not None:
-            web = WebConfig(
-                options["web"],
-                maxConnections=options["web-max-connections"],
-                idleTimeout=options["web-idle-timeout"],
-            )
-        if options["record-dir"] is not None:
-            recording = RecordingConfig(
-                options["record-dir"],
-                segmentSeconds=options["segment-seconds"],
-                format=options["record-format"],
-            )
+        web, recording = webConfig(options), recordingConfig(options)
         return cls(
             port=options["port"],
             maxFrameBytes=options["max-frame-bytes"],
@@ -124,6 +112,34 @@ def _onnxSize(value) -> tuple:
     if min(size) < 1:
         raise ValueError(f"--onnx-size {value!r} must be positive")
     return size
+
+
+def webConfig(options) -> WebConfig | None:
+    """
+    The viewer's config from checked C{--web} options, or C{None} without
+    C{--web} (the receiver's and the worker's).
+    """
+    if options["web"] is None:
+        return None
+    return WebConfig(
+        options["web"],
+        maxConnections=options["web-max-connections"],
+        idleTimeout=options["web-idle-timeout"],
+    )
+
+
+def recordingConfig(options) -> RecordingConfig | None:
+    """
+    The recorder's config from checked C{--record-dir} options, or C{None}
+    without C{--record-dir} (the receiver's and the worker's).
+    """
+    if options["record-dir"] is None:
+        return None
+    return RecordingConfig(
+        options["record-dir"],
+        segmentSeconds=options["segment-seconds"],
+        format=options["record-format"],
+    )
 
 
 def detectorSpec(options):

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from imageproto.features.bus import keys
 from imageproto.receiver.frames import ALREADY_STORED, ReceivedFrame, StorageError
+from imageproto.receiver.pipeline import Consumers
 from imageproto.receiver.stats import StreamStats
 
 __all__ = ["HostedPipeline", "BusStreams", "GroupReader", "receivedFrame"]
@@ -61,34 +62,13 @@ def receivedFrame(frame: keys.BusFrame) -> ReceivedFrame:
     )
 
 
-class HostedPipeline:
+class HostedPipeline(Consumers):
     """
     Hands each frame to every consumer, as the receiver's
     L{imageproto.receiver.pipeline.FramePipeline} does, and says how they
     took it; there is no sender to acknowledge, so the outcome goes to the
     caller (which acknowledges the bus entry).
     """
-
-    log = Logger()
-
-    def __init__(self, consumers=()) -> None:
-        self.consumers: list = list(consumers)
-
-    def addConsumer(self, consumer) -> None:
-        self.consumers.append(consumer)
-
-    def streamStarted(self, name: str) -> None:
-        self._notify("streamStarted", name)
-
-    def streamStopped(self, name: str) -> None:
-        self._notify("streamStopped", name)
-
-    def _notify(self, method: str, *args) -> None:
-        for consumer in self.consumers:
-            try:
-                getattr(consumer, method)(*args)
-            except Exception:
-                self.log.failure("{consumer!r}.{method} failed", consumer=consumer, method=method)
 
     def frameReceived(self, frame: ReceivedFrame) -> Deferred:
         """
@@ -127,10 +107,6 @@ class HostedPipeline:
 
         return gatherResults(outcomes, consumeErrors=True).addBoth(settled)
 
-    def close(self):
-        return DeferredList(
-            [maybeDeferred(c.close) for c in self.consumers], consumeErrors=True
-        )
 
 
 @define(eq=False)
