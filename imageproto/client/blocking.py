@@ -28,6 +28,8 @@ from imageproto.client.errors import ClientError, MetadataUnsupported, ServerRef
 from imageproto.client.frames import Reply, encodeFrame
 from imageproto.client.transport import Address, openTransport, parseAddress, tlsContext
 
+from imageproto.client.pending import PendingFrame
+
 __all__ = ["connect", "Client", "PendingFrame", "metadataSupported"]
 
 
@@ -44,89 +46,6 @@ def metadataSupported(welcome: wire.Welcome) -> bool:
     metadata: the server announced C{SCAP_METADATA}.
     """
     return bool(welcome.capabilities & wire.SCAP_METADATA)
-
-
-class PendingFrame:
-    """
-    A frame sent and not yet answered, as L{Client.send} returns it with
-    C{wait=False}.  L{result} waits for the answer, reconnecting and
-    sending the frame again if the connection drops meanwhile.
-
-    @ivar seq: the frame's sequence number.
-    @ivar frame: the C{wire.Frame} (its C{sendTime} is set on each send).
-    """
-
-    def __init__(self, client: "Client", frame: wire.Frame) -> None:
-        self.seq = frame.seq
-        self.frame = frame
-        self._client = client
-        self._changed = threading.Condition()
-        self._outcome = None
-        self._lostOn = None
-        self.sentOn = None
-
-    def __repr__(self) -> str:
-        state = "done" if self.done() else "pending"
-        return f"<PendingFrame seq={self.seq} {state}>"
-
-    def done(self) -> bool:
-        """
-        Whether the frame has been answered (or refused).
-        """
-        return self._outcome is not None
-
-    def result(self, timeout: float | None = None) -> Reply:
-        """
-        Wait for the server's answer to this frame.
-
-        @param timeout: seconds, reconnections included; the client's
-            default when C{None}.  The frame stays in flight after a
-            timeout: wait again, or close the client.
-        @raise TimeoutError: if no answer came in time.
-        @raise FrameRejected: if the server refused the frame.
-        """
-        client = self._client
-        deadline = time.monotonic() + (client.timeout if timeout is None else timeout)
-        while True:
-            with self._changed:
-                while self._outcome is None and self._lostOn is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no answer to frame {self.seq} in time")
-                    self._changed.wait(remaining)
-                outcome = self._outcome
-            if outcome is not None:
-                break
-            # The connection dropped: reconnecting sends this frame again
-            # under the same session, and the server recognises it.
-            try:
-                client._restore(deadline)
-            except TimeoutError:
-                raise TimeoutError(f"connection lost; frame {self.seq} unanswered") from None
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-    # -- called by the connection and the client ----------------------------
-
-    def _sent(self, connection: Connection) -> None:
-        with self._changed:
-            self.sentOn = connection
-            self._lostOn = None
-
-    def _lost(self, connection: Connection) -> None:
-        with self._changed:
-            if connection is self.sentOn and self._outcome is None:
-                self._lostOn = connection
-                self._changed.notify_all()
-
-    def _settle(self, outcome) -> None:
-        with self._changed:
-            if self._outcome is not None:
-                return
-            self._outcome = outcome
-            self._changed.notify_all()
-        self._client._answered(self)
 
 
 class Client:
