@@ -15,7 +15,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from imageproto import wire
 from imageproto.protocol.tokens import TokenTable, computeDigest
@@ -1356,3 +1357,100 @@ class TransportTuningTests(SynchronousTestCase):
         transport.producer.resumeProducing()
         self.assertFalse(proto.pressure.paused)
         self.assertEqual(stub.calls, [("drained",)])
+
+
+class _Collect(Protocol):
+    """
+    Gathers everything read, firing C{done} once C{expected} bytes came.
+    """
+
+    def __init__(self, expected: int, done: Deferred) -> None:
+        self.expected = expected
+        self.done = done
+        self.received = bytearray()
+
+    def dataReceived(self, data):
+        self.received += data
+        if len(self.received) >= self.expected and not self.done.called:
+            self.done.callback(bytes(self.received))
+
+
+class DirectSendTests(TestCase):
+    """
+    The sending protocol gives a FRAME's parts straight to the socket of a
+    plain TCP transport holding nothing, and queues the rest in the
+    transport; the peer reads exactly the encoded FRAMEs, in order.
+    """
+
+    def _connect(self, expected: int):
+        from twisted.internet import reactor
+        from twisted.internet.protocol import ClientFactory, ServerFactory
+
+        done = Deferred()
+        server = ServerFactory.forProtocol(lambda: _Collect(expected, done))
+        port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        connected = Deferred()
+
+        class Client(Protocol):
+            def connectionMade(self):
+                connected.callback(self.transport)
+
+        factory = ClientFactory.forProtocol(Client)
+        connector = reactor.connectTCP("127.0.0.1", port.getHost().port, factory)
+        self.addCleanup(connector.disconnect)
+        return connected, done
+
+    def test_largeFramesPartlySentThenQueued(self):
+        """
+        Frames larger than the kernel takes at once: the first goes to the
+        socket, what it did not take is queued, later frames queue behind
+        it (C{_sendNow} declines while the transport holds data), and the
+        peer gets every byte in order.
+        """
+        from imageproto.protocol.sending import _sendNow
+
+        jpegs = [bytes([i]) * (16 * 1024 * 1024) for i in range(3)]
+        frames = [wire.Frame(i, jpeg, 1.0, 2.0) for i, jpeg in enumerate(jpegs)]
+        expected = b"".join(wire.encodeFramed(f) for f in frames)
+        connected, done = self._connect(len(expected))
+
+        def send(transport):
+            results = [_sendNow(transport, wire.framedFrameParts(f)) for f in frames[:1]]
+            for f in frames[1:]:
+                parts = wire.framedFrameParts(f)
+                if _sendNow(transport, parts):
+                    results.append(True)
+                else:
+                    results.append(False)
+                    transport.write(b"".join(parts))
+            self.assertEqual(results, [True, False, False])
+            return done
+
+        connected.addCallback(send)
+        connected.addCallback(lambda received: self.assertEqual(received, expected))
+        return connected
+
+    def test_plainTcpUnwrapped(self):
+        """
+        C{_plainTcp} finds the TCP connection under pass-through wrappers,
+        and none under TLS or in a transport that is not TCP.
+        """
+        from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        from imageproto.protocol.sending import _plainTcp
+
+        connected, done = self._connect(0)
+
+        def check(transport):
+            wrapper = ProtocolWrapper(WrappingFactory(None), None)
+            wrapper.transport = transport
+            self.assertIs(_plainTcp(transport), transport)
+            self.assertIs(_plainTcp(wrapper), transport)
+            tls = TLSMemoryBIOProtocol(None, None)
+            tls.transport = transport
+            self.assertIsNone(_plainTcp(tls))
+            self.assertIsNone(_plainTcp(StringTransport()))
+
+        return connected.addCallback(check)

@@ -805,6 +805,22 @@ class FastPathTests(SynchronousTestCase):
         )
         self.assertEqual(wire.encodeAcks([]), b"")
 
+    def test_framedFrameParts(self):
+        """
+        C{framedFrameParts} joined is C{encodeFramed} of the FRAME, with or
+        without metadata, and its JPEG part is the payload itself, not a
+        copy.
+        """
+        view = wire.asPayload(bytearray(b"\xff\xd8\xff" + bytes(300) + b"\xff\xd9"))
+        for frame in (
+            wire.Frame(5, TINY_JPEG, 1.5, 2.5, 3),
+            wire.Frame(6, view, 1.5, 2.5, 0),
+            wire.Frame(7, TINY_JPEG, 1.0, 2.0, 1, '{"camera": "gate \u00e9"}'),
+        ):
+            parts = wire.framedFrameParts(frame)
+            self.assertEqual(b"".join(parts), wire.encodeFramed(frame))
+            self.assertIs(parts[1], frame.jpeg)
+
     def test_ackSeq(self):
         """
         C{ackSeq} reads the seq of exactly an ACK, and is C{None} for any

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from bench import plain_socket
 from bench.peers.common import (
@@ -118,7 +119,9 @@ def main(argv=None) -> int:
     if args.profile:
         import cProfile
 
-        profiler = cProfile.Profile()
+        # The main thread's CPU time, not wall time: on a shared machine
+        # wall time counts the turns the process waited for a core.
+        profiler = cProfile.Profile(time.thread_time)
         try:
             profiler.runcall(role, args)
         finally:

@@ -212,7 +212,7 @@ def runPair(peer: str, scenario, frames: int, workDir: str, profileDir: str | No
         ]  # fmt: skip
         if scenario.encode:
             argv.append("--encode")
-        if profileDir and scenario.name == "S2":
+        if profileDir:
             argv += ["--profile", os.path.join(profileDir, f"{tag}-{side}{extra.get('name', '')}.prof")]
         for key, value in extra.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -289,7 +289,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--peers", default=",".join(PEERS),
         help="comma-separated, from: " + ", ".join(PEERS) + " (plain is always run)")
     add("--json", help="write every run and the medians here")
-    add("--profile", help="directory for cProfile files of the S2 children")
+    add("--profile", help="directory for cProfile files of the children (not the twistd receiver)")
     add("--deadline", type=float, default=120.0, help="seconds any one run may take")
     return parser
 

@@ -62,6 +62,7 @@ __all__ = [
     "FRAME_OVERHEAD",
     "decodeMessage",
     "encodeAcks",
+    "framedFrameParts",
     "ackSeq",
     "asPayload",
     "isJpeg",
@@ -110,22 +111,7 @@ def encodeFramed(message: Message) -> bytes:
     @raise WireError: if the message is longer than a prefix can say.
     """
     if isinstance(message, Frame):
-        if message.metadata is not None:
-            return _framedWithMetadata(message)
-        size = FRAME_OVERHEAD + len(message.jpeg)
-        if size > _U32:
-            raise WireError(f"a {size}-byte message does not fit a length prefix")
-        return b"".join(
-            [
-                _FRAMED_START.pack(
-                    size, PROTOCOL_VERSION, MSG_FRAME, message.seq, len(message.jpeg)
-                ),
-                message.jpeg,
-                _FRAME_TRAILER.pack(
-                    message.captureTime, message.sendTime, message.dropped
-                ),
-            ]
-        )
+        return b"".join(framedFrameParts(message))
     body = encodeMessage(message)
     if len(body) > _U32:
         raise WireError(f"a {len(body)}-byte message does not fit a length prefix")
@@ -172,26 +158,31 @@ def asPayload(data) -> bytes | memoryview:
     return view.toreadonly()
 
 
-def _framedWithMetadata(message: Frame) -> bytes:
+def framedFrameParts(frame: Frame) -> list:
     """
-    L{encodeFramed} for a FRAME that carries metadata: the trailer is
-    followed by the metadata's length and its UTF-8 bytes.
+    L{encodeFramed} of a FRAME as the buffers it joins, in order: the
+    length prefix and head, the JPEG itself (not copied), the trailer and,
+    with metadata, its length and bytes.  For a writer that gathers them
+    into one C{sendmsg} rather than copying the JPEG into one string.
+
+    @raise WireError: if the message is longer than a prefix can say.
     """
-    raw = message.metadata.encode("utf-8")
-    size = FRAME_OVERHEAD + len(message.jpeg) + _METADATA_LENGTH.size + len(raw)
+    jpeg = frame.jpeg
+    size = FRAME_OVERHEAD + len(jpeg)
+    metadata = frame.metadata
+    if metadata is not None:
+        raw = metadata.encode("utf-8")
+        size += _METADATA_LENGTH.size + len(raw)
     if size > _U32:
         raise WireError(f"a {size}-byte message does not fit a length prefix")
-    return b"".join(
-        [
-            _FRAMED_START.pack(
-                size, PROTOCOL_VERSION, MSG_FRAME, message.seq, len(message.jpeg)
-            ),
-            message.jpeg,
-            _FRAME_TRAILER.pack(message.captureTime, message.sendTime, message.dropped),
-            _METADATA_LENGTH.pack(len(raw)),
-            raw,
-        ]
-    )
+    parts = [
+        _FRAMED_START.pack(size, PROTOCOL_VERSION, MSG_FRAME, frame.seq, len(jpeg)),
+        jpeg,
+        _FRAME_TRAILER.pack(frame.captureTime, frame.sendTime, frame.dropped),
+    ]
+    if metadata is not None:
+        parts += [_METADATA_LENGTH.pack(len(raw)), raw]
+    return parts
 
 
 def encodeMessage(message: Message) -> bytes:
