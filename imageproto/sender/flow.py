@@ -48,11 +48,10 @@ from typing import Callable
 from attrs import define
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from imageproto import wire
 from imageproto.common.numbers import percentile  # re-exported
-from imageproto.sender.outcome import Counts, SenderFailed, Summary
+from imageproto.sender.outcome import Counts, RunOutcome, SenderFailed, Summary
 
 __all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
 
@@ -88,7 +87,7 @@ class _Pending:
     retryCall: object = None
 
 
-class FrameSender:
+class FrameSender(RunOutcome):
     """
     Decides what one sender transmits; outlives every connection.
 
@@ -409,15 +408,6 @@ class FrameSender:
         self._exhausted = True
         self._settled()
 
-    def fail(self, reason: str) -> None:
-        """
-        Stop for good: log C{reason} and fail L{whenDone}.
-        """
-        if self._outcome is not None:
-            return
-        self.log.error("sender {name!r} stops: {reason}", name=self.name, reason=reason)
-        self._finish(SenderFailed(reason))
-
     # -- results -----------------------------------------------------------
 
     def summary(self) -> Summary:
@@ -425,32 +415,6 @@ class FrameSender:
             unacknowledged=sum(1 for p in self._unacked.values() if p.sends)
             + len(self._awaiting)
         )
-
-    def logSummary(self, outcome: str) -> Summary:
-        """
-        Log the L{summary} as one event, headed C{outcome} ("done").
-
-        @return: the summary.
-        """
-        summary = self.summary()
-        summary.logTo(self.log, self.name, outcome)
-        return summary
-
-    def whenDone(self) -> Deferred:
-        """
-        @return: a fresh Deferred that fires with the L{Summary} once every
-            frame is settled, or fails with L{SenderFailed}.
-        """
-        d = Deferred()
-        if self._outcome is None:
-            self._doneWaiters.append(d)
-        else:
-            _fire(d, self._outcome)
-        return d
-
-    @property
-    def finished(self) -> bool:
-        return self._outcome is not None
 
     # -- internals ---------------------------------------------------------
 
@@ -535,16 +499,3 @@ class FrameSender:
             waiters, self._waiters = self._waiters, []
             for d in waiters:
                 d.callback(None)
-
-    def _finish(self, outcome) -> None:
-        self._outcome = outcome
-        waiters, self._doneWaiters = self._doneWaiters, []
-        for d in waiters:
-            _fire(d, outcome)
-
-
-def _fire(d: Deferred, outcome) -> None:
-    if isinstance(outcome, Exception):
-        d.errback(Failure(outcome))
-    else:
-        d.callback(outcome)

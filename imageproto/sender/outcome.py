@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections import deque
 
 from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from imageproto.common.numbers import percentile
 
-__all__ = ["Counts", "SenderFailed", "Summary", "RTT_SAMPLES"]
+__all__ = ["Counts", "RunOutcome", "SenderFailed", "Summary", "RTT_SAMPLES"]
 
 # Round-trip samples kept for the summary's percentiles (bounded memory).
 RTT_SAMPLES = 10_000
@@ -152,3 +154,62 @@ _COUNTS = (
 
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+class RunOutcome:
+    """
+    How a sender's run ends, for L{imageproto.sender.flow.FrameSender}:
+    L{whenDone} waiters, L{fail}, and the logged L{Summary}.  The class
+    using it provides C{log}, C{name}, C{summary()} and starts with
+    C{_outcome = None} and an empty C{_doneWaiters}.
+    """
+
+    _outcome = None
+
+    def fail(self, reason: str) -> None:
+        """
+        Stop for good: log C{reason} and fail L{whenDone}.
+        """
+        if self._outcome is not None:
+            return
+        self.log.error("sender {name!r} stops: {reason}", name=self.name, reason=reason)
+        self._finish(SenderFailed(reason))
+
+    def logSummary(self, outcome: str) -> Summary:
+        """
+        Log the L{summary} as one event, headed C{outcome} ("done").
+
+        @return: the summary.
+        """
+        summary = self.summary()
+        summary.logTo(self.log, self.name, outcome)
+        return summary
+
+    def whenDone(self) -> Deferred:
+        """
+        @return: a fresh Deferred that fires with the L{Summary} once every
+            frame is settled, or fails with L{SenderFailed}.
+        """
+        d = Deferred()
+        if self._outcome is None:
+            self._doneWaiters.append(d)
+        else:
+            _fire(d, self._outcome)
+        return d
+
+    @property
+    def finished(self) -> bool:
+        return self._outcome is not None
+
+    def _finish(self, outcome) -> None:
+        self._outcome = outcome
+        waiters, self._doneWaiters = self._doneWaiters, []
+        for d in waiters:
+            _fire(d, outcome)
+
+
+def _fire(d: Deferred, outcome) -> None:
+    if isinstance(outcome, Exception):
+        d.errback(Failure(outcome))
+    else:
+        d.callback(outcome)
