@@ -403,7 +403,20 @@ class Picamera2StandInMixin:
         """
         import sys
 
-        self.patch(sys, "modules", dict(sys.modules, picamera2=None))
+        # Only this one entry: replacing sys.modules itself would lose every
+        # module first imported meanwhile, and a later import of one would
+        # make a second copy of its classes for the tests that follow.
+        saved = sys.modules.get("picamera2")
+        had = "picamera2" in sys.modules
+        sys.modules["picamera2"] = None
+
+        def restore():
+            if had:
+                sys.modules["picamera2"] = saved
+            else:
+                sys.modules.pop("picamera2", None)
+
+        self.addCleanup(restore)
 
 
 class Picamera2SourceTests(Picamera2StandInMixin, SynchronousTestCase):
