@@ -336,27 +336,9 @@ def restart(workdir: str, frames: int = 120, fps: float = 20.0):
     yield waitFor(lambda: not sender.running, 120, "the sender to finish")
     second.signal("TERM")
     yield second.ended
-    summary = sender.summary()
-    files = savedFrames(saved, "cam")
-    return Figures(
-        scenario="restart",
-        sent=summary["sent"],
-        arrived=len(files),
-        dropped=summary["dropped"],
-        lost=summary["lost"],
-        resent=summary["resent"],
-        reconnects=summary["reconnects"],
+    return _afterMove(
+        "restart", saved, frames, sender, (first, second), back - killed,
         reconnectSeconds=round(back - up, 2),
-        noticeSeconds=None,
-        receiverPeakKiB=max(first.peak or 0, second.peak or 0),
-        senderPeakKiB=sender.peak,
-        notes={
-            "frames": frames,
-            "sender exit": sender.status,
-            "outage s": round(back - killed, 2),
-            "distinct files": len(set(files)),
-            "acknowledged": summary["acknowledged"],
-        },
     )
 
 
@@ -392,26 +374,42 @@ def failover(workdir: str, frames: int = 120, fps: float = 20.0):
     yield waitFor(lambda: not sender.running, 120, "the sender to finish")
     second.signal("TERM")
     yield second.ended
+    return _afterMove(
+        "failover", saved, frames, sender, (first, second), back - killed, perSeq=True
+    )
+
+
+def _afterMove(
+    scenario, saved, frames, sender, receivers, outage, perSeq=False, **figures
+) -> Figures:
+    """
+    The figures of a scenario whose sender moved from one receiver to
+    another (C{restart}, C{failover}): its summary, the files both stored,
+    the receivers' peak memory and the outage.
+    """
     summary = sender.summary()
     files = savedFrames(saved, "cam")
+    notes = {
+        "frames": frames,
+        "sender exit": sender.status,
+        "outage s": round(outage, 2),
+        "distinct files": len(set(files)),
+    }
+    if perSeq:
+        notes["frames (seq) stored"] = len({os.path.basename(f) for f in files})
+    notes["acknowledged"] = summary["acknowledged"]
     return Figures(
-        scenario="failover",
+        scenario=scenario,
         sent=summary["sent"],
         arrived=len(files),
         dropped=summary["dropped"],
         lost=summary["lost"],
         resent=summary["resent"],
         reconnects=summary["reconnects"],
-        receiverPeakKiB=max(first.peak or 0, second.peak or 0),
+        receiverPeakKiB=max(r.peak or 0 for r in receivers),
         senderPeakKiB=sender.peak,
-        notes={
-            "frames": frames,
-            "sender exit": sender.status,
-            "outage s": round(back - killed, 2),
-            "distinct files": len(set(files)),
-            "frames (seq) stored": len({os.path.basename(f) for f in files}),
-            "acknowledged": summary["acknowledged"],
-        },
+        notes=notes,
+        **figures,
     )
 
 

@@ -26,7 +26,7 @@ nothing of connections beyond the channel.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -74,6 +74,24 @@ class Consumers:
         Send frames to C{consumer} too (an L{IFrameConsumer}).
         """
         self.consumers.append(consumer)
+
+    def handOut(self, frame: ReceivedFrame) -> list:
+        """
+        Give C{frame} to every consumer.
+
+        @return: the L{Deferred}s of the consumers that have work to finish
+            with it (a consumer that raised counts as one that failed); empty
+            when every consumer took it at once.
+        """
+        outcomes = []
+        for consumer in self.consumers:
+            try:
+                outcome = consumer.frameReceived(frame)
+            except Exception:
+                outcome = fail()
+            if isinstance(outcome, Deferred):
+                outcomes.append(outcome)
+        return outcomes
 
     def streamStarted(self, name: str) -> None:
         self._notify("streamStarted", name)
@@ -172,17 +190,7 @@ class FramePipeline(Consumers):
         # work to finish first, such as the save-dir writer, return a
         # Deferred.  Gathering Deferreds costs as much as the rest of the
         # receive path, so only pay for it when some consumer needs it.
-        outcomes = []
-        for consumer in self.consumers:
-            try:
-                outcome = consumer.frameReceived(received)
-            except Exception:
-                outcome = Failure()
-            if isinstance(outcome, Deferred):
-                outcomes.append(outcome)
-            elif isinstance(outcome, Failure):
-                outcomes.append(Deferred())
-                outcomes[-1].errback(outcome)
+        outcomes = self.handOut(received)
         if not outcomes:
             self._accept(stream, received)
             return None

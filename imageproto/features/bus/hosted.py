@@ -77,18 +77,7 @@ class HostedPipeline(Consumers):
             L{REJECTED} (a consumer failed; logged unless a L{StorageError},
             which the consumer logs itself).
         """
-        outcomes = []
-        for consumer in self.consumers:
-            try:
-                outcome = consumer.frameReceived(frame)
-            except Exception:
-                outcome = Failure()
-            if isinstance(outcome, Deferred):
-                outcomes.append(outcome)
-            elif isinstance(outcome, Failure):
-                failed = Deferred()
-                failed.errback(outcome)
-                outcomes.append(failed)
+        outcomes = self.handOut(frame)
         if not outcomes:
             return succeed(ACCEPTED)
 
