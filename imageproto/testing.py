@@ -20,6 +20,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from imageproto import wire
 from imageproto.common.reactor import defaultReactor
 from imageproto.protocol.sending import TransportPressure
 
@@ -152,6 +153,10 @@ class FakeSenderProtocol:
 
     def sendFrame(self, frame) -> None:
         self.frames.append(frame)
+
+    def sendFrameParts(self, parts: list) -> None:
+        # What FrameSender sends (wire.frameParts), as the Frame they encode.
+        self.frames.append(wire.decodeMessage(b"".join(parts)[wire.LENGTH_BYTES :]))
 
     def sayGoodbye(self, reason: str = "") -> None:
         self.goodbyes.append(reason)

@@ -295,6 +295,27 @@ def receiver(maxMessageBytes: int = wire.Welcome().maxMessageBytes, **kwargs):
 HELLO = wire.Hello("cam-1", wire.CAP_LIVE, 77)
 
 
+class _DirectTcp:
+    """
+    What L{imageproto.protocol.direct.sendNow} reads of a plain TCP
+    connection, with a socket that takes every byte and records each send.
+    """
+
+    disconnecting = False
+    connected = True
+    _tempDataLen = 0
+    offset = 0
+    dataBuffer = b""
+
+    def __init__(self) -> None:
+        self.sent = []
+        self.socket = self
+
+    def sendmsg(self, parts) -> int:
+        self.sent.append(b"".join(parts))
+        return len(self.sent[-1])
+
+
 class ReceiverProtocolTests(SynchronousTestCase):
     """
     L{FrameReceiverProtocol} answers a sender as PROTOCOL.md says.
@@ -326,6 +347,24 @@ class ReceiverProtocolTests(SynchronousTestCase):
         self.assertEqual(written(transport), [wire.Welcome(wire.SCAP_DETECT, 123456, 0)])
         self.assertEqual(registry.attached, [("cam-1", proto)])
         self.assertFalse(transport.disconnecting)
+
+    def test_acksStraightToTheSocket(self):
+        """
+        On a plain TCP connection holding nothing unsent, the ACKs of one
+        read go straight to the socket in one send, not through the
+        transport's buffer; while the transport holds data they queue
+        behind it.
+        """
+        proto, transport, registry = self.handshake()
+        direct = _DirectTcp()
+        proto._tcp = direct
+        proto.dataReceived(framed(wire.Frame(0, TINY_JPEG)) + framed(wire.Frame(1, TINY_JPEG)))
+        self.assertEqual(direct.sent, [wire.encodeAcks([0, 1])])
+        self.assertEqual(transport.value(), b"")
+        direct.dataBuffer = b"held"
+        proto.dataReceived(framed(wire.Frame(2, TINY_JPEG)))
+        self.assertEqual(direct.sent, [wire.encodeAcks([0, 1])])
+        self.assertEqual(written(transport), [wire.Ack(2)])
 
     def test_refused(self):
         """
@@ -1408,7 +1447,7 @@ class DirectSendTests(TestCase):
         it (C{_sendNow} declines while the transport holds data), and the
         peer gets every byte in order.
         """
-        from imageproto.protocol.sending import _sendNow
+        from imageproto.protocol.direct import sendNow as _sendNow
 
         jpegs = [bytes([i]) * (16 * 1024 * 1024) for i in range(3)]
         frames = [wire.Frame(i, jpeg, 1.0, 2.0) for i, jpeg in enumerate(jpegs)]
@@ -1439,7 +1478,7 @@ class DirectSendTests(TestCase):
         from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
         from twisted.protocols.tls import TLSMemoryBIOProtocol
 
-        from imageproto.protocol.sending import _plainTcp
+        from imageproto.protocol.direct import plainTcp as _plainTcp
 
         connected, done = self._connect(0)
 

@@ -603,6 +603,19 @@ class MetadataTests(SynchronousTestCase):
         connect(sender, self.TAKES)
         self.assertRaises(ValueError, sender.frameCaptured, b"x", 1.0, "not json")
 
+    def test_nonFiniteCaptureTimeRefused(self):
+        """
+        A capture time that is not a finite number is refused where it is
+        given: C{frameCaptured} raises C{ValueError}, and nothing is sent or
+        held for it.
+        """
+        sender, _ = makeSender()
+        protocol = connect(sender)
+        for bad in (float("nan"), float("inf")):
+            self.assertRaises(ValueError, sender.frameCaptured, b"x", bad)
+        self.assertTrue(sender.frameCaptured(b"x", 1))
+        self.assertEqual([(f.seq, f.captureTime) for f in protocol.frames], [(0, 1.0)])
+
     def test_metadataCountsTowardsTheLimit(self):
         """
         A frame whose JPEG fits the receiver's message limit but not with

@@ -549,11 +549,21 @@ class PropertyTests(SynchronousTestCase):
         raise L{WireError} or decode to a message that re-encodes to the same
         bytes (for RESULT, whose JSON may be written in more than one way, to
         bytes that decode to an equal message).  Any other exception fails.
+        C{decodeFrame} gives the same message or C{None}, and never accepts
+        what the decoder refuses.
         """
+        try:
+            fast = wire.decodeFrame(data)
+        except WireError:
+            fast = WireError
         try:
             message = decodeMessage(data)
         except WireError:
+            # The receiver's FRAME shortcut agrees: nothing, or the error.
+            self.assertIn(fast, (None, WireError))
             return
+        # The shortcut decodes the same FRAME, or leaves it to the decoder.
+        self.assertIn(fast, (None, message))
         again = encodeMessage(message)
         if isinstance(message, Result):
             self.assertEqual(decodeMessage(again), message)
@@ -820,6 +830,50 @@ class FastPathTests(SynchronousTestCase):
             parts = wire.framedFrameParts(frame)
             self.assertEqual(b"".join(parts), wire.encodeFramed(frame))
             self.assertIs(parts[1], frame.jpeg)
+
+    def test_frameParts(self):
+        """
+        C{frameParts} of a FRAME's fields is C{framedFrameParts} of the
+        FRAME, and refuses one too long for a length prefix.
+        """
+        for fields in (
+            (5, TINY_JPEG, 1.5, 2.5, 3),
+            (7, TINY_JPEG, 1.0, 2.0, 1, '{"camera": "gate \u00e9"}'),
+        ):
+            self.assertEqual(
+                wire.frameParts(*fields), wire.framedFrameParts(wire.Frame(*fields))
+            )
+
+        class Huge(bytes):
+            def __len__(self):
+                return 2**32
+
+        self.assertRaises(WireError, wire.frameParts, 1, Huge(), 1.0, 2.0, 0)
+
+    def test_decodeFrame(self):
+        """
+        C{decodeFrame} decodes a FRAME without metadata as C{decodeMessage}
+        does, from bytes or a view; it is C{None} for anything else (other
+        messages, metadata, another version, a length that does not add up)
+        and raises L{WireError} for non-finite times.
+        """
+        frame = wire.Frame(2**64 - 1, TINY_JPEG, 1.25, 2.5, 2**32 - 1)
+        body = wire.encodeMessage(frame)
+        for data in (body, memoryview(body), bytearray(body)):
+            decoded = wire.decodeFrame(data)
+            self.assertEqual(decoded, frame)
+            self.assertIs(type(decoded.jpeg), bytes)
+        self.assertIsNone(
+            wire.decodeFrame(wire.encodeMessage(wire.Frame(1, TINY_JPEG, 1.0, 2.0, 0, '"x"')))
+        )
+        self.assertIsNone(wire.decodeFrame(wire.encodeMessage(wire.Ack(3))))
+        self.assertIsNone(wire.decodeFrame(b"\x02" + body[1:]))
+        self.assertIsNone(wire.decodeFrame(body[:-1]))
+        self.assertIsNone(wire.decodeFrame(body + b"\0"))
+        self.assertIsNone(wire.decodeFrame(b""))
+        nan = body[: -20] + struct.pack("!ddI", float("nan"), 2.0, 0)
+        self.assertRaises(WireError, wire.decodeFrame, nan)
+        self.assertRaises(WireError, wire.decodeMessage, nan)
 
     def test_ackSeq(self):
         """

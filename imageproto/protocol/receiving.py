@@ -18,6 +18,7 @@ from imageproto import wire
 from imageproto.protocol import hints
 from imageproto.protocol.channel import IFrameChannel
 from imageproto.protocol.clock import CLOCK_INTERVAL, ClockProbe
+from imageproto.protocol.direct import plainTcp, sendNow
 from imageproto.protocol.framing import READ_BYTES, MessageProtocol
 from imageproto.protocol.limits import (
     HANDSHAKE_MAX_BYTES,
@@ -77,6 +78,9 @@ class FrameReceiverProtocol(MessageProtocol):
         # that, at a few annotated RESULTs.
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = max(self.transport.bufferSize, READ_BYTES)
+        # The TCP connection under any pass-through wrapper: ACKs go
+        # straight to its socket (see _writeAcks).
+        self._tcp = plainTcp(self.transport)
         self._startLimits()
 
     def _startLimits(self) -> None:
@@ -204,6 +208,19 @@ class FrameReceiverProtocol(MessageProtocol):
         reserved, self._reserved = self._reserved, 0
         self.budget.release(reserved)
 
+    def stringReceived(self, data) -> None:
+        # Most of what a receiver reads is FRAMEs without metadata: decode
+        # those without the general decoder's reader and dispatch.  Anything
+        # else, or a malformed FRAME, goes the general way, which reports it.
+        try:
+            frame = wire.decodeFrame(data)
+        except wire.WireError:
+            frame = None
+        if frame is None:
+            super().stringReceived(data)
+        else:
+            self._onFrame(frame)
+
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Frame):
             self._onFrame(message)
@@ -291,9 +308,16 @@ class FrameReceiverProtocol(MessageProtocol):
             if acks:
                 self._writeAcks(acks)
 
+    _tcp = None
+
     def _writeAcks(self, seqs: list) -> None:
+        # Straight to the socket when the transport holds nothing: through
+        # transport.write they waited for the next reactor turn, which also
+        # cost two epoll changes and a turn of its own per read.
         if self.transport is not None and not self._closing:
-            self.transport.write(wire.encodeAcks(seqs))
+            data = wire.encodeAcks(seqs)
+            if self._tcp is None or not sendNow(self._tcp, [data]):
+                self.transport.write(data)
 
     def sendMessage(self, message: wire.Message) -> None:
         # Whatever else goes out (a RESULT, a REJECT, a PONG) goes after the

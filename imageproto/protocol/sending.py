@@ -11,12 +11,11 @@ a pause.
 
 from __future__ import annotations
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
-from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import implementer
 
 from imageproto import wire
+from imageproto.protocol.direct import plainTcp, sendNow
 from imageproto.protocol.framing import MessageProtocol
 from imageproto.protocol.limits import senderIdleTimeout
 from imageproto.protocol.senderhandshake import SenderMachine
@@ -55,63 +54,6 @@ class TransportPressure:
         self.paused = True
 
 
-def _plainTcp(transport):
-    """
-    The plain TCP client connection C{transport} writes to: itself, or
-    the one under any number of wrappers that only pass writes through
-    (L{ProtocolWrapper}s such as the sender service's loss reporter, not
-    TLS, which encrypts).  C{None} for anything else.
-    """
-    while (
-        isinstance(transport, ProtocolWrapper)
-        and type(transport).write is ProtocolWrapper.write
-        and type(transport).writeSequence is ProtocolWrapper.writeSequence
-    ):
-        transport = transport.transport
-    if transport.__class__ is tcp.Client and not transport.TLS:
-        return transport
-    return None
-
-
-def _sendNow(transport, parts: list) -> bool:
-    """
-    Give a FRAME's C{parts} straight to the socket of C{transport}, a plain
-    TCP connection (L{_plainTcp}) that holds nothing unsent, in one
-    C{sendmsg}, and queue in the transport whatever the kernel did not
-    take.  Through C{transport.write} the frame would be copied into one
-    string first and sent in a later reactor turn, at most C{SEND_LIMIT}
-    (128 KiB) a turn; this is the sender's per-frame path (bench/README.md,
-    "Issue 11, round 2").  Other messages keep going through the transport,
-    and since this declines while it holds anything, the order on the wire
-    is the order of the calls.
-
-    @return: C{False}, having sent nothing, if the transport is closing or
-        still holds data (which must go first).
-    """
-    if (
-        transport.disconnecting
-        or not transport.connected
-        or transport._tempDataLen
-        or transport.offset != len(transport.dataBuffer)
-    ):
-        return False
-    try:
-        sent = transport.socket.sendmsg(parts)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        # Let the transport's own write meet the error and report it.
-        return False
-    for i, part in enumerate(parts):
-        size = len(part)
-        if sent < size:
-            rest = [memoryview(part)[sent:], *parts[i + 1 :]]
-            transport.write(b"".join(rest))
-            break
-        sent -= size
-    return True
-
-
 class FrameSenderProtocol(MessageProtocol):
     """
     The client end: says HELLO, then relays the server's answers to
@@ -145,7 +87,7 @@ class FrameSenderProtocol(MessageProtocol):
         self.transport.registerProducer(self.pressure, True)
         # The TCP connection under any pass-through wrapper (the sender
         # service's loss reporter), for sendFrame's direct path.
-        self._tcp = _plainTcp(self.transport)
+        self._tcp = plainTcp(self.transport)
         self._hello = self.factory.sender.hello()
         if self.factory.token is not None:
             self._hello = wire.Hello(
@@ -205,11 +147,17 @@ class FrameSenderProtocol(MessageProtocol):
             self.watchdog.heartbeat(own)
 
     def sendFrame(self, frame: wire.Frame) -> None:
+        self.sendFrameParts(wire.framedFrameParts(frame))
+
+    def sendFrameParts(self, parts: list) -> None:
+        """
+        Send a FRAME given as L{wire.frameParts}: straight to the socket
+        when the transport holds nothing (L{sendNow}).
+        """
         transport = self.transport
         if transport is None or self._closing:
             return
-        parts = wire.framedFrameParts(frame)
-        if self._tcp is None or not _sendNow(self._tcp, parts):
+        if self._tcp is None or not sendNow(self._tcp, parts):
             # Queued behind what the transport holds, or not plain TCP: one
             # string, as Twisted's write takes.
             transport.write(b"".join(parts))

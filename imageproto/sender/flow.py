@@ -42,6 +42,7 @@ opened) fails that Deferred with L{SenderFailed} instead.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Callable
 
@@ -367,6 +368,9 @@ class FrameSender(RunOutcome):
         if self._outcome is not None:
             return False
         jpeg = wire.asPayload(jpeg)
+        captureTime = float(captureTime)
+        if not math.isfinite(captureTime):
+            raise ValueError(f"captureTime must be finite, not {captureTime!r}")
         if metadata is None:
             metadata = self.metadata
         else:
@@ -451,8 +455,9 @@ class FrameSender(RunOutcome):
         if metadata is not None and not self._sendMetadata:
             self._withoutMetadata()
             metadata = None
-        self.protocol.sendFrame(
-            wire.Frame(
+        # The fields were checked when the frame was offered: no wire.Frame.
+        self.protocol.sendFrameParts(
+            wire.frameParts(
                 seq, pending.jpeg, pending.captureTime, now, self._counts.dropped, metadata
             )
         )
