@@ -1344,19 +1344,26 @@ class TransportTuningTests(SynchronousTestCase):
     def test_receiverReadsLargeChunks(self):
         """
         The receiving protocol raises its TCP transport's read size to
-        C{READ_BYTES}, so several frames are read per reactor turn; the
-        sending protocol leaves its transport's (write) threshold alone.
+        C{READ_BYTES} once it welcomes the sender, so several frames are
+        read per reactor turn, and not before (an unauthenticated peer is
+        read 64 KiB at a time); the sending protocol leaves its transport's
+        alone.
         """
         from imageproto.protocol.framing import READ_BYTES
 
-        for factory, expected in (
-            (ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()), READ_BYTES),
-            (SenderFactory(StubSender(), clock=Clock()), 65536),
-        ):
-            transport = _TcpTransport()
-            transport.bufferSize = 65536
-            factory.buildProtocol(None).makeConnection(transport)
-            self.assertEqual(transport.bufferSize, expected)
+        transport = _TcpTransport()
+        transport.bufferSize = 65536
+        proto = ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()).buildProtocol(None)
+        proto.makeConnection(transport)
+        self.assertEqual(transport.bufferSize, 65536)
+        proto.dataReceived(framed(HELLO))
+        self.assertIsInstance(written(transport)[0], wire.Welcome)
+        self.assertEqual(transport.bufferSize, READ_BYTES)
+
+        transport = _TcpTransport()
+        transport.bufferSize = 65536
+        SenderFactory(StubSender(), clock=Clock()).buildProtocol(None).makeConnection(transport)
+        self.assertEqual(transport.bufferSize, 65536)
 
     def test_acceptedAtOnceHoldsNothing(self):
         """

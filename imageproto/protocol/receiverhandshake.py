@@ -203,6 +203,7 @@ def _welcome(
     core._onFrame = core._frameReceived
     # Frames may be sent now: lift the handshake-sized message limit.
     core.MAX_LENGTH = core.factory.maxMessageBytes
+    core.readLarge()
     core.log.info("{peer} streams as {name!r}", peer=core.peer, name=hello.name)
     factory = core.factory
     capabilities, resume = factory.capabilities, None

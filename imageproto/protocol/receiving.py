@@ -70,14 +70,6 @@ class FrameReceiverProtocol(MessageProtocol):
         # machine's dispatch.  Every way out of streaming closes the
         # connection, after which MessageProtocol delivers no more messages.
         self._onFrame = self._machine.frame
-        # A TCP transport reads bufferSize bytes per reactor turn, 64 KiB by
-        # default: about one frame, so every frame paid for a whole turn
-        # (measured: 38 -> 31 us of receiver CPU per 60 KB frame).  The same
-        # number is the write threshold past which this end pauses reading
-        # from a peer that does not read its answers; 256 KiB still bounds
-        # that, at a few annotated RESULTs.
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = max(self.transport.bufferSize, READ_BYTES)
         # The TCP connection under any pass-through wrapper: ACKs go
         # straight to its socket (see _writeAcks).
         self._tcp = plainTcp(self.transport)
@@ -309,6 +301,21 @@ class FrameReceiverProtocol(MessageProtocol):
                 self._writeAcks(acks)
 
     _tcp = None
+
+    def readLarge(self) -> None:
+        """
+        The peer may stream now (WELCOME): read up to L{READ_BYTES} per
+        reactor turn.  A TCP transport reads C{bufferSize} bytes a turn,
+        64 KiB by default: about one frame, so every frame paid for a whole
+        turn (measured: 38 -> 31 us of receiver CPU per 60 KB frame at 256
+        KiB; 1 MiB took S5's 720p frames from 66 to 53 us, bench/README.md,
+        "round 3").  The same number is the write threshold past which this
+        end pauses reading from a peer that does not read its answers,
+        which 1 MiB still bounds; before WELCOME the default stands, so an
+        unauthenticated peer is read 64 KiB at a time.
+        """
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = max(self.transport.bufferSize, READ_BYTES)
 
     def _writeAcks(self, seqs: list) -> None:
         # Straight to the socket when the transport holds nothing: through
