@@ -1344,26 +1344,35 @@ class TransportTuningTests(SynchronousTestCase):
     def test_receiverReadsLargeChunks(self):
         """
         The receiving protocol raises its TCP transport's read size to
-        C{READ_BYTES} once it welcomes the sender, so several frames are
-        read per reactor turn, and not before (an unauthenticated peer is
-        read 64 KiB at a time); the sending protocol leaves its transport's
-        alone.
+        C{READ_BYTES}, so several frames are read per reactor turn; the
+        sending protocol leaves its transport's (write) threshold alone.
         """
         from imageproto.protocol.framing import READ_BYTES
 
-        transport = _TcpTransport()
-        transport.bufferSize = 65536
-        proto = ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()).buildProtocol(None)
-        proto.makeConnection(transport)
-        self.assertEqual(transport.bufferSize, 65536)
+        for factory, expected in (
+            (ReceiverFactory(StubRegistry(), Clock(), pipeline=StubRegistry()), READ_BYTES),
+            (SenderFactory(StubSender(), clock=Clock()), 65536),
+        ):
+            transport = _TcpTransport()
+            transport.bufferSize = 65536
+            factory.buildProtocol(None).makeConnection(transport)
+            self.assertEqual(transport.bufferSize, expected)
+
+    def test_welcomedSenderReadInto(self):
+        """
+        Once it welcomes a sender, the receiving protocol has a plain TCP
+        connection read into the shared buffer (L{readInto}), and not
+        before.
+        """
+        from imageproto.protocol import receiving
+
+        calls = []
+        self.patch(receiving, "readInto", calls.append)
+        proto, transport, registry = receiver()
+        self.assertEqual(calls, [])
         proto.dataReceived(framed(HELLO))
         self.assertIsInstance(written(transport)[0], wire.Welcome)
-        self.assertEqual(transport.bufferSize, READ_BYTES)
-
-        transport = _TcpTransport()
-        transport.bufferSize = 65536
-        SenderFactory(StubSender(), clock=Clock()).buildProtocol(None).makeConnection(transport)
-        self.assertEqual(transport.bufferSize, 65536)
+        self.assertEqual(calls, [transport])
 
     def test_acceptedAtOnceHoldsNothing(self):
         """
@@ -1476,6 +1485,85 @@ class DirectSendTests(TestCase):
         connected.addCallback(send)
         connected.addCallback(lambda received: self.assertEqual(received, expected))
         return connected
+
+    def test_readIntoDeliversEveryByte(self):
+        """
+        A server connection made to read with L{readInto} hands its
+        protocol each read as a view of the shared buffer: 8 MiB written in
+        pieces arrive whole and in order across many reads.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.protocol import ClientFactory, ServerFactory
+
+        from imageproto.protocol.direct import readInto
+
+        payload = bytes(range(256)) * (8 * 4096)
+        done = Deferred()
+        installed = []
+
+        class Server(_Collect):
+            def connectionMade(self):
+                installed.append(readInto(self.transport))
+
+        port = reactor.listenTCP(
+            0, ServerFactory.forProtocol(lambda: Server(len(payload), done)), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+
+        class Client(Protocol):
+            def connectionMade(self):
+                for i in range(0, len(payload), 100_000):
+                    self.transport.write(payload[i : i + 100_000])
+
+        connector = reactor.connectTCP(
+            "127.0.0.1", port.getHost().port, ClientFactory.forProtocol(Client)
+        )
+        self.addCleanup(connector.disconnect)
+
+        def check(received):
+            self.assertEqual(installed, [True])
+            self.assertEqual(received, payload)
+
+        return done.addCallback(check)
+
+    def test_readIntoOutcomes(self):
+        """
+        L{readInto}'s read says what Twisted's does: nothing to read yet is
+        no event, an error is a lost connection, end of file a closed one;
+        it declines transports that are not plain TCP.
+        """
+        import errno
+
+        from twisted.internet import main
+
+        from imageproto.protocol.direct import _doRead, readInto
+
+        class Socket:
+            def __init__(self, outcome):
+                self.outcome = outcome
+
+            def recv_into(self, view):
+                if isinstance(self.outcome, Exception):
+                    raise self.outcome
+                view[: len(self.outcome)] = self.outcome
+                return len(self.outcome)
+
+        class Tcp:
+            def __init__(self, outcome):
+                self.socket = Socket(outcome)
+                self.protocol = self
+                self.reads = []
+
+            def dataReceived(self, data):
+                self.reads.append(bytes(data))
+
+        self.assertIsNone(_doRead(Tcp(BlockingIOError(errno.EWOULDBLOCK, "later"))))
+        self.assertIs(_doRead(Tcp(ConnectionResetError(errno.ECONNRESET, "reset"))), main.CONNECTION_LOST)
+        self.assertIs(_doRead(Tcp(b"")), main.CONNECTION_DONE)
+        tcp = Tcp(b"abc")
+        self.assertIsNone(_doRead(tcp))
+        self.assertEqual(tcp.reads, [b"abc"])
+        self.assertFalse(readInto(StringTransport()))
 
     def test_plainTcpUnwrapped(self):
         """

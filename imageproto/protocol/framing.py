@@ -29,8 +29,9 @@ __all__ = [
 
 DEFAULT_MAX_MESSAGE_BYTES = wire.DEFAULT_MAX_MESSAGE_BYTES
 
-# How much a receiving transport reads at once once its peer may stream.
-READ_BYTES = 1024 * 1024
+# How much a receiving transport reads at once (a streaming plain TCP
+# sender is read a MiB at a time: imageproto.protocol.direct.readInto).
+READ_BYTES = 256 * 1024
 
 
 def describePeer(transport) -> str:

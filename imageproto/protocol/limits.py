@@ -30,7 +30,7 @@ Defaults (each a command-line option of C{twistd imageproto}):
     of at most L{HANDSHAKE_MAX_BYTES} (HELLO, AUTH, PING, BYE, ERROR are
     far smaller); a larger length gets ERROR 5 and a warning at once, so an
     unauthenticated peer makes the server hold at most that much (plus one
-    read, 64 KiB before WELCOME) whatever C{--max-frame-bytes} is.
+    read, 256 KiB) whatever C{--max-frame-bytes} is.
   - C{--max-buffered-bytes 256 MiB}: bytes of partly received messages
     held across all welcomed connections (a L{BufferBudget}).  A connection
     whose next message is incomplete reserves that message's announced size
@@ -42,7 +42,8 @@ Defaults (each a command-line option of C{twistd imageproto}):
     a large one waiting for ever; and a reservation lasts only until the
     message is complete or its connection closes (a silent peer holding one
     is dropped by the idle timeout).  Memory held in partial messages is
-    then at most the cap plus one read (1 MiB) per connection.
+    then at most the cap plus one read (256 KiB) per connection; the
+    reads of welcomed plain TCP senders share one buffer of 1 MiB.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from imageproto import wire
 from imageproto.protocol import hints
 from imageproto.protocol.channel import IFrameChannel
 from imageproto.protocol.clock import CLOCK_INTERVAL, ClockProbe
-from imageproto.protocol.direct import plainTcp, sendNow
+from imageproto.protocol.direct import plainTcp, readInto, sendNow
 from imageproto.protocol.framing import READ_BYTES, MessageProtocol
 from imageproto.protocol.limits import (
     HANDSHAKE_MAX_BYTES,
@@ -70,6 +70,15 @@ class FrameReceiverProtocol(MessageProtocol):
         # machine's dispatch.  Every way out of streaming closes the
         # connection, after which MessageProtocol delivers no more messages.
         self._onFrame = self._machine.frame
+        # A TCP transport reads bufferSize bytes per reactor turn, 64 KiB by
+        # default: about one frame, so every frame paid for a whole turn
+        # (measured: 38 -> 31 us of receiver CPU per 60 KB frame).  The same
+        # number is the write threshold past which this end pauses reading
+        # from a peer that does not read its answers; 256 KiB still bounds
+        # that, at a few annotated RESULTs.  (A welcomed plain TCP sender is
+        # then read a MiB at a time: readLarge.)
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = max(self.transport.bufferSize, READ_BYTES)
         # The TCP connection under any pass-through wrapper: ACKs go
         # straight to its socket (see _writeAcks).
         self._tcp = plainTcp(self.transport)
@@ -304,18 +313,14 @@ class FrameReceiverProtocol(MessageProtocol):
 
     def readLarge(self) -> None:
         """
-        The peer may stream now (WELCOME): read up to L{READ_BYTES} per
-        reactor turn.  A TCP transport reads C{bufferSize} bytes a turn,
-        64 KiB by default: about one frame, so every frame paid for a whole
-        turn (measured: 38 -> 31 us of receiver CPU per 60 KB frame at 256
-        KiB; 1 MiB took S5's 720p frames from 66 to 53 us, bench/README.md,
-        "round 3").  The same number is the write threshold past which this
-        end pauses reading from a peer that does not read its answers,
-        which 1 MiB still bounds; before WELCOME the default stands, so an
-        unauthenticated peer is read 64 KiB at a time.
+        The peer may stream now (WELCOME): on plain TCP, read it up to
+        1 MiB (L{imageproto.protocol.direct.READ_INTO_BYTES}) a reactor turn, into a buffer shared with the
+        other connections (L{readInto}): fewer turns and fewer frames split
+        across reads than at C{READ_BYTES} (S5's 720p frames: 66 -> 53 us
+        of receiver CPU, bench/README.md, "round 3").  Before WELCOME an
+        unauthenticated peer is read C{READ_BYTES} at a time.
         """
-        if hasattr(self.transport, "bufferSize"):
-            self.transport.bufferSize = max(self.transport.bufferSize, READ_BYTES)
+        readInto(self.transport)
 
     def _writeAcks(self, seqs: list) -> None:
         # Straight to the socket when the transport holds nothing: through
