@@ -15,17 +15,16 @@ reading answers while a writer waits for the socket.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from typing import Callable
 
-import attrs
-
 from imageproto import wire
 from imageproto.client.connection import Connection, handshake
 from imageproto.client.errors import ClientError, MetadataUnsupported, ServerRefused, _Lost
-from imageproto.client.frames import Reply, encodeFrame
+from imageproto.client.frames import Reply, encodeFrame, framedParts
 from imageproto.client.transport import Address, openTransport, parseAddress, tlsContext
 
 from imageproto.client.pending import PendingFrame
@@ -196,8 +195,12 @@ class Client:
         """
         pending._sent(connection)
         connection.expect(pending, time.monotonic())
-        frame = attrs.evolve(pending.frame, sendTime=time.time())
-        connection.write(frame)
+        sendTime = pending.sendTime = time.time()
+        connection.writeParts(
+            framedParts(
+                pending.seq, pending.jpeg, pending.captureTime, sendTime, pending._metadataBytes
+            )
+        )
 
     # -- sending ------------------------------------------------------------
 
@@ -207,9 +210,22 @@ class Client:
             self._seq += 1
             return seq
 
-    def _makeFrame(self, seq: int, jpeg: bytes, captureTime: float, metadata) -> wire.Frame:
+    def _makeFrame(self, seq: int, jpeg: bytes, captureTime, metadata) -> PendingFrame:
+        """
+        Frame C{seq}, checked as a C{wire.Frame} would check it: a finite
+        C{float} capture time and no metadata pass as they are (every frame
+        but the unusual one), anything else is made into a C{wire.Frame}
+        once, whose converters and validators decide.
+
+        @raise ValueError: for a capture time that is not finite, or bad
+            metadata.
+        @raise MetadataUnsupported: if there is metadata and the server does
+            not take it.
+        """
         if metadata is None:
-            return wire.Frame(seq, jpeg, captureTime, 0.0)
+            if captureTime.__class__ is not float or not math.isfinite(captureTime):
+                captureTime = wire.Frame(seq, jpeg, captureTime, 0.0).captureTime
+            return PendingFrame(self, seq, jpeg, captureTime)
         connection = self._connection
         if connection is None or not metadataSupported(connection.welcome):
             raise MetadataUnsupported(
@@ -217,7 +233,8 @@ class Client:
                 "receiver that announces SCAP_METADATA); send without metadata="
             )
         # A dict (a JSON object) or a str (a JSON string), as JSON text.
-        return wire.Frame(seq, jpeg, captureTime, 0.0, metadata=wire.encodeMetadata(metadata))
+        frame = wire.Frame(seq, jpeg, captureTime, 0.0, metadata=wire.encodeMetadata(metadata))
+        return PendingFrame(self, seq, jpeg, frame.captureTime, frame.metadata)
 
     def send(
         self,
@@ -294,8 +311,7 @@ class Client:
                         self._room.acquire()
         with self._lock:
             connection = self._connect(deadline)
-            frame = self._makeFrame(self._nextSeq(), jpeg, captureTime, metadata)
-            pending = PendingFrame(self, frame)
+            pending = self._makeFrame(self._nextSeq(), jpeg, captureTime, metadata)
             with self._room:
                 self._pending[pending.seq] = pending
             try:

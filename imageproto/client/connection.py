@@ -4,9 +4,11 @@ One blocking TCP connection to a receiver: the handshake (L{handshake}) and
 the reader thread that settles each frame's future (L{Connection}).
 
 The bytes are L{imageproto.wire}'s (C{encodeFramed}, C{decodeLength},
-C{decodeMessage}), and what to answer before WELCOME is
-L{imageproto.wire.answerServer}'s decision, the one the Twisted sender's
-state machine makes; only the socket calls are this module's own.
+C{decodeMessage}; a FRAME's are laid out by
+L{imageproto.client.frames.framedParts} and gathered by L{sendParts}), and
+what to answer before WELCOME is L{imageproto.wire.answerServer}'s
+decision, the one the Twisted sender's state machine makes; only the socket
+calls are this module's own.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from imageproto import wire
 from imageproto.client.errors import ClientError, FrameRejected, ServerRefused, _Lost
 from imageproto.client.frames import Reply
 
-__all__ = ["MAX_MESSAGE_BYTES", "NO_TOKEN_REASON", "Connection", "handshake", "readMessage"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "NO_TOKEN_REASON",
+    "Connection",
+    "handshake",
+    "readMessage",
+    "sendParts",
+]
 
 # The largest message read from the server.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -52,6 +61,32 @@ def readMessage(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> wire.Mes
     if length > limit:
         raise ClientError(f"the server sent a {length}-byte message")
     return wire.decodeMessage(_recvExactly(sock, length))
+
+
+def sendParts(sock: socket.socket, parts: list) -> None:
+    """
+    Write the buffers C{parts} to C{sock}, in order, gathered by
+    C{sendmsg} rather than first copied into one string.  A blocking
+    socket takes them whole unless a signal or a timeout interrupts it
+    part way; then the rest is sent, from the byte where it stopped.
+
+    @raise OSError: as C{sendmsg} does.
+    """
+    while True:
+        sent = sock.sendmsg(parts)
+        for i, part in enumerate(parts):
+            size = len(part)
+            if sent < size:
+                parts = [memoryview(part)[sent:], *parts[i + 1 :]]
+                break
+            sent -= size
+        else:
+            return
+
+
+def _sendJoined(sock, parts: list) -> None:
+    # For what has no sendmsg (TLS, an adopted socket-like object).
+    sock.sendall(b"".join(parts))
 
 
 def _sendQuietly(sock: socket.socket, message: wire.Message) -> None:
@@ -121,6 +156,9 @@ class Connection:
         self.writeLock = threading.Lock()
         self.closed = False
         self.error: Exception | None = None
+        # A plain socket's FRAMEs are gathered by sendmsg; anything else
+        # (TlsTransport, an SSLSocket) gets them joined.
+        self._sendParts = sendParts if type(sock) is socket.socket else _sendJoined
         self.reader = threading.Thread(
             target=self._read, name="imageproto-client-reader", daemon=True
         )
@@ -135,6 +173,21 @@ class Connection:
         with self.writeLock:
             try:
                 self.sock.sendall(data)
+            except (OSError, ValueError) as e:
+                self.shutdown(e)
+                raise _Lost(e) from None
+
+    def writeParts(self, parts: list) -> None:
+        """
+        Write one message given as buffers (L{imageproto.client.frames.framedParts}).
+
+        @raise _Lost: if the connection is gone, or goes while writing.
+        """
+        if self.closed:
+            raise _Lost(self.error or "closed")
+        with self.writeLock:
+            try:
+                self._sendParts(self.sock, parts)
             except (OSError, ValueError) as e:
                 self.shutdown(e)
                 raise _Lost(e) from None

@@ -23,12 +23,23 @@ class PendingFrame:
     sending the frame again if the connection drops meanwhile.
 
     @ivar seq: the frame's sequence number.
-    @ivar frame: the C{wire.Frame} (its C{sendTime} is set on each send).
+    @ivar jpeg: the frame's JPEG bytes.
+    @ivar captureTime: when it was captured (C{time.time()} clock).
+    @ivar metadata: its metadata as JSON text, or C{None}.
+    @ivar sendTime: when it was last sent (C{time.time()} clock), C{0.0}
+        before.
     """
 
-    def __init__(self, client, frame: wire.Frame) -> None:
-        self.seq = frame.seq
-        self.frame = frame
+    def __init__(
+        self, client, seq: int, jpeg: bytes, captureTime: float, metadata: str | None = None
+    ) -> None:
+        self.seq = seq
+        self.jpeg = jpeg
+        self.captureTime = captureTime
+        self.metadata = metadata
+        # The UTF-8 that travels, encoded once for every send.
+        self._metadataBytes = None if metadata is None else metadata.encode("utf-8")
+        self.sendTime = 0.0
         self._client = client
         self._changed = threading.Condition()
         self._outcome = None
@@ -38,6 +49,17 @@ class PendingFrame:
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"<PendingFrame seq={self.seq} {state}>"
+
+    @property
+    def frame(self) -> wire.Frame:
+        """
+        The C{wire.Frame} as last sent (its C{sendTime} is set on each
+        send), made when asked for: the client writes a frame's bytes
+        without one.
+        """
+        return wire.Frame(
+            self.seq, self.jpeg, self.captureTime, self.sendTime, metadata=self.metadata
+        )
 
     def done(self) -> bool:
         """
