@@ -5,9 +5,7 @@ L{PendingFrame}: a frame the blocking client sent and is waiting on.
 
 from __future__ import annotations
 
-import threading
 import time
-
 
 from imageproto import wire
 from imageproto.client.connection import Connection
@@ -21,6 +19,11 @@ class PendingFrame:
     A frame sent and not yet answered, as L{Client.send} returns it with
     C{wait=False}.  L{result} waits for the answer, reconnecting and
     sending the frame again if the connection drops meanwhile.
+
+    Its state (answered, lost) is guarded by its client's C{_state} lock,
+    and L{result} waits on the client's C{_changed} condition: one lock and
+    one condition for all of a client's frames, not one per frame, since
+    most frames are settled without anyone waiting on them.
 
     @ivar seq: the frame's sequence number.
     @ivar jpeg: the frame's JPEG bytes.
@@ -41,7 +44,6 @@ class PendingFrame:
         self._metadataBytes = None if metadata is None else metadata.encode("utf-8")
         self.sendTime = 0.0
         self._client = client
-        self._changed = threading.Condition()
         self._outcome = None
         self._lostOn = None
         self.sentOn = None
@@ -80,12 +82,16 @@ class PendingFrame:
         client = self._client
         deadline = time.monotonic() + (client.timeout if timeout is None else timeout)
         while True:
-            with self._changed:
+            with client._state:
                 while self._outcome is None and self._lostOn is None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError(f"no answer to frame {self.seq} in time")
-                    self._changed.wait(remaining)
+                    client._changedWaiters += 1
+                    try:
+                        client._changed.wait(remaining)
+                    finally:
+                        client._changedWaiters -= 1
                 outcome = self._outcome
             if outcome is not None:
                 break
@@ -102,20 +108,17 @@ class PendingFrame:
     # -- called by the connection and the client ----------------------------
 
     def _sent(self, connection: Connection) -> None:
-        with self._changed:
+        with self._client._state:
             self.sentOn = connection
             self._lostOn = None
 
     def _lost(self, connection: Connection) -> None:
-        with self._changed:
+        client = self._client
+        with client._state:
             if connection is self.sentOn and self._outcome is None:
                 self._lostOn = connection
-                self._changed.notify_all()
+                if client._changedWaiters:
+                    client._changed.notify_all()
 
     def _settle(self, outcome) -> None:
-        with self._changed:
-            if self._outcome is not None:
-                return
-            self._outcome = outcome
-            self._changed.notify_all()
-        self._client._answered(self)
+        self._client._settled([(self, outcome)])
