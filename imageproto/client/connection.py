@@ -14,6 +14,7 @@ calls are this module's own.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
@@ -32,6 +33,12 @@ __all__ = [
 
 # The largest message read from the server.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# An ACK behind its length prefix, read in place by the reader thread (see
+# Connection._read); the layout is imageproto.wire.codec's.
+_LENGTH = struct.Struct("!I")
+_FRAMED_ACK = struct.Struct("!IBBQ")
+_ACK_SIZE = _FRAMED_ACK.size - _LENGTH.size
 
 # ERROR 6's reason, sent and raised, when the server challenges a client
 # without a token.
@@ -226,50 +233,87 @@ class Connection:
             reply = Reply(outcome.seq, roundTrip=roundTrip)
         pending._settle(reply)
 
-    def _messages(self):
+    def _settleAcks(self, seqs: list) -> None:
         """
-        The server's messages, read in large chunks: one C{recv} brings
-        many ACKs when frames are pipelined.
+        ACKs for C{seqs} came, in one C{recv}: without a detector they are
+        the answers, settled together (one hold of each lock, one wake-up of
+        the writers); with one, a live stream's are noted for
+        L{_settleSkipped}, and the others' wait for their RESULTs.
         """
-        buffer = bytearray()
-        while True:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ClientError("the server closed the connection")
-            buffer += chunk
-            offset = 0
-            while len(buffer) - offset >= wire.LENGTH_BYTES:
-                length = wire.decodeLength(bytes(buffer[offset : offset + wire.LENGTH_BYTES]))
-                if length > MAX_MESSAGE_BYTES:
-                    raise ClientError(f"the server sent a {length}-byte message")
-                end = offset + wire.LENGTH_BYTES + length
-                if len(buffer) < end:
-                    break
-                yield wire.decodeMessage(bytes(buffer[offset + wire.LENGTH_BYTES : end]))
-                offset = end
-            del buffer[:offset]
+        if self.detects:
+            if self.client.live:
+                with self.lock:
+                    self._acked.update(seqs)
+            return
+        with self.lock:
+            pop = self.waiting.pop
+            entries = [pop(seq, None) for seq in seqs]
+        now = time.monotonic()
+        self.client._settled(
+            [
+                (pending, Reply(pending.seq, roundTrip=now - sentAt))
+                for pending, sentAt in filter(None, entries)
+            ]
+        )
 
     def _read(self) -> None:
+        """
+        The reader thread: read the server's messages in large chunks (one
+        C{recv} brings many ACKs when frames are pipelined) and act on them
+        in order.  ACKs, the message it gets most, are read in place, and
+        those of one chunk are settled together (L{_settleAcks}); any other
+        message is decoded by L{wire.decodeMessage}, once the ACKs before it
+        are settled.
+        """
+        buffer = bytearray()
         try:
-            for message in self._messages():
-                if isinstance(message, wire.Result):
-                    self._settle(message.seq, message)
-                    if self.client.live:
-                        self._settleSkipped(message.seq)
-                elif isinstance(message, wire.Ack):
-                    if not self.detects:
-                        self._settle(message.seq, message)
-                    elif self.client.live:
-                        with self.lock:
-                            self._acked.add(message.seq)
-                elif isinstance(message, wire.Reject):
-                    self._settle(message.seq, FrameRejected(message.reason))
-                elif isinstance(message, wire.Ping):
-                    self.write(wire.Pong(message.token))
-                elif isinstance(message, wire.Error):
-                    raise ClientError(f"server error {message.code}: {message.reason}")
+            while True:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ClientError("the server closed the connection")
+                buffer += chunk
+                size = len(buffer)
+                offset = 0
+                acks = []
+                while size - offset >= _LENGTH.size:
+                    length = _LENGTH.unpack_from(buffer, offset)[0]
+                    if length > MAX_MESSAGE_BYTES:
+                        raise ClientError(f"the server sent a {length}-byte message")
+                    end = offset + _LENGTH.size + length
+                    if size < end:
+                        break
+                    if length == _ACK_SIZE:
+                        _, version, kind, seq = _FRAMED_ACK.unpack_from(buffer, offset)
+                        if version == wire.PROTOCOL_VERSION and kind == wire.MSG_ACK:
+                            acks.append(seq)
+                            offset = end
+                            continue
+                    if acks:
+                        self._settleAcks(acks)
+                        acks = []
+                    self._dispatch(
+                        wire.decodeMessage(bytes(buffer[offset + _LENGTH.size : end]))
+                    )
+                    offset = end
+                if acks:
+                    self._settleAcks(acks)
+                del buffer[:offset]
         except (OSError, ValueError, ClientError, _Lost, wire.WireError) as e:
             self.shutdown(e)
+
+    def _dispatch(self, message: wire.Message) -> None:
+        if isinstance(message, wire.Result):
+            self._settle(message.seq, message)
+            if self.client.live:
+                self._settleSkipped(message.seq)
+        elif isinstance(message, wire.Ack):
+            self._settleAcks([message.seq])
+        elif isinstance(message, wire.Reject):
+            self._settle(message.seq, FrameRejected(message.reason))
+        elif isinstance(message, wire.Ping):
+            self.write(wire.Pong(message.token))
+        elif isinstance(message, wire.Error):
+            raise ClientError(f"server error {message.code}: {message.reason}")
 
     def _settleSkipped(self, answered: int) -> None:
         """
