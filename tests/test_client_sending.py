@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import socket
+import threading
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -194,6 +195,61 @@ class ReaderTests(SynchronousTestCase):
         peer.read()
         peer.say(wire.Ack(1))
         self.assertEqual(second.result().seq, 1)
+
+
+class ThreadTests(SynchronousTestCase):
+    """
+    Several threads sending and waiting at once share the client's one
+    lock and conditions (L{client.PendingFrame}'s state).
+    """
+
+    def test_severalWaiters(self):
+        """
+        Four threads each send 25 frames and wait for each answer, with a
+        window of 2, so that writers wait for room while others wait for
+        answers: every thread gets the answers to its own frames, and the
+        wire carries each seq once, in order.
+        """
+        peer = _Peer(self, window=2, timeout=30)
+        seen = []
+
+        def answer():
+            # The server: ACK every FRAME as it comes, until the BYE.
+            while True:
+                message = peer.read()
+                if not isinstance(message, wire.Frame):
+                    return
+                seen.append(message.seq)
+                peer.say(wire.Ack(message.seq))
+
+        server = threading.Thread(target=answer)
+        server.start()
+        results = {}
+        errors = []
+
+        def script(name):
+            try:
+                results[name] = [
+                    (pending.seq, pending.result().seq)
+                    for pending in (
+                        peer.client.send(FAKE_JPEG, wait=False) for _ in range(25)
+                    )
+                ]
+            except Exception as e:  # pragma: no cover (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=script, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        peer.client.close()
+        server.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(seen, list(range(100)))
+        for pairs in results.values():
+            self.assertEqual([a for a, b in pairs], [b for a, b in pairs])
+        self.assertEqual(sorted(a for pairs in results.values() for a, _ in pairs), seen)
 
 
 class FrameFieldTests(SynchronousTestCase):
