@@ -28,8 +28,10 @@ answer::
 
 The package's modules: L{blocking} (L{Client}, L{connect}), L{connection}
 (one socket: the handshake, shared with the Twisted sender through
-L{imageproto.wire.answerServer}, and the reader thread), L{frames}
-(L{Reply}, L{encodeFrame}) and L{errors}.
+L{imageproto.wire.answerServer}, the reader thread, and L{sendParts}, which
+writes a FRAME in one C{sendmsg}), L{pending} (L{PendingFrame}), L{frames}
+(L{Reply}, L{encodeFrame}, and L{framedParts}, a FRAME's bytes), L{transport}
+and L{errors}.
 """
 
 from imageproto.client.blocking import Client, PendingFrame, connect

@@ -7,25 +7,26 @@ the background sender of L{Client.sendLatest}.  Plain sockets and threads;
 one L{imageproto.client.connection.Connection} at a time.
 
 Locks, outermost first: C{Client._lock} (the connection; held while
-connecting and writing, so frames go out in order), C{Client._room} (the
-window; never held while blocking on I/O), C{Connection.lock}.  The
-connection's reader thread never takes C{Client._lock}, so it keeps
+connecting and writing, so frames go out in order), C{Client._state} (the
+window and every L{PendingFrame}'s state, with two conditions on it:
+C{_room}, waited on for room in the window, and C{_changed}, waited on for
+a frame's answer; never held while blocking on I/O), C{Connection.lock}.
+The connection's reader thread never takes C{Client._lock}, so it keeps
 reading answers while a writer waits for the socket.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from typing import Callable
 
-import attrs
-
 from imageproto import wire
 from imageproto.client.connection import Connection, handshake
 from imageproto.client.errors import ClientError, MetadataUnsupported, ServerRefused, _Lost
-from imageproto.client.frames import Reply, encodeFrame
+from imageproto.client.frames import Reply, encodeFrame, framedParts
 from imageproto.client.transport import Address, openTransport, parseAddress, tlsContext
 
 from imageproto.client.pending import PendingFrame
@@ -101,7 +102,13 @@ class Client:
         self.dropped = 0
         self._seq = 0
         self._lock = threading.RLock()
-        self._room = threading.Condition()
+        self._state = threading.Lock()
+        self._room = threading.Condition(self._state)
+        self._changed = threading.Condition(self._state)
+        # Threads waiting on each condition: most answers find none, and
+        # then skip the notify.
+        self._roomWaiters = 0
+        self._changedWaiters = 0
         self._pending: dict[int, PendingFrame] = {}
         self._connection: Connection | None = None
         self._closed = False
@@ -183,7 +190,7 @@ class Client:
         self._connect(deadline)
 
     def _unanswered(self) -> list[PendingFrame]:
-        with self._room:
+        with self._state:
             return sorted(
                 (p for p in self._pending.values() if not p.done()), key=lambda p: p.seq
             )
@@ -196,20 +203,31 @@ class Client:
         """
         pending._sent(connection)
         connection.expect(pending, time.monotonic())
-        frame = attrs.evolve(pending.frame, sendTime=time.time())
-        connection.write(frame)
+        sendTime = pending.sendTime = time.time()
+        connection.writeParts(
+            framedParts(
+                pending.seq, pending.jpeg, pending.captureTime, sendTime, pending._metadataBytes
+            )
+        )
 
     # -- sending ------------------------------------------------------------
 
-    def _nextSeq(self) -> int:
-        with self._lock:
-            seq = self._seq
-            self._seq += 1
-            return seq
+    def _makeFrame(self, seq: int, jpeg: bytes, captureTime, metadata) -> PendingFrame:
+        """
+        Frame C{seq}, checked as a C{wire.Frame} would check it: a finite
+        C{float} capture time and no metadata pass as they are (every frame
+        but the unusual one), anything else is made into a C{wire.Frame}
+        once, whose converters and validators decide.
 
-    def _makeFrame(self, seq: int, jpeg: bytes, captureTime: float, metadata) -> wire.Frame:
+        @raise ValueError: for a capture time that is not finite, or bad
+            metadata.
+        @raise MetadataUnsupported: if there is metadata and the server does
+            not take it.
+        """
         if metadata is None:
-            return wire.Frame(seq, jpeg, captureTime, 0.0)
+            if captureTime.__class__ is not float or not math.isfinite(captureTime):
+                captureTime = wire.Frame(seq, jpeg, captureTime, 0.0).captureTime
+            return PendingFrame(self, seq, jpeg, captureTime)
         connection = self._connection
         if connection is None or not metadataSupported(connection.welcome):
             raise MetadataUnsupported(
@@ -217,7 +235,8 @@ class Client:
                 "receiver that announces SCAP_METADATA); send without metadata="
             )
         # A dict (a JSON object) or a str (a JSON string), as JSON text.
-        return wire.Frame(seq, jpeg, captureTime, 0.0, metadata=wire.encodeMetadata(metadata))
+        frame = wire.Frame(seq, jpeg, captureTime, 0.0, metadata=wire.encodeMetadata(metadata))
+        return PendingFrame(self, seq, jpeg, frame.captureTime, frame.metadata)
 
     def send(
         self,
@@ -277,27 +296,34 @@ class Client:
     def _submit(self, jpeg: bytes, captureTime: float, metadata, deadline: float) -> PendingFrame:
         # Wait for room in the window first, outside the connection lock:
         # answers keep arriving on the reader thread meanwhile.
-        with self._room:
+        with self._state:
             while len(self._pending) >= self.window:
                 if self._closed:
                     raise ClientError("the client is closed")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"{self.window} frames unanswered (the window is full)")
-                self._room.wait(min(remaining, 0.5))
+                self._roomWaiters += 1
+                try:
+                    self._room.wait(min(remaining, 0.5))
+                finally:
+                    self._roomWaiters -= 1
                 if len(self._pending) >= self.window:
                     # A dropped connection answers nothing: restore it.
-                    self._room.release()
+                    self._state.release()
                     try:
                         self._restoreIfLost(deadline)
                     finally:
-                        self._room.acquire()
+                        self._state.acquire()
         with self._lock:
-            connection = self._connect(deadline)
-            frame = self._makeFrame(self._nextSeq(), jpeg, captureTime, metadata)
-            pending = PendingFrame(self, frame)
-            with self._room:
-                self._pending[pending.seq] = pending
+            connection = self._connection
+            if connection is None or connection.closed:
+                connection = self._connect(deadline)
+            seq = self._seq
+            self._seq += 1
+            pending = self._makeFrame(seq, jpeg, captureTime, metadata)
+            with self._state:
+                self._pending[seq] = pending
             try:
                 self._transmit(connection, pending)
             except _Lost:
@@ -310,10 +336,30 @@ class Client:
             self._connect(deadline)
 
     def _answered(self, pending: PendingFrame) -> None:
-        with self._room:
+        with self._state:
             if self._pending.get(pending.seq) is pending:
                 del self._pending[pending.seq]
             self._room.notify_all()
+
+    def _settled(self, answers: list) -> None:
+        """
+        Settle each C{(pending, outcome)} of C{answers} (a L{Reply} or an
+        exception) unless it already is, under one hold of C{_state}, and
+        wake whoever waits for an answer or for room in the window.  The
+        reader thread's way in: it settles all the ACKs one C{recv} brought
+        at once.
+        """
+        with self._state:
+            inFlight = self._pending
+            for pending, outcome in answers:
+                if pending._outcome is None:
+                    pending._outcome = outcome
+                    if inFlight.get(pending.seq) is pending:
+                        del inFlight[pending.seq]
+            if self._changedWaiters:
+                self._changed.notify_all()
+            if self._roomWaiters:
+                self._room.notify_all()
 
     def _abandon(self, pending: PendingFrame) -> None:
         connection = pending.sentOn
@@ -414,7 +460,7 @@ class Client:
         with self._wake:
             self._closed = True
             self._wake.notify_all()
-        with self._room:
+        with self._state:
             self._room.notify_all()
         connection = self._connection
         if connection is not None and not connection.closed:

@@ -4,14 +4,17 @@ One blocking TCP connection to a receiver: the handshake (L{handshake}) and
 the reader thread that settles each frame's future (L{Connection}).
 
 The bytes are L{imageproto.wire}'s (C{encodeFramed}, C{decodeLength},
-C{decodeMessage}), and what to answer before WELCOME is
-L{imageproto.wire.answerServer}'s decision, the one the Twisted sender's
-state machine makes; only the socket calls are this module's own.
+C{decodeMessage}; a FRAME's are laid out by
+L{imageproto.client.frames.framedParts} and gathered by L{sendParts}), and
+what to answer before WELCOME is L{imageproto.wire.answerServer}'s
+decision, the one the Twisted sender's state machine makes; only the socket
+calls are this module's own.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 
@@ -19,10 +22,23 @@ from imageproto import wire
 from imageproto.client.errors import ClientError, FrameRejected, ServerRefused, _Lost
 from imageproto.client.frames import Reply
 
-__all__ = ["MAX_MESSAGE_BYTES", "NO_TOKEN_REASON", "Connection", "handshake", "readMessage"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "NO_TOKEN_REASON",
+    "Connection",
+    "handshake",
+    "readMessage",
+    "sendParts",
+]
 
 # The largest message read from the server.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# An ACK behind its length prefix, read in place by the reader thread (see
+# Connection._read); the layout is imageproto.wire.codec's.
+_LENGTH = struct.Struct("!I")
+_FRAMED_ACK = struct.Struct("!IBBQ")
+_ACK_SIZE = _FRAMED_ACK.size - _LENGTH.size
 
 # ERROR 6's reason, sent and raised, when the server challenges a client
 # without a token.
@@ -52,6 +68,32 @@ def readMessage(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> wire.Mes
     if length > limit:
         raise ClientError(f"the server sent a {length}-byte message")
     return wire.decodeMessage(_recvExactly(sock, length))
+
+
+def sendParts(sock: socket.socket, parts: list) -> None:
+    """
+    Write the buffers C{parts} to C{sock}, in order, gathered by
+    C{sendmsg} rather than first copied into one string.  A blocking
+    socket takes them whole unless a signal or a timeout interrupts it
+    part way; then the rest is sent, from the byte where it stopped.
+
+    @raise OSError: as C{sendmsg} does.
+    """
+    while True:
+        sent = sock.sendmsg(parts)
+        for i, part in enumerate(parts):
+            size = len(part)
+            if sent < size:
+                parts = [memoryview(part)[sent:], *parts[i + 1 :]]
+                break
+            sent -= size
+        else:
+            return
+
+
+def _sendJoined(sock, parts: list) -> None:
+    # For what has no sendmsg (TLS, an adopted socket-like object).
+    sock.sendall(b"".join(parts))
 
 
 def _sendQuietly(sock: socket.socket, message: wire.Message) -> None:
@@ -121,6 +163,9 @@ class Connection:
         self.writeLock = threading.Lock()
         self.closed = False
         self.error: Exception | None = None
+        # A plain socket's FRAMEs are gathered by sendmsg; anything else
+        # (TlsTransport, an SSLSocket) gets them joined.
+        self._sendParts = sendParts if type(sock) is socket.socket else _sendJoined
         self.reader = threading.Thread(
             target=self._read, name="imageproto-client-reader", daemon=True
         )
@@ -135,6 +180,21 @@ class Connection:
         with self.writeLock:
             try:
                 self.sock.sendall(data)
+            except (OSError, ValueError) as e:
+                self.shutdown(e)
+                raise _Lost(e) from None
+
+    def writeParts(self, parts: list) -> None:
+        """
+        Write one message given as buffers (L{imageproto.client.frames.framedParts}).
+
+        @raise _Lost: if the connection is gone, or goes while writing.
+        """
+        if self.closed:
+            raise _Lost(self.error or "closed")
+        with self.writeLock:
+            try:
+                self._sendParts(self.sock, parts)
             except (OSError, ValueError) as e:
                 self.shutdown(e)
                 raise _Lost(e) from None
@@ -173,50 +233,87 @@ class Connection:
             reply = Reply(outcome.seq, roundTrip=roundTrip)
         pending._settle(reply)
 
-    def _messages(self):
+    def _settleAcks(self, seqs: list) -> None:
         """
-        The server's messages, read in large chunks: one C{recv} brings
-        many ACKs when frames are pipelined.
+        ACKs for C{seqs} came, in one C{recv}: without a detector they are
+        the answers, settled together (one hold of each lock, one wake-up of
+        the writers); with one, a live stream's are noted for
+        L{_settleSkipped}, and the others' wait for their RESULTs.
         """
-        buffer = bytearray()
-        while True:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ClientError("the server closed the connection")
-            buffer += chunk
-            offset = 0
-            while len(buffer) - offset >= wire.LENGTH_BYTES:
-                length = wire.decodeLength(bytes(buffer[offset : offset + wire.LENGTH_BYTES]))
-                if length > MAX_MESSAGE_BYTES:
-                    raise ClientError(f"the server sent a {length}-byte message")
-                end = offset + wire.LENGTH_BYTES + length
-                if len(buffer) < end:
-                    break
-                yield wire.decodeMessage(bytes(buffer[offset + wire.LENGTH_BYTES : end]))
-                offset = end
-            del buffer[:offset]
+        if self.detects:
+            if self.client.live:
+                with self.lock:
+                    self._acked.update(seqs)
+            return
+        with self.lock:
+            pop = self.waiting.pop
+            entries = [pop(seq, None) for seq in seqs]
+        now = time.monotonic()
+        self.client._settled(
+            [
+                (pending, Reply(pending.seq, roundTrip=now - sentAt))
+                for pending, sentAt in filter(None, entries)
+            ]
+        )
 
     def _read(self) -> None:
+        """
+        The reader thread: read the server's messages in large chunks (one
+        C{recv} brings many ACKs when frames are pipelined) and act on them
+        in order.  ACKs, the message it gets most, are read in place, and
+        those of one chunk are settled together (L{_settleAcks}); any other
+        message is decoded by L{wire.decodeMessage}, once the ACKs before it
+        are settled.
+        """
+        buffer = bytearray()
         try:
-            for message in self._messages():
-                if isinstance(message, wire.Result):
-                    self._settle(message.seq, message)
-                    if self.client.live:
-                        self._settleSkipped(message.seq)
-                elif isinstance(message, wire.Ack):
-                    if not self.detects:
-                        self._settle(message.seq, message)
-                    elif self.client.live:
-                        with self.lock:
-                            self._acked.add(message.seq)
-                elif isinstance(message, wire.Reject):
-                    self._settle(message.seq, FrameRejected(message.reason))
-                elif isinstance(message, wire.Ping):
-                    self.write(wire.Pong(message.token))
-                elif isinstance(message, wire.Error):
-                    raise ClientError(f"server error {message.code}: {message.reason}")
+            while True:
+                chunk = self.sock.recv(1 << 16)
+                if not chunk:
+                    raise ClientError("the server closed the connection")
+                buffer += chunk
+                size = len(buffer)
+                offset = 0
+                acks = []
+                while size - offset >= _LENGTH.size:
+                    length = _LENGTH.unpack_from(buffer, offset)[0]
+                    if length > MAX_MESSAGE_BYTES:
+                        raise ClientError(f"the server sent a {length}-byte message")
+                    end = offset + _LENGTH.size + length
+                    if size < end:
+                        break
+                    if length == _ACK_SIZE:
+                        _, version, kind, seq = _FRAMED_ACK.unpack_from(buffer, offset)
+                        if version == wire.PROTOCOL_VERSION and kind == wire.MSG_ACK:
+                            acks.append(seq)
+                            offset = end
+                            continue
+                    if acks:
+                        self._settleAcks(acks)
+                        acks = []
+                    self._dispatch(
+                        wire.decodeMessage(bytes(buffer[offset + _LENGTH.size : end]))
+                    )
+                    offset = end
+                if acks:
+                    self._settleAcks(acks)
+                del buffer[:offset]
         except (OSError, ValueError, ClientError, _Lost, wire.WireError) as e:
             self.shutdown(e)
+
+    def _dispatch(self, message: wire.Message) -> None:
+        if isinstance(message, wire.Result):
+            self._settle(message.seq, message)
+            if self.client.live:
+                self._settleSkipped(message.seq)
+        elif isinstance(message, wire.Ack):
+            self._settleAcks([message.seq])
+        elif isinstance(message, wire.Reject):
+            self._settle(message.seq, FrameRejected(message.reason))
+        elif isinstance(message, wire.Ping):
+            self.write(wire.Pong(message.token))
+        elif isinstance(message, wire.Error):
+            raise ClientError(f"server error {message.code}: {message.reason}")
 
     def _settleSkipped(self, answered: int) -> None:
         """
