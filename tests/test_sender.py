@@ -208,6 +208,28 @@ class WindowTests(SynchronousTestCase):
         self.assertIn("exceeds the server's limit", events[0]["log_format"])
 
 
+class DefaultWindowTests(SynchronousTestCase):
+    """
+    Without a window given, a live source keeps 8 frames unacknowledged at
+    most and a finite one 16.
+    """
+
+    def test_liveAndFinite(self):
+        for live, window in ((True, 8), (False, 16)):
+            sender = FrameSender("cam", live, Clock(), session=1)
+            self.assertEqual(sender.window, window)
+            protocol = connect(sender)
+            for _ in range(window):
+                self.assertTrue(sender.ready)
+                self.assertTrue(sender.frameCaptured(b"x", 1.0))
+            # Full: a finite source's capture loop waits, a live one's frame
+            # is dropped.
+            self.assertFalse(sender.ready)
+            self.assertEqual(len(protocol.frames), window)
+            if live:
+                self.assertFalse(sender.frameCaptured(b"x", 1.0))
+
+
 class ResendTests(SynchronousTestCase):
     def test_resendAfterReconnect(self):
         """

@@ -36,7 +36,8 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self):
         """
         With no options: the test pattern, tcp:localhost:8080, the host
-        name, quality 90, window 8, max delay 5 s, retries forever.
+        name, quality 90, the source's default window, max delay 5 s,
+        retries forever.
         """
         config = SenderConfig.fromOptions(parse())
         self.assertEqual(
@@ -47,7 +48,7 @@ class OptionsTests(SynchronousTestCase):
                 source=PatternSpec(),
                 fps=None,
                 quality=90,
-                window=8,
+                window=None,
                 maxDelay=5.0,
                 maxRetries=None,
             ),

@@ -103,7 +103,9 @@ class FrameStream:
         or an C{IStreamClientEndpoint}.
     @param name: the stream name.
     @param live: a live source (see above).
-    @param window: the most frames unacknowledged at once.
+    @param window: the most frames unacknowledged at once; by default 8
+        for a live stream and 16 for a finite one
+        (L{imageproto.sender.flow.defaultWindow}).
     @param results: fire each frame's Deferred with its L{wire.Result}
         rather than its L{wire.Ack} when the receiver runs a detector.
     @param token: bytes proven to a receiver that requires a token.
@@ -119,7 +121,7 @@ class FrameStream:
         name: str,
         *,
         live: bool = False,
-        window: int = 8,
+        window: int | None = None,
         results: bool = False,
         token: bytes | None = None,
         maxDelay: float = 5.0,

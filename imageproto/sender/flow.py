@@ -9,7 +9,11 @@ L{imageproto.sender.service.CaptureService}.  It touches no socket and no thread
 is driven by plain method calls and reads time from an injected clock, so
 every rule below is tested without a network.
 
-Flow control is by ACK: at most C{window} frames are unacknowledged.
+Flow control is by ACK: at most C{window} frames are unacknowledged, by
+default L{LIVE_WINDOW} (8) for a live source, whose frames go stale while
+they wait, and L{FINITE_WINDOW} (16) for a finite one, which wants
+throughput: with 8, a sender on loopback sat idle waiting for ACKs and
+woke for every few of them (bench/README.md, "Issue 11, round 3").
 
   - A B{live} source (camera, test pattern) never waits.  A frame that
     arrives while the window is full, the transport's buffer is full
@@ -54,7 +58,29 @@ from imageproto import wire
 from imageproto.common.numbers import percentile  # re-exported
 from imageproto.sender.outcome import Counts, RunOutcome, SenderFailed, Summary
 
-__all__ = ["FrameSender", "SenderFailed", "Summary", "percentile", "newSession"]
+__all__ = [
+    "FrameSender",
+    "SenderFailed",
+    "Summary",
+    "percentile",
+    "newSession",
+    "LIVE_WINDOW",
+    "FINITE_WINDOW",
+    "defaultWindow",
+]
+
+#: The default window of a live source (camera, test pattern).
+LIVE_WINDOW = 8
+#: The default window of a finite source (video file, image folder).
+FINITE_WINDOW = 16
+
+
+def defaultWindow(live: bool) -> int:
+    """
+    The window a sender gets when none is given: L{LIVE_WINDOW} or
+    L{FINITE_WINDOW}.
+    """
+    return LIVE_WINDOW if live else FINITE_WINDOW
 
 # ERROR codes that say "not now" rather than "never", even before WELCOME:
 # after them a sender reconnects with backoff; every other code is permanent
@@ -95,7 +121,8 @@ class FrameSender(RunOutcome):
     @param name: the stream name sent in HELLO.
     @param live: C{True} for a source that drops frames rather than wait.
     @param clock: an C{IReactorTime} for send times and round trips.
-    @param window: the most frames unacknowledged at once.
+    @param window: the most frames unacknowledged at once; C{None} for
+        L{defaultWindow}C{(live)}.
     @param session: the HELLO session id; random by default.
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
     @param resumable: a finite source whose C{session} names its content
@@ -124,7 +151,7 @@ class FrameSender(RunOutcome):
         name: str,
         live: bool,
         clock,
-        window: int = 8,
+        window: int | None = None,
         session: int | None = None,
         onResult: Callable[[wire.Result], object] | None = None,
         awaitResults: bool = False,
@@ -132,6 +159,8 @@ class FrameSender(RunOutcome):
         retryFor: float = 60.0,
         metadata: str | None = None,
     ) -> None:
+        if window is None:
+            window = defaultWindow(live)
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         if metadata is not None:

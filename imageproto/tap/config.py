@@ -207,7 +207,8 @@ class SenderConfig:
     @ivar height: resize to this height (0: keep).
     @ivar quality: JPEG quality, 1 to 100.
     @ivar count: stop after this many frames (0: no limit).
-    @ivar window: frames unacknowledged at most.
+    @ivar window: frames unacknowledged at most; C{None} for the
+        source's default (L{imageproto.sender.flow.defaultWindow}).
     @ivar maxDelay: the longest wait between reconnection attempts, seconds.
     @ivar maxRetries: consecutive failed attempts before giving up, or
         C{None} to retry forever.
@@ -235,7 +236,7 @@ class SenderConfig:
     height: int = 0
     quality: int = 90
     count: int = 0
-    window: int = 8
+    window: int | None = None
     maxDelay: float = 5.0
     maxRetries: int | None = None
     results: str | None = None

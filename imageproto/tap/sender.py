@@ -93,7 +93,7 @@ class Options(CommandOptions):
         ["height", None, 0, "Resize frames to this height (0: keep).", _atLeast(0)],
         ["quality", "q", 90, "JPEG quality, 1..100.", checks.coercer(int, 1, 100)],
         ["count", None, 0, "Stop after sending this many frames (0: no limit).", _atLeast(0)],
-        ["window", "w", 8, "Frames sent but not yet acknowledged, at most.", _atLeast(1)],
+        ["window", "w", None, "Frames sent but not yet acknowledged, at most [default: 8 for a camera or test pattern, 16 for a video or folder]", _atLeast(1)],
         ["max-delay", None, 5.0, "Longest wait between reconnection attempts, seconds.", _atLeast(0.01, float)],
         ["max-retries", None, None, "Give up after this many failed reconnections [default: never]", _atLeast(0)],
         ["retry-for", None, 60.0, "Seconds to keep sending again a frame the receiver cannot store for now (a full disk) before counting it as not stored and exiting non-zero.", _atLeast(0, float)],
