@@ -94,6 +94,8 @@ def senderSeconds(frames: int) -> float:
         while sent < frames and sender.ready:
             stream.send(_JPEG, captureTime).addCallback(ack)
             sent += 1
+        # The end of the reactor turn, where queued writes go out.
+        reactor.advance(0)
         protocol.dataReceived(wire.encodeAcks(range(first, sent)))
     elapsed = time.process_time() - start
     assert acked[0] == frames, (acked[0], frames)

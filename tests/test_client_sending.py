@@ -83,7 +83,7 @@ class SendPartsTests(SynchronousTestCase):
     little each C{sendmsg} takes.
     """
 
-    parts = frames.framedParts(3, FAKE_JPEG, 1.0, 2.0, b'{"m": 1}')
+    parts = frames.framedParts(3, FAKE_JPEG, 1.0, 2.0)
 
     def test_whole(self):
         """

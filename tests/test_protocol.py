@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -854,6 +855,55 @@ class SenderProtocolTests(SynchronousTestCase):
         transport.clear()
         del stub.calls[:]
         return proto, transport, stub
+
+    def test_framesOfATurnInOneSend(self):
+        """
+        On plain TCP the FRAMEs sent in one reactor turn go to the socket
+        together at its end, in one C{sendmsg}; a message sent after them
+        (a BYE, a PONG) first sends them, so it cannot overtake them.
+        """
+        proto, transport, stub = self.welcomed()
+        direct = proto._tcp = _DirectTcp()
+        frames = [wire.Frame(seq, TINY_JPEG, 1.0, 2.0) for seq in range(3)]
+        for frame in frames:
+            proto.sendFrame(frame)
+        self.assertEqual(direct.sent, [])
+        proto.factory.clock.advance(0)
+        self.assertEqual(direct.sent, [b"".join(framed(f) for f in frames)])
+        proto.sendFrame(frames[0])
+        proto.answerPing(wire.Ping(5))
+        self.assertEqual(direct.sent[1:], [framed(frames[0])])
+        self.assertEqual(written(transport), [wire.Pong(5)])
+        proto.factory.clock.advance(0)
+        self.assertEqual(len(direct.sent), 2)
+
+    def test_framesQueuedBehindHeldData(self):
+        """
+        While the transport still holds data, the turn's FRAMEs are queued
+        behind it, as one write.
+        """
+        proto, transport, stub = self.welcomed()
+        direct = proto._tcp = _DirectTcp()
+        direct.dataBuffer = b"held"
+        frames = [wire.Frame(seq, TINY_JPEG, 1.0, 2.0) for seq in range(2)]
+        for frame in frames:
+            proto.sendFrame(frame)
+        proto.factory.clock.advance(0)
+        self.assertEqual(direct.sent, [])
+        self.assertEqual(written(transport), frames)
+
+    def test_unwrittenFramesDroppedWithTheConnection(self):
+        """
+        FRAMEs of a turn whose connection is lost before its end are not
+        written (the sender sends them again after a reconnect, as every
+        unacknowledged frame), and nothing is left scheduled.
+        """
+        proto, transport, stub = self.welcomed()
+        direct = proto._tcp = _DirectTcp()
+        proto.sendFrame(wire.Frame(0, TINY_JPEG, 1.0, 2.0))
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(proto.factory.clock.getDelayedCalls(), [])
+        self.assertEqual(direct.sent, [])
 
     def test_helloOnConnect(self):
         """

@@ -7,23 +7,12 @@ for the socket, and a L{Reply} is the server's answer to one frame.
 
 from __future__ import annotations
 
-import struct
-
 from attrs import field, frozen
 
 from imageproto import wire
 
 __all__ = ["Reply", "encodeFrame", "framedParts"]
 
-# A FRAME's layout (imageproto.wire.codec): the length prefix, version,
-# type, seq and JPEG length; the trailer (capture and send times, dropped);
-# with metadata, its length.  Packed here rather than through wire.Frame,
-# whose validators the client's per-frame path would pay on every send.
-_FRAMED_START = struct.Struct("!IBBQI")
-_TRAILER = struct.Struct("!ddI")
-_METADATA_LENGTH = struct.Struct("!H")
-_BEFORE_JPEG = _FRAMED_START.size - 4
-_U32 = 0xFFFFFFFF
 
 
 @frozen
@@ -82,30 +71,14 @@ def framedParts(
 ) -> list:
     """
     The bytes of C{wire.encodeFramed(wire.Frame(seq, jpeg, captureTime,
-    sendTime, metadata=...))} as the buffers a C{sendmsg} gathers: the
-    length prefix and head, the JPEG itself (not copied), the trailer, and
-    with C{metadata} its length and bytes.  The values are not checked
-    here: they are the client's own, or were checked by a C{wire.Frame}
-    once (L{imageproto.client.blocking.Client}).
+    sendTime, metadata=...))} as the buffers a C{sendmsg} gathers
+    (L{wire.frameParts}): the length prefix and head, the JPEG itself (not
+    copied), the trailer, and with C{metadata} its length and bytes.  The
+    values are not checked here: they are the client's own, or were checked
+    by a C{wire.Frame} once (L{imageproto.client.blocking.Client}).
 
     @param metadata: the metadata's JSON text as UTF-8, or C{None}.
     @raise wire.WireError: if the message is longer than a length prefix
         can say.
     """
-    size = _BEFORE_JPEG + len(jpeg) + _TRAILER.size
-    if metadata is None:
-        if size > _U32:
-            raise wire.WireError(f"a {size}-byte message does not fit a length prefix")
-        return [
-            _FRAMED_START.pack(size, wire.PROTOCOL_VERSION, wire.MSG_FRAME, seq, len(jpeg)),
-            jpeg,
-            _TRAILER.pack(captureTime, sendTime, 0),
-        ]
-    size += _METADATA_LENGTH.size + len(metadata)
-    if size > _U32:
-        raise wire.WireError(f"a {size}-byte message does not fit a length prefix")
-    return [
-        _FRAMED_START.pack(size, wire.PROTOCOL_VERSION, wire.MSG_FRAME, seq, len(jpeg)),
-        jpeg,
-        _TRAILER.pack(captureTime, sendTime, 0) + _METADATA_LENGTH.pack(len(metadata)) + metadata,
-    ]
+    return wire.frameParts(seq, jpeg, captureTime, sendTime, 0, metadata)

@@ -182,13 +182,13 @@ def frameParts(seq, jpeg, captureTime, sendTime, dropped, metadata=None) -> list
     rest of the encoding; bench/README.md, "round 3").  The caller
     vouches for the fields: C{seq} a u64, C{jpeg} bytes or a flat byte
     view, finite times, C{dropped} a u32, C{metadata} C{None} or checked
-    metadata text.
+    metadata text (or that text's UTF-8 bytes).
 
     @raise WireError: if the message is longer than a prefix can say.
     """
     size = FRAME_OVERHEAD + len(jpeg)
     if metadata is not None:
-        raw = metadata.encode("utf-8")
+        raw = metadata.encode("utf-8") if metadata.__class__ is str else metadata
         size += _METADATA_LENGTH.size + len(raw)
     if size > _U32:
         raise WireError(f"a {size}-byte message does not fit a length prefix")
