@@ -1059,7 +1059,10 @@ def viewers(workdir: str, viewerCount: int = 1100, nofile: int = 512, frames: in
         for _ in range(viewerCount):
             connectors.append(reactor.connectTCP("127.0.0.1", web, factory))
         yield waitFor(lambda: factory.opened >= viewerCount, 60, "the viewers to connect")
-        # Connections over the web port's cap are closed at once.
+        # Connections over the web port's cap are closed at once: wait for
+        # the receiver to start (a loaded machine takes a while to accept
+        # 1,100 connections), then give it a second to close the rest.
+        yield waitFor(lambda: factory.closed > 0, 60, "the receiver to close viewers over its cap")
         yield task.deferLater(reactor, 1.0, lambda: None)
         closedAtOnce = factory.closed
         started = time.monotonic()

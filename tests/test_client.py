@@ -506,6 +506,24 @@ class PipelineTests(TestCase):
         self.assertEqual([f.captureTime for f in self.frames], [1000.0 + i for i in range(40)])
 
     @inlineCallbacks
+    def test_defaultWindow(self):
+        """
+        Without a window given, a stream keeps up to 16 frames in flight, a
+        live one 8 (as the Twisted sender does).
+        """
+        address = yield self.startReceiver()
+
+        def script():
+            windows = []
+            for live in (False, True):
+                with imageproto.connect(address, name=f"w{int(live)}", live=live) as s:
+                    windows.append(s.window)
+            return windows
+
+        windows = yield deferToThread(script)
+        self.assertEqual(windows, [16, 8])
+
+    @inlineCallbacks
     def test_resentAfterConnectionLoss(self):
         """
         Frames in flight when the connection drops are sent again on the

@@ -43,10 +43,6 @@ def _connectAddress(port: int) -> str:
     return f"tcp:127.0.0.1:{port}"
 
 
-#: Frames the blocking client keeps in flight (C{connect(..., window=)}).
-CONNECT_WINDOW = 8
-
-
 def twistdCommand(port: int, statsFile: str) -> list[str]:
     """
     The real receiver: C{twistd -n imageproto} on loopback, default options.
@@ -162,9 +158,10 @@ def _giveUp(reactor, state) -> None:
 
 def runConnectSender(args) -> None:
     """
-    One blocking client: C{imageproto.connect(..., window=8)} and
-    C{send(frame, wait=False, captureTime=...)} per frame, which returns as
-    soon as the frame is written while at most 8 are unacknowledged; the
+    One blocking client: C{imageproto.connect(...)} with its default window
+    (16 frames for a stream that is not live) and C{send(frame, wait=False,
+    captureTime=...)} per frame, which returns as soon as the frame is
+    written while at most that many are unacknowledged; the
     run ends when every frame is acknowledged (C{close} waits for them).
     With C{--encode} it is handed the numpy image and encodes it itself
     (quality 90).
@@ -173,8 +170,7 @@ def runConnectSender(args) -> None:
 
     frames = loadFrames(args.data, args.frameset, images=args.encode)
     client = imageproto.connect(
-        _connectAddress(args.port), name=args.name, timeout=10.0, quality=90,
-        window=CONNECT_WINDOW,
+        _connectAddress(args.port), name=args.name, timeout=10.0, quality=90
     )
     captures = []
     total = 0

@@ -72,13 +72,15 @@ class Client:
         token: bytes | str | None = None,
         quality: int = 90,
         onReply: Callable[[Reply], object] | None = None,
-        window: int = 8,
+        window: int | None = None,
         ca: str | None = None,
         cert: str | None = None,
         key: str | None = None,
         tls: bool | None = None,
         sock=None,
     ) -> None:
+        if window is None:
+            window = wire.defaultWindow(live)
         if window < 1:
             raise ValueError("window must be at least 1")
         self.address: Address = parseAddress(address)
@@ -488,7 +490,7 @@ def connect(
     token: bytes | str | None = None,
     quality: int = 90,
     onReply: Callable[[Reply], object] | None = None,
-    window: int = 8,
+    window: int | None = None,
     ca: str | None = None,
     cert: str | None = None,
     key: str | None = None,
@@ -506,7 +508,8 @@ def connect(
     @param quality: JPEG quality for numpy images.
     @param onReply: called (in the sending thread) with each L{Reply} that
         C{send} waited for.
-    @param window: how many frames C{send(..., wait=False)} keeps in flight.
+    @param window: how many frames C{send(..., wait=False)} keeps in flight;
+        by default 16, or 8 with C{live} (L{imageproto.wire.defaultWindow}).
     @param ca: verify the server's certificate against this CA file (TLS;
         with C{"ssl:"} and no C{ca}, the system's CAs).
     @param cert: a client certificate file, for receivers that require one.

@@ -69,18 +69,10 @@ __all__ = [
     "defaultWindow",
 ]
 
-#: The default window of a live source (camera, test pattern).
-LIVE_WINDOW = 8
-#: The default window of a finite source (video file, image folder).
-FINITE_WINDOW = 16
-
-
-def defaultWindow(live: bool) -> int:
-    """
-    The window a sender gets when none is given: L{LIVE_WINDOW} or
-    L{FINITE_WINDOW}.
-    """
-    return LIVE_WINDOW if live else FINITE_WINDOW
+# The default windows (re-exported): imageproto.wire.window.
+LIVE_WINDOW = wire.LIVE_WINDOW
+FINITE_WINDOW = wire.FINITE_WINDOW
+defaultWindow = wire.defaultWindow
 
 # ERROR codes that say "not now" rather than "never", even before WELCOME:
 # after them a sender reconnects with backoff; every other code is permanent

@@ -12,7 +12,7 @@ Everything public is importable from here: C{from imageproto import wire;
 wire.Frame(...)}.
 """
 
-from imageproto.wire import clock, codec, digest, errors, handshake, messages, metadata, names
+from imageproto.wire import clock, codec, digest, errors, handshake, messages, metadata, names, window
 from imageproto.wire.clock import *  # noqa: F401,F403
 from imageproto.wire.codec import *  # noqa: F401,F403
 from imageproto.wire.digest import *  # noqa: F401,F403
@@ -21,6 +21,7 @@ from imageproto.wire.handshake import *  # noqa: F401,F403
 from imageproto.wire.messages import *  # noqa: F401,F403
 from imageproto.wire.metadata import *  # noqa: F401,F403
 from imageproto.wire.names import *  # noqa: F401,F403
+from imageproto.wire.window import *  # noqa: F401,F403
 
 __all__ = [
     *messages.__all__,
@@ -28,6 +29,7 @@ __all__ = [
     *errors.__all__,
     *codec.__all__,
     *names.__all__,
+    *window.__all__,
     *digest.__all__,
     *handshake.__all__,
     *clock.__all__,
