@@ -948,6 +948,37 @@ class SenderProtocolTests(SynchronousTestCase):
         )
         self.assertEqual(transport.value(), b"")
 
+    def test_acksOfAReadTogether(self):
+        """
+        To a sender with C{ackedAll}, the ACKs of one read go together, in
+        order, at its end; any other message of the read is relayed after
+        the ACKs before it and before those after it.
+        """
+
+        class BatchingSender(StubSender):
+            def ackedAll(self, seqs):
+                self.calls.append(("ackedAll", list(seqs)))
+
+        stub = BatchingSender()
+        factory = SenderFactory(stub, clock=Clock())
+        proto = factory.buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        proto.dataReceived(framed(wire.Welcome()))
+        del stub.calls[:]
+        proto.dataReceived(framed(wire.Ack(0)) + framed(wire.Ack(1)) + framed(wire.Ack(2)))
+        proto.dataReceived(
+            framed(wire.Ack(3)) + framed(wire.Reject(4, "nope")) + framed(wire.Ack(5))
+        )
+        self.assertEqual(
+            stub.calls,
+            [
+                ("ackedAll", [0, 1, 2]),
+                ("ackedAll", [3]),
+                ("rejected", 4, "nope"),
+                ("ackedAll", [5]),
+            ],
+        )
+
     def test_answersBeforeWelcome(self):
         """
         ACK, REJECT or RESULT before WELCOME is a protocol error, not

@@ -230,6 +230,26 @@ class DefaultWindowTests(SynchronousTestCase):
                 self.assertFalse(sender.frameCaptured(b"x", 1.0))
 
 
+class AckedTogetherTests(SynchronousTestCase):
+    """
+    C{ackedAll} settles the ACKs of one read, then wakes a waiting capture
+    loop once.
+    """
+
+    def test_settledThenWokenOnce(self):
+        sender, _ = makeSender(window=3)
+        connect(sender)
+        for _ in range(3):
+            sender.frameCaptured(b"x", 1.0)
+        woken = []
+        sender.whenReady().addCallback(
+            lambda _: woken.append(sender.summary().acknowledged)
+        )
+        sender.ackedAll([0, 1, 2])
+        self.assertEqual(woken, [3])
+        self.assertEqual(sender.summary().acknowledged, 3)
+
+
 class ResendTests(SynchronousTestCase):
     def test_resendAfterReconnect(self):
         """

@@ -164,6 +164,8 @@ def _connected(core: _Core, welcome: wire.Welcome) -> None:
     core.clockAgreed = wire.clockAgreed(core._hello.capabilities, welcome.capabilities)
     # The per-frame path: ACKs go straight to the sender from now on.
     core._onAck = core.factory.sender.acked
+    # And the ACKs of one read together, to a sender that takes them so.
+    core._onAcks = getattr(core.factory.sender, "ackedAll", None)
     core._watchServer(welcome)
     core.factory.resetDelay()
     core.factory.sender.connected(core, welcome)

@@ -100,14 +100,45 @@ class FrameSenderProtocol(MessageProtocol):
             self.factory.handshakeTimeout, absolute=True
         )
 
+    # The sender's ackedAll once streaming (if it has one), and the seqs of
+    # the ACKs read so far in this read.
+    _onAcks = None
+    _ackBatch = None
+
+    def dataReceived(self, data) -> None:
+        # The ACKs of one read go to the sender together at its end (or
+        # before any other message of it): it settles them, then wakes its
+        # capture loop once, which sends the frames they made room for in
+        # one go rather than one per ACK.
+        if self._onAcks is None or self._ackBatch is not None:
+            super().dataReceived(data)
+            return
+        self._ackBatch = batch = []
+        try:
+            super().dataReceived(data)
+        finally:
+            self._ackBatch = None
+            if batch:
+                self._onAcks(batch)
+
     def stringReceived(self, data) -> None:
         # Most of what a streaming sender reads is ACKs: take their seq
         # straight from the bytes, without an Ack object and dispatch.
         seq = wire.ackSeq(data)
         if seq is not None and not self._closing:
-            self._onAck(seq)
-        else:
-            super().stringReceived(data)
+            batch = self._ackBatch
+            if batch is None:
+                self._onAck(seq)
+            else:
+                batch.append(seq)
+            return
+        batch = self._ackBatch
+        if batch:
+            # Whatever else came settles after the ACKs before it.
+            seqs = batch[:]
+            del batch[:]
+            self._onAcks(seqs)
+        super().stringReceived(data)
 
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Ack):

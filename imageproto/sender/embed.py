@@ -72,6 +72,11 @@ class _StreamSender(FrameSender):
         super().acked(seq)
         self.stream._acked(seq)
 
+    def ackedAll(self, seqs: list) -> None:
+        super().ackedAll(seqs)
+        for seq in seqs:
+            self.stream._acked(seq)
+
     def rejected(self, seq: int, reason: str, retry: bool = False) -> None:
         super().rejected(seq, reason, retry)
         if seq not in self._unacked:

@@ -227,6 +227,19 @@ class FrameSender(RunOutcome):
         self._settled()
 
     def acked(self, seq: int) -> None:
+        self._ack(seq)
+        self._settled()
+
+    def ackedAll(self, seqs: list) -> None:
+        """
+        The ACKs of one read, in order: settled together, then a waiting
+        capture loop woken once.
+        """
+        for seq in seqs:
+            self._ack(seq)
+        self._settled()
+
+    def _ack(self, seq: int) -> None:
         pending = self._unacked.pop(seq, None)
         if pending is None:
             self.log.debug("ACK for frame {seq}, not outstanding", seq=seq)
@@ -240,7 +253,6 @@ class FrameSender(RunOutcome):
             and self.welcome.capabilities & wire.SCAP_DETECT
         ):
             self._awaiting[seq] = pending
-        self._settled()
 
     def rejected(self, seq: int, reason: str, retry: bool = False) -> None:
         pending = self._unacked.get(seq)
