@@ -305,13 +305,20 @@ def _runSender(args) -> None:
     frames = args.frames
     sender = FrameSender("bench", bool(args.rate), reactor, window=args.window)
     acks = _Counter(frames)
-    realAcked = sender.acked
+    realAcked, realAckedAll = sender.acked, sender.ackedAll
 
     def acked(seq):
         acks.count(seq)
         realAcked(seq)
 
+    def ackedAll(seqs):
+        # The ACKs of one read arrive together (FrameSender.ackedAll).
+        for seq in seqs:
+            acks.count(seq)
+        realAckedAll(seqs)
+
     sender.acked = acked
+    sender.ackedAll = ackedAll
     offered = 0
     began = {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import socket
+import struct
 import threading
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -180,6 +181,27 @@ class ReaderTests(SynchronousTestCase):
         self.assertIn("no", str(e))
         self.assertEqual(calls, [[0, 1], [2], [3, 4]])
         self.assertEqual(peer.client._pending, {})
+
+    def test_acksBeforeAnOversizedMessageSettled(self):
+        """
+        ACKs read in the same C{recv} as a message over the size limit are
+        settled before the connection is given up: their frames are
+        answered, not sent again.
+        """
+        peer = _Peer(self, window=8, timeout=10)
+        calls = []
+        settled = peer.client._settled
+
+        def recording(answers):
+            calls.append([pending.seq for pending, _ in answers])
+            settled(answers)
+
+        peer.client._settled = recording
+        pending = peer.client.send(FAKE_JPEG, wait=False)
+        self.assertEqual(peer.read().seq, 0)
+        peer.sock.sendall(wire.encodeFramed(wire.Ack(0)) + struct.pack("!I", 2**31))
+        self.assertEqual(pending.result().seq, 0)
+        self.assertEqual(calls, [[0]])
 
     def test_unknownAckIgnored(self):
         """

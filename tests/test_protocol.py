@@ -979,6 +979,27 @@ class SenderProtocolTests(SynchronousTestCase):
             ],
         )
 
+    def test_acksBeforeAnOversizedMessage(self):
+        """
+        ACKs read before a length over the limit reach the sender before
+        the connection fails.
+        """
+
+        class BatchingSender(StubSender):
+            def ackedAll(self, seqs):
+                # Whether the connection had already failed.
+                self.calls.append(("ackedAll", list(seqs), proto._closing))
+
+        stub = BatchingSender()
+        proto = SenderFactory(stub, clock=Clock()).buildProtocol(None)
+        transport = StringTransport()
+        proto.makeConnection(transport)
+        proto.dataReceived(framed(wire.Welcome(maxMessageBytes=1000)))
+        del stub.calls[:]
+        proto.dataReceived(framed(wire.Ack(0)) + struct.pack("!I", 2**31) + bytes(8))
+        self.assertEqual(stub.calls, [("ackedAll", [0], False)])
+        self.assertTrue(transport.disconnecting)
+
     def test_answersBeforeWelcome(self):
         """
         ACK, REJECT or RESULT before WELCOME is a protocol error, not

@@ -278,6 +278,9 @@ class Connection:
                 while size - offset >= _LENGTH.size:
                     length = _LENGTH.unpack_from(buffer, offset)[0]
                     if length > MAX_MESSAGE_BYTES:
+                        # The ACKs before it were the server's: settle them.
+                        if acks:
+                            self._settleAcks(acks)
                         raise ClientError(f"the server sent a {length}-byte message")
                     end = offset + _LENGTH.size + length
                     if size < end:

@@ -18,10 +18,10 @@ of the calls.
 from __future__ import annotations
 
 import threading
-from errno import EWOULDBLOCK
 from functools import partial
 
 from twisted.internet import main, tcp
+from twisted.internet.tcp import EWOULDBLOCK
 from twisted.protocols.policies import ProtocolWrapper
 
 __all__ = ["plainTcp", "sendNow", "readInto", "READ_INTO_BYTES"]

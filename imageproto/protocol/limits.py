@@ -42,8 +42,9 @@ Defaults (each a command-line option of C{twistd imageproto}):
     a large one waiting for ever; and a reservation lasts only until the
     message is complete or its connection closes (a silent peer holding one
     is dropped by the idle timeout).  Memory held in partial messages is
-    then at most the cap plus one read (256 KiB) per connection; the
-    reads of welcomed plain TCP senders share one buffer of 1 MiB.
+    then at most the cap plus one read per connection that is paused mid-read
+    (256 KiB; 1 MiB for a welcomed plain TCP sender, whose reads go into one
+    shared buffer and are copied only when reading pauses).
 """
 
 from __future__ import annotations

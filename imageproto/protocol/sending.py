@@ -132,13 +132,16 @@ class FrameSenderProtocol(MessageProtocol):
             else:
                 batch.append(seq)
             return
+        # Whatever else came settles after the ACKs before it.
+        self._flushAcks()
+        super().stringReceived(data)
+
+    def _flushAcks(self) -> None:
         batch = self._ackBatch
         if batch:
-            # Whatever else came settles after the ACKs before it.
             seqs = batch[:]
             del batch[:]
             self._onAcks(seqs)
-        super().stringReceived(data)
 
     def messageReceived(self, message: wire.Message) -> None:
         if isinstance(message, wire.Ack):
@@ -242,6 +245,8 @@ class FrameSenderProtocol(MessageProtocol):
         self._machine.stop()
 
     def lengthLimitExceeded(self, length: int) -> None:
+        # The ACKs read before it are settled before the connection fails.
+        self._flushAcks()
         # Before WELCOME this is most often not a server's message at all
         # (an HTTP answer, a TLS record): the machine explains it.
         self._machine.unreadable(self.oversizedHead)

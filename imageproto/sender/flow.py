@@ -233,7 +233,9 @@ class FrameSender(RunOutcome):
     def ackedAll(self, seqs: list) -> None:
         """
         The ACKs of one read, in order: settled together, then a waiting
-        capture loop woken once.
+        capture loop woken once.  A welcomed protocol calls this, not
+        L{acked}, for the ACKs of a read: a subclass that watches ACKs
+        overrides both (as L{imageproto.sender.embed} does).
         """
         for seq in seqs:
             self._ack(seq)
