@@ -140,6 +140,20 @@ class _Peer:
     def read(self):
         return connection.readMessage(self.sock)
 
+    def recordSettled(self) -> list:
+        """
+        Record the seqs of each call that settles answers together.
+        """
+        calls = []
+        settled = self.client._settled
+
+        def recording(answers):
+            calls.append([pending.seq for pending, _ in answers])
+            settled(answers)
+
+        self.client._settled = recording
+        return calls
+
     def say(self, *messages):
         """
         Write C{messages} in one C{sendall}.
@@ -160,14 +174,7 @@ class ReaderTests(SynchronousTestCase):
         settled in one call each.
         """
         peer = _Peer(self, window=8, timeout=10)
-        calls = []
-        settled = peer.client._settled
-
-        def recording(answers):
-            calls.append([pending.seq for pending, _ in answers])
-            settled(answers)
-
-        peer.client._settled = recording
+        calls = peer.recordSettled()
         pendings = [peer.client.send(FAKE_JPEG, wait=False) for _ in range(5)]
         self.assertEqual([peer.read().seq for _ in range(5)], list(range(5)))
         peer.say(
@@ -189,14 +196,7 @@ class ReaderTests(SynchronousTestCase):
         answered, not sent again.
         """
         peer = _Peer(self, window=8, timeout=10)
-        calls = []
-        settled = peer.client._settled
-
-        def recording(answers):
-            calls.append([pending.seq for pending, _ in answers])
-            settled(answers)
-
-        peer.client._settled = recording
+        calls = peer.recordSettled()
         pending = peer.client.send(FAKE_JPEG, wait=False)
         self.assertEqual(peer.read().seq, 0)
         peer.sock.sendall(wire.encodeFramed(wire.Ack(0)) + struct.pack("!I", 2**31))
