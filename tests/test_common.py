@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from imageproto.common import files
+from imageproto.common.buffers import partsAfter
 from imageproto.common.files import writeBytesAtomically, writeJsonAtomically
 from imageproto.common.numbers import percentile
 from imageproto.common.reactor import defaultReactor
@@ -20,6 +21,21 @@ try:
     import cv2
 except ImportError:  # pragma: no cover
     cv2 = None
+
+
+class PartsAfterTests(SynchronousTestCase):
+    """
+    L{partsAfter}: what is left of a gathered write after C{sent} bytes.
+    """
+
+    def test_rest(self):
+        parts = [b"head", b"jpegjpeg", b"tail"]
+        for sent in range(len(b"".join(parts)) + 1):
+            rest = partsAfter(parts, sent)
+            self.assertEqual(b"".join(rest), b"".join(parts)[sent:])
+        self.assertEqual(partsAfter(parts, 16), [])
+        # At a part's end the next part goes as it is, not copied.
+        self.assertIs(partsAfter(parts, 4)[1], parts[2])
 
 
 class PercentileTests(SynchronousTestCase):

@@ -886,6 +886,12 @@ class FastPathTests(SynchronousTestCase):
         self.assertIsNone(wire.ackSeq(wire.encodeMessage(wire.Ping(77))))
         self.assertIsNone(wire.ackSeq(body[:-1]))
         self.assertIsNone(wire.ackSeq(b"\x02" + body[1:]))
+        # In place, in a buffer of framed messages: at an offset, with the
+        # length its prefix gives.
+        buffer = wire.encodeFramed(wire.Ping(1)) + wire.encodeFramed(wire.Ack(78))
+        start = len(wire.encodeFramed(wire.Ping(1)))
+        self.assertEqual(wire.ackSeq(buffer, start + 4, len(body)), 78)
+        self.assertIsNone(wire.ackSeq(buffer, 4, start - 4))
 
     def test_payloadViewNotCopied(self):
         """

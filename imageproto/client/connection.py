@@ -21,6 +21,7 @@ import time
 from imageproto import wire
 from imageproto.client.errors import ClientError, FrameRejected, ServerRefused, _Lost
 from imageproto.client.frames import Reply
+from imageproto.common.buffers import partsAfter
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -34,11 +35,9 @@ __all__ = [
 # The largest message read from the server.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# An ACK behind its length prefix, read in place by the reader thread (see
-# Connection._read); the layout is imageproto.wire.codec's.
+# A message's length prefix, read in place by the reader thread (see
+# Connection._read).
 _LENGTH = struct.Struct("!I")
-_FRAMED_ACK = struct.Struct("!IBBQ")
-_ACK_SIZE = _FRAMED_ACK.size - _LENGTH.size
 
 # ERROR 6's reason, sent and raised, when the server challenges a client
 # without a token.
@@ -79,16 +78,8 @@ def sendParts(sock: socket.socket, parts: list) -> None:
 
     @raise OSError: as C{sendmsg} does.
     """
-    while True:
-        sent = sock.sendmsg(parts)
-        for i, part in enumerate(parts):
-            size = len(part)
-            if sent < size:
-                parts = [memoryview(part)[sent:], *parts[i + 1 :]]
-                break
-            sent -= size
-        else:
-            return
+    while parts:
+        parts = partsAfter(parts, sock.sendmsg(parts))
 
 
 def _sendJoined(sock, parts: list) -> None:
@@ -285,12 +276,11 @@ class Connection:
                     end = offset + _LENGTH.size + length
                     if size < end:
                         break
-                    if length == _ACK_SIZE:
-                        _, version, kind, seq = _FRAMED_ACK.unpack_from(buffer, offset)
-                        if version == wire.PROTOCOL_VERSION and kind == wire.MSG_ACK:
-                            acks.append(seq)
-                            offset = end
-                            continue
+                    seq = wire.ackSeq(buffer, offset + _LENGTH.size, length)
+                    if seq is not None:
+                        acks.append(seq)
+                        offset = end
+                        continue
                     if acks:
                         self._settleAcks(acks)
                         acks = []

@@ -24,6 +24,8 @@ from twisted.internet import main, tcp
 from twisted.internet.tcp import EWOULDBLOCK
 from twisted.protocols.policies import ProtocolWrapper
 
+from imageproto.common.buffers import partsAfter
+
 __all__ = ["plainTcp", "sendNow", "readInto", "READ_INTO_BYTES"]
 
 #: How much a L{readInto} connection reads a reactor turn.
@@ -76,13 +78,9 @@ def sendNow(transport, parts: list) -> bool:
     except OSError:
         # Let the transport's own write meet the error and report it.
         return False
-    for i, part in enumerate(parts):
-        size = len(part)
-        if sent < size:
-            rest = [memoryview(part)[sent:], *parts[i + 1 :]]
-            transport.write(b"".join(rest))
-            break
-        sent -= size
+    rest = partsAfter(parts, sent)
+    if rest:
+        transport.write(b"".join(rest))
     return True
 
 

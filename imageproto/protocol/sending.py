@@ -214,14 +214,22 @@ class FrameSenderProtocol(MessageProtocol):
         transport holds nothing, else queued behind what it holds, as one
         string (Twisted's write takes only that).
         """
-        batch, self._batch = self._batch, None
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
-        self._flushCall = None
+        batch = self._takeFrames()
         if not batch or self.transport is None or self._closing:
             return
         if not sendNow(self._tcp, batch):
             self.transport.write(b"".join(batch))
+
+    def _takeFrames(self) -> list | None:
+        """
+        The turn's FRAMEs' parts, no longer pending: their write is no
+        longer scheduled.
+        """
+        batch, self._batch = self._batch, None
+        call, self._flushCall = self._flushCall, None
+        if call is not None and call.active():
+            call.cancel()
+        return batch
 
     def sendMessage(self, message: wire.Message) -> None:
         # Nothing overtakes the FRAMEs already sent (a PONG, a BYE).
@@ -258,9 +266,7 @@ class FrameSenderProtocol(MessageProtocol):
 
     def connectionLost(self, reason) -> None:
         # Unwritten FRAMEs are unacknowledged: the sender sends them again.
-        self._batch = None
-        if self._flushCall is not None and self._flushCall.active():
-            self._flushCall.cancel()
+        self._takeFrames()
         super().connectionLost(reason)
         self._machine.connectionLost(reason)
         self.pressure.stopProducing()

@@ -68,11 +68,7 @@ class _StreamSender(FrameSender):
 
     stream: "FrameStream"
 
-    def acked(self, seq: int) -> None:
-        super().acked(seq)
-        self.stream._acked(seq)
-
-    def ackedAll(self, seqs: list) -> None:
+    def ackedAll(self, seqs) -> None:
         super().ackedAll(seqs)
         for seq in seqs:
             self.stream._acked(seq)
@@ -110,7 +106,7 @@ class FrameStream:
     @param live: a live source (see above).
     @param window: the most frames unacknowledged at once; by default 8
         for a live stream and 16 for a finite one
-        (L{imageproto.sender.flow.defaultWindow}).
+        (L{imageproto.wire.defaultWindow}).
     @param results: fire each frame's Deferred with its L{wire.Result}
         rather than its L{wire.Ack} when the receiver runs a detector.
     @param token: bytes proven to a receiver that requires a token.

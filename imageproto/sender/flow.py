@@ -10,8 +10,8 @@ is driven by plain method calls and reads time from an injected clock, so
 every rule below is tested without a network.
 
 Flow control is by ACK: at most C{window} frames are unacknowledged, by
-default L{LIVE_WINDOW} (8) for a live source, whose frames go stale while
-they wait, and L{FINITE_WINDOW} (16) for a finite one, which wants
+default L{wire.LIVE_WINDOW} (8) for a live source, whose frames go stale while
+they wait, and L{wire.FINITE_WINDOW} (16) for a finite one, which wants
 throughput: with 8, a sender on loopback sat idle waiting for ACKs and
 woke for every few of them (bench/README.md, "Issue 11, round 3").
 
@@ -64,15 +64,8 @@ __all__ = [
     "Summary",
     "percentile",
     "newSession",
-    "LIVE_WINDOW",
-    "FINITE_WINDOW",
-    "defaultWindow",
 ]
 
-# The default windows (re-exported): imageproto.wire.window.
-LIVE_WINDOW = wire.LIVE_WINDOW
-FINITE_WINDOW = wire.FINITE_WINDOW
-defaultWindow = wire.defaultWindow
 
 # ERROR codes that say "not now" rather than "never", even before WELCOME:
 # after them a sender reconnects with backoff; every other code is permanent
@@ -114,7 +107,7 @@ class FrameSender(RunOutcome):
     @param live: C{True} for a source that drops frames rather than wait.
     @param clock: an C{IReactorTime} for send times and round trips.
     @param window: the most frames unacknowledged at once; C{None} for
-        L{defaultWindow}C{(live)}.
+        L{wire.defaultWindow}C{(live)}.
     @param session: the HELLO session id; random by default.
     @param onResult: called with each L{wire.Result} (see L{resultReceived}).
     @param resumable: a finite source whose C{session} names its content
@@ -152,7 +145,7 @@ class FrameSender(RunOutcome):
         metadata: str | None = None,
     ) -> None:
         if window is None:
-            window = defaultWindow(live)
+            window = wire.defaultWindow(live)
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         if metadata is not None:
@@ -227,34 +220,29 @@ class FrameSender(RunOutcome):
         self._settled()
 
     def acked(self, seq: int) -> None:
-        self._ack(seq)
-        self._settled()
+        self.ackedAll((seq,))
 
-    def ackedAll(self, seqs: list) -> None:
+    def ackedAll(self, seqs) -> None:
         """
         The ACKs of one read, in order: settled together, then a waiting
-        capture loop woken once.  A welcomed protocol calls this, not
-        L{acked}, for the ACKs of a read: a subclass that watches ACKs
-        overrides both (as L{imageproto.sender.embed} does).
+        capture loop woken once.  Every ACK comes this way (L{acked} too),
+        so a subclass that watches ACKs overrides this alone.
         """
         for seq in seqs:
-            self._ack(seq)
+            pending = self._unacked.pop(seq, None)
+            if pending is None:
+                self.log.debug("ACK for frame {seq}, not outstanding", seq=seq)
+                continue
+            self._counts.acknowledged += 1
+            self._counts.roundTrips.append(self.clock.seconds() - pending.sentAt)
+            if (
+                self.awaitResults
+                and not self.live
+                and self.welcome is not None
+                and self.welcome.capabilities & wire.SCAP_DETECT
+            ):
+                self._awaiting[seq] = pending
         self._settled()
-
-    def _ack(self, seq: int) -> None:
-        pending = self._unacked.pop(seq, None)
-        if pending is None:
-            self.log.debug("ACK for frame {seq}, not outstanding", seq=seq)
-            return
-        self._counts.acknowledged += 1
-        self._counts.roundTrips.append(self.clock.seconds() - pending.sentAt)
-        if (
-            self.awaitResults
-            and not self.live
-            and self.welcome is not None
-            and self.welcome.capabilities & wire.SCAP_DETECT
-        ):
-            self._awaiting[seq] = pending
 
     def rejected(self, seq: int, reason: str, retry: bool = False) -> None:
         pending = self._unacked.get(seq)

@@ -208,7 +208,7 @@ class SenderConfig:
     @ivar quality: JPEG quality, 1 to 100.
     @ivar count: stop after this many frames (0: no limit).
     @ivar window: frames unacknowledged at most; C{None} for the
-        source's default (L{imageproto.sender.flow.defaultWindow}).
+        source's default (L{imageproto.wire.defaultWindow}).
     @ivar maxDelay: the longest wait between reconnection attempts, seconds.
     @ivar maxRetries: consecutive failed attempts before giving up, or
         C{None} to retry forever.

@@ -131,15 +131,22 @@ def encodeAcks(seqs) -> bytes:
     return b"".join([pack(_ACK_SIZE, PROTOCOL_VERSION, MSG_ACK, seq) for seq in seqs])
 
 
-def ackSeq(data) -> int | None:
+def ackSeq(data, offset: int = 0, size: int | None = None) -> int | None:
     """
     The seq of C{data} if it is exactly a well-formed ACK (the bytes inside
-    its length prefix), else C{None}: the sender's per-frame path, which
-    skips L{decodeMessage} and the L{Ack} object for the message it gets
+    its length prefix), else C{None}: both senders' per-frame path, which
+    skips L{decodeMessage} and the L{Ack} object for the message they get
     most.
+
+    @param offset: where the message starts in C{data}, for a reader that
+        parses a buffer in place.
+    @param size: the message's length (from its prefix); the rest of
+        C{data} when C{None}.
     """
-    if len(data) == _ACK_SIZE and data[1] == MSG_ACK and data[0] == PROTOCOL_VERSION:
-        return _SEQ.unpack_from(data, 2)[0]
+    if size is None:
+        size = len(data) - offset
+    if size == _ACK_SIZE and data[offset + 1] == MSG_ACK and data[offset] == PROTOCOL_VERSION:
+        return _SEQ.unpack_from(data, offset + 2)[0]
     return None
 
 
