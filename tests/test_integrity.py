@@ -196,7 +196,13 @@ class IntegrityTests(TwistdProcesses, TestCase):
         self.assertEqual(stats["frames"], stored)
         self.assertGreater(stats["storage_errors"], 0)
         self.assertEqual(stats["rejected"], stats["storage_errors"])
-        self.assertEqual(receiver.text.count("cannot store frame"), 1, receiver.text)
+        # Logged once per episode: again only after frames were stored in
+        # between (the space a failed write frees can take a smaller frame,
+        # more often the more frames are written at once).
+        episodes = receiver.text.split("cannot store frame")
+        self.assertGreater(len(episodes), 1, receiver.text)
+        for between in episodes[1:-1]:
+            self.assertIn("storing frames in", between, receiver.text)
 
     @defer.inlineCallbacks
     def test_storingResumesWhenSpaceReturns(self):
