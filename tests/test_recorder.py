@@ -28,6 +28,7 @@ from imageproto.receiver.consumers import ReceivedFrame
 from imageproto.tap import freePort, twistdCommand
 from imageproto.testing import waitFor
 from tests.helpers import FakeThreads, makeJpeg
+from tests.helpers.processes import stopWithin
 
 try:
     import cv2
@@ -621,9 +622,18 @@ class TwistdProcess(protocol.ProcessProtocol):
             return ""
 
     def terminate(self) -> Deferred:
-        if not self.exited:
-            self.transport.signalProcess("TERM")
-        return self.ended
+        """
+        SIGTERM; fails with the process's stacks if it has not ended a
+        minute later (L{stopWithin}).
+        """
+        if self.exited:
+            return self.ended
+
+        def output():
+            text = b"".join(self.output).decode("utf-8", "replace")
+            return f"{text}\n--- {self.logfile}:\n{self.log()[-4000:]}"
+
+        return stopWithin(self.transport, self.ended, output)
 
     def _cleanup(self):
         if not self.exited:

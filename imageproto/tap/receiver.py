@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from twisted.python import usage
 
+from imageproto.common.stacks import dumpStacksOnSignal
 from imageproto.common.reactor import defaultReactor
 from imageproto.features.bus.service import attachBus
 from imageproto.features.compat import attachCompat
@@ -165,6 +166,9 @@ def makeService(options, reactor=None) -> ReceiverService:
     @param options: parsed L{Options}; their C{config} is used.
     """
     config: ReceiverConfig = options.config
+    if reactor is None:
+        # Run by twistd: kill -USR2 shows what every thread is doing.
+        dumpStacksOnSignal()
     reactor = defaultReactor(reactor)
     receiver = ReceiverService(
         security.receiverEndpoint(config.port, config.security, reactor),

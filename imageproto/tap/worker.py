@@ -13,6 +13,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
+from imageproto.common.stacks import dumpStacksOnSignal
 from imageproto.tap import CommandOptions, bus, checks, detect
 from imageproto.tap.config import detectorSpec
 
@@ -152,6 +153,9 @@ def makeService(options, reactor=None) -> MultiService:
     from imageproto.common.reactor import defaultReactor
 
     config = options.config
+    if reactor is None:
+        # Run by twistd: kill -USR2 shows what every thread is doing.
+        dumpStacksOnSignal()
     reactor = defaultReactor(reactor)
     top = _WorkerServices(config)
     if config.detector is not None:

@@ -12,15 +12,62 @@ import sys
 from twisted.internet import defer, error, reactor
 from twisted.internet.protocol import ProcessProtocol
 
+from imageproto.common.stacks import DUMP_SIGNAL
 from imageproto.tap import twistdCommand
 
-__all__ = ["SUMMARY", "TwistdProcesses"]
+__all__ = ["SUMMARY", "TwistdProcesses", "stopWithin"]
 
 # The sender's closing summary line, as it logs it.
 SUMMARY = re.compile(
     r"done: (?P<sent>\d+) sent, (?P<acknowledged>\d+) acknowledged, .*?"
     r"(?P<resent>\d+) resent, (?P<reconnects>\d+) reconnects"
 )
+
+
+class ProcessHung(AssertionError):
+    """
+    A process did not end within its time after SIGTERM.
+    """
+
+
+def stopWithin(transport, ended: defer.Deferred, output, timeout: float = 60.0):
+    """
+    Send SIGTERM and fire with C{ended}'s result once the process ends.
+
+    A process still running C{timeout} seconds later is asked for its
+    thread stacks (L{DUMP_SIGNAL}, which every twistd command answers on
+    standard error), given two seconds to write them, SIGKILLed, and the
+    returned Deferred fails with L{ProcessHung} quoting C{output()}: a hang
+    is reported with what the process was doing, not as a test timeout.
+
+    @param output: returns the process's output so far, as text.
+    """
+    result = defer.Deferred()
+    ended.addBoth(lambda r: (result.called or result.callback(r), r)[1])
+
+    def stuck():
+        if result.called:
+            return
+        transport.signalProcess(DUMP_SIGNAL)
+        reactor.callLater(2, kill)
+
+    def kill():
+        try:
+            transport.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+        if not result.called:
+            result.errback(ProcessHung(
+                f"still running {timeout} s after SIGTERM; its stacks and output:\n{output()}"
+            ))
+
+    try:
+        transport.signalProcess("TERM")
+    except error.ProcessExitedAlready:
+        pass
+    timer = reactor.callLater(timeout, stuck)
+    result.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+    return result
 
 
 class _Process(ProcessProtocol):

@@ -1,0 +1,85 @@
+"""
+Thread stacks on demand (L{imageproto.common.stacks}) from real twistd
+commands, and the tests' way of reporting a process that will not end
+(L{tests.helpers.processes.stopWithin}).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+
+from imageproto.common.stacks import DUMP_SIGNAL
+from imageproto.tap import freePort, listening
+from imageproto.testing import waitFor
+from tests.helpers.processes import ProcessHung, TwistdProcesses, _Process, stopWithin
+
+# faulthandler's heading for each thread of a dump.
+HEADING = "(most recent call first)"
+
+
+class StackDumpTests(TwistdProcesses, TestCase):
+    """
+    C{kill -USR2} on a running receiver.
+    """
+
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+
+    @defer.inlineCallbacks
+    def test_receiverDumpsItsStacksAndGoesOn(self):
+        """
+        A receiver sent SIGUSR2 writes every thread's stack to standard
+        error (its reactor's among them), keeps serving, and still shuts down
+        cleanly on SIGTERM.
+        """
+        port = freePort()
+        receiver = self.spawn("receiver", ["imageproto", "--port", f"tcp:{port}:interface=127.0.0.1"])
+        yield waitFor(lambda: receiver.status is not None or listening(port), 30, "the receiver to listen")
+        self.assertIsNone(receiver.status, receiver.text)
+        self.assertNotIn(HEADING, receiver.text)
+        receiver.transport.signalProcess(DUMP_SIGNAL)
+        yield waitFor(lambda: "run" in receiver.text.partition(HEADING)[2], 30, "the stacks")
+        self.assertIn("twisted/internet", receiver.text.partition(HEADING)[2])
+        self.assertTrue(listening(port), "still serving after the dump")
+        yield stopWithin(receiver.transport, receiver.ended, lambda: receiver.text)
+        # twistd ends by SIGTERM itself once shut down: no exit code.
+        self.assertIn(receiver.status, (0, None), receiver.text)
+        self.assertIn("Server Shut Down", receiver.text)
+
+
+class StopWithinTests(TestCase):
+    """
+    L{stopWithin} on a process that ignores SIGTERM.
+    """
+
+    @defer.inlineCallbacks
+    def test_hungProcessIsReportedWithItsStacks(self):
+        """
+        A process still running after SIGTERM is asked for its stacks,
+        killed, and reported as L{ProcessHung} with them.
+        """
+        script = (
+            "import faulthandler, signal, sys, time\n"
+            "from imageproto.common.stacks import dumpStacksOnSignal\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "dumpStacksOnSignal()\n"
+            "def stuckHere():\n"
+            "    print('ready', flush=True)\n"
+            "    time.sleep(600)\n"
+            "stuckHere()\n"
+        )
+        process = _Process("hung")
+        reactor.spawnProcess(process, sys.executable, [sys.executable, "-c", script], env=os.environ.copy())
+        self.addCleanup(lambda: process.ended.called or process.transport.signalProcess("KILL"))
+        yield waitFor(lambda: "ready" in process.text, 30, "the script to start")
+        failure = yield self.assertFailure(
+            stopWithin(process.transport, process.ended, lambda: process.text, timeout=0.5), ProcessHung
+        )
+        self.assertIn("stuckHere", str(failure))
+        # Killed: it has ended.
+        yield process.ended
