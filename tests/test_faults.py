@@ -65,9 +65,9 @@ class FaultTests(TestCase):
         A network that stops carrying traffic: the receiver and the sender
         each notice within the idle timeout (plus a heartbeat of slack);
         the sender's memory stays flat; its live frames are dropped and
-        counted; every frame it sent is acknowledged, counted lost, or still in flight
-        (unacknowledged) when it stops; the
-        stream resumes when traffic flows again.
+        counted; every frame it sent is acknowledged, counted lost, or still
+        in flight (unacknowledged) when it stops, and every acknowledged one
+        arrived; the stream resumes when traffic flows again.
         """
         figures = yield faults.stall(self.workdir, stallSeconds=6)
         self.assertLessEqual(figures.noticeSeconds, faults.IDLE + faults.HEARTBEAT + 1)
@@ -81,7 +81,13 @@ class FaultTests(TestCase):
             figures.notes["acknowledged"] + figures.lost + figures.notes["unacknowledged"],
             figures.sent,
         )
-        self.assertEqual(figures.arrived, figures.notes["acknowledged"])
+        # Every acknowledged frame arrived.  Beyond those the receiver may
+        # have accepted a frame whose ACK was still on its way when the
+        # sender stopped (counted unacknowledged) or stuck in the stalled
+        # proxy (counted lost): 128 accepted for 127 acknowledged once, in a
+        # full suite beside a benchmark.  Never more than were sent.
+        self.assertGreaterEqual(figures.arrived, figures.notes["acknowledged"])
+        self.assertLessEqual(figures.arrived, figures.sent)
         before = figures.notes["sender peak before stall KiB"]
         during = figures.notes["sender peak at end of stall KiB"]
         # A stalled live sender holds at most its window of frames: its peak
