@@ -459,6 +459,46 @@ class AddressTests(SynchronousTestCase):
         self.assertRaises(ValueError, transport.parseAddress, "host:http")
 
 
+class ConnectErrorTests(SynchronousTestCase):
+    """
+    What C{connect} says when it runs out of time.
+    """
+
+    def test_namesTheTellingError(self):
+        """
+        When the last attempt only timed out (its socket had what was left
+        of the time), the error names the one an earlier attempt met, such
+        as an untrusted certificate.
+        """
+        import ssl
+
+        from imageproto.client import blocking
+
+        errors = [ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")]
+
+        def openTransport(address, timeout, context=None):
+            raise errors.pop(0) if errors else TimeoutError("_ssl.c:989: The handshake operation timed out")
+
+        self.patch(blocking, "openTransport", openTransport)
+        with self.assertRaises(TimeoutError) as caught:
+            imageproto.connect("localhost:1", name="tls", timeout=0.2)
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", str(caught.exception))
+
+    def test_onlyTimeouts(self):
+        """
+        Attempts that all time out are reported as that.
+        """
+        from imageproto.client import blocking
+
+        def openTransport(address, timeout, context=None):
+            raise TimeoutError("timed out")
+
+        self.patch(blocking, "openTransport", openTransport)
+        with self.assertRaises(TimeoutError) as caught:
+            imageproto.connect("localhost:1", name="x", timeout=0.1)
+        self.assertEqual(str(caught.exception), "cannot connect to localhost:1: timed out")
+
+
 class PipelineTests(TestCase):
     """
     C{send(wait=False)}: frames in flight, capture times and metadata,

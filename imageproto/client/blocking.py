@@ -168,6 +168,7 @@ class Client:
             if connection is not None and not connection.closed:
                 return connection
             delay = 0.05
+            cause = None
             while True:
                 if self._closed:
                     raise ClientError("the client is closed")
@@ -181,9 +182,15 @@ class Client:
                 except (OSError, ClientError, _Lost, wire.WireError) as e:
                     if self._adopting:
                         raise _Gone(f"the handshake on an accepted connection failed: {e}") from None
+                    # The last attempt may only have run out of time (its
+                    # socket timeout is what is left): name the error an
+                    # earlier attempt met instead, such as the certificate
+                    # the server presented.
+                    if cause is None or not isinstance(e, TimeoutError):
+                        cause = e
                     if time.monotonic() + delay > deadline:
                         raise TimeoutError(
-                            f"cannot connect to {self.address.host}:{self.address.port}: {e}"
+                            f"cannot connect to {self.address.host}:{self.address.port}: {cause}"
                         ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
