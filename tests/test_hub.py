@@ -119,9 +119,14 @@ class HubTests(SynchronousTestCase):
         client = imageproto.connect(address, name="file", window=4)
         self.addCleanup(client.close, 1)
         handles = [client.send(jpeg, wait=False) for _ in range(4)]
-        time.sleep(0.3)
-        self.assertEqual([h.done() for h in handles], [False] * 4)
+        # All four reach the hub (its reactor thread reads them in its own
+        # time); an ACK sent on arrival would have left for the first frame
+        # before the fourth was read, and most likely been read by now.
+        deadline = time.monotonic() + 10
+        while hub.pending() < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.assertEqual(hub.pending(), 4)
+        self.assertEqual([h.done() for h in handles], [False] * 4)
         self.assertEqual([hub.get(timeout=5).seq for _ in range(4)], [0, 1, 2, 3])
         self.assertEqual([h.result(5).seq for h in handles], [0, 1, 2, 3])
         self.assertEqual(hub.dropped, 0)

@@ -357,7 +357,7 @@ class PublisherTests(SynchronousTestCase):
     def test_stalledSubscriberNeverBlocksPublisher(self):
         """
         A hub that stops reading costs the publisher nothing: every
-        C{send_image} returns at once, and another hub keeps getting the
+        C{send_image} returns without waiting for it, and another hub keeps getting the
         frames, through the real receiver (its statistics count them).
         """
         welcomed = self.stalledSubscriber()
@@ -375,7 +375,10 @@ class PublisherTests(SynchronousTestCase):
             slowest = max(slowest, time.monotonic() - started)
             time.sleep(0.01)
         self.assertTrue(welcomed.is_set())
-        self.assertLess(slowest, 0.5)
+        # Blocked on the stalled hub, a send would wait as long as it
+        # stalls, the rest of this test; encoding a noise JPEG on a loaded
+        # machine takes a fraction of a second.
+        self.assertLess(slowest, 3.0)
         msgs = []
         while True:
             try:
