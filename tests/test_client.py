@@ -467,22 +467,40 @@ class ConnectErrorTests(SynchronousTestCase):
     def test_namesTheTellingError(self):
         """
         When the last attempt only timed out (its socket had what was left
-        of the time), the error names the one an earlier attempt met, such
-        as an untrusted certificate.
+        of the time), the error names the one the attempt before it met,
+        such as an untrusted certificate.
         """
         import ssl
 
         from imageproto.client import blocking
 
-        errors = [ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")]
-
         def openTransport(address, timeout, context=None):
-            raise errors.pop(0) if errors else TimeoutError("_ssl.c:989: The handshake operation timed out")
+            if timeout < 0.1:
+                raise TimeoutError("_ssl.c:989: The handshake operation timed out")
+            raise ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
 
         self.patch(blocking, "openTransport", openTransport)
         with self.assertRaises(TimeoutError) as caught:
-            imageproto.connect("localhost:1", name="tls", timeout=0.2)
+            imageproto.connect("localhost:1", name="tls", timeout=0.4)
         self.assertIn("CERTIFICATE_VERIFY_FAILED", str(caught.exception))
+
+    def test_laterTimeoutsWin(self):
+        """
+        An error of an early attempt is not named once later attempts, not
+        only the last, timed out: a receiver that refused while starting
+        and then hangs its handshakes is reported as hanging.
+        """
+        from imageproto.client import blocking
+
+        errors = [ConnectionRefusedError(111, "Connection refused")]
+
+        def openTransport(address, timeout, context=None):
+            raise errors.pop(0) if errors else TimeoutError("timed out")
+
+        self.patch(blocking, "openTransport", openTransport)
+        with self.assertRaises(TimeoutError) as caught:
+            imageproto.connect("localhost:1", name="x", timeout=0.5)
+        self.assertEqual(str(caught.exception), "cannot connect to localhost:1: timed out")
 
     def test_onlyTimeouts(self):
         """

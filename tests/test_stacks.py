@@ -10,8 +10,10 @@ import os
 import sys
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from imageproto.common import stacks
 from imageproto.common.stacks import DUMP_SIGNAL
 from imageproto.tap import freePort, listening
 from imageproto.testing import waitFor
@@ -19,6 +21,80 @@ from tests.helpers.processes import ProcessHung, TwistdProcesses, _Process, stop
 
 # faulthandler's heading for each thread of a dump.
 HEADING = "(most recent call first)"
+
+
+class RegistrationTests(SynchronousTestCase):
+    """
+    L{stacks.dumpStacksOnSignal}, and which commands call it.
+    """
+
+    def setUp(self):
+        self.registered = []
+        self.handlers = []
+        self.patch(stacks.faulthandler, "register",
+                   lambda signum, **kwargs: self.registered.append((signum, kwargs)))
+        self.patch(stacks.signal, "signal", lambda signum, handler: self.handlers.append((signum, handler)))
+
+    def test_everyThread(self):
+        """
+        SIGUSR2 dumps every thread, not only the one it interrupts, to the
+        original standard error.
+        """
+        stacks.dumpStacksOnSignal()
+        self.assertEqual(
+            self.registered, [(DUMP_SIGNAL, {"file": sys.__stderr__, "all_threads": True})]
+        )
+
+    def test_noStandardError(self):
+        """
+        Started without a standard error, the process ignores SIGUSR2
+        instead of failing to start (or being ended by it).
+        """
+        self.patch(stacks.sys, "__stderr__", None)
+        stacks.dumpStacksOnSignal()
+        self.assertEqual((self.registered, self.handlers), ([], [(DUMP_SIGNAL, stacks.signal.SIG_IGN)]))
+
+    def test_closedStandardError(self):
+        """
+        A standard error faulthandler cannot use (closed) is the same.
+        """
+
+        def refuse(signum, **kwargs):
+            raise ValueError("I/O operation on closed file")
+
+        self.patch(stacks.faulthandler, "register", refuse)
+        stacks.dumpStacksOnSignal()
+        self.assertEqual(self.handlers, [(DUMP_SIGNAL, stacks.signal.SIG_IGN)])
+
+    def calls(self, module) -> list:
+        made = []
+        self.patch(module, "dumpStacksOnSignal", lambda: made.append(True))
+        return made
+
+    def test_commandsRegister(self):
+        """
+        The sender and worker built by twistd (no reactor given) register
+        the dump; built for a test (a reactor given) they do not.  (The
+        receiver's is run for real in L{StackDumpTests}.)
+        """
+        from imageproto.tap import sender, worker
+
+        def senderOptions():
+            options = sender.Options()
+            options.parseOptions([])
+            return options
+
+        def workerOptions():
+            options = worker.Options()
+            options.parseOptions(["--bus", "redis://127.0.0.1:1/0", "--detect", "echo"])
+            return options
+
+        for module, options in [(sender, senderOptions), (worker, workerOptions)]:
+            made = self.calls(module)
+            module.makeService(options(), Clock())
+            self.assertEqual(made, [], module.__name__)
+            module.makeService(options())
+            self.assertEqual(made, [True], module.__name__)
 
 
 class StackDumpTests(TwistdProcesses, TestCase):

@@ -183,12 +183,13 @@ class Client:
                     if self._adopting:
                         raise _Gone(f"the handshake on an accepted connection failed: {e}") from None
                     # The last attempt may only have run out of time (its
-                    # socket timeout is what is left): name the error an
-                    # earlier attempt met instead, such as the certificate
-                    # the server presented.
-                    if cause is None or not isinstance(e, TimeoutError):
+                    # socket timeout is what is left): then name the error
+                    # the attempt before it met, such as the certificate the
+                    # server presented.
+                    last = time.monotonic() + delay > deadline
+                    if cause is None or not (last and isinstance(e, TimeoutError)):
                         cause = e
-                    if time.monotonic() + delay > deadline:
+                    if last:
                         raise TimeoutError(
                             f"cannot connect to {self.address.host}:{self.address.port}: {cause}"
                         ) from None

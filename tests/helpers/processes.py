@@ -44,29 +44,37 @@ def stopWithin(transport, ended: defer.Deferred, output, timeout: float = 60.0):
     """
     result = defer.Deferred()
     ended.addBoth(lambda r: (result.called or result.callback(r), r)[1])
+    calls = []
+
+    def signal(name) -> None:
+        # Reaped already, its output pipes perhaps still open: nothing to do.
+        try:
+            transport.signalProcess(name)
+        except error.ProcessExitedAlready:
+            pass
 
     def stuck():
         if result.called:
             return
-        transport.signalProcess(DUMP_SIGNAL)
-        reactor.callLater(2, kill)
+        signal(DUMP_SIGNAL)
+        calls.append(reactor.callLater(2, kill))
 
     def kill():
-        try:
-            transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
-            pass
+        signal("KILL")
         if not result.called:
             result.errback(ProcessHung(
                 f"still running {timeout} s after SIGTERM; its stacks and output:\n{output()}"
             ))
 
-    try:
-        transport.signalProcess("TERM")
-    except error.ProcessExitedAlready:
-        pass
-    timer = reactor.callLater(timeout, stuck)
-    result.addBoth(lambda r: (timer.active() and timer.cancel(), r)[1])
+    def cancelCalls(passed):
+        for call in calls:
+            if call.active():
+                call.cancel()
+        return passed
+
+    signal("TERM")
+    calls.append(reactor.callLater(timeout, stuck))
+    result.addBoth(cancelCalls)
     return result
 
 
