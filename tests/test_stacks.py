@@ -66,9 +66,9 @@ class RegistrationTests(SynchronousTestCase):
         stacks.dumpStacksOnSignal()
         self.assertEqual(self.handlers, [(DUMP_SIGNAL, stacks.signal.SIG_IGN)])
 
-    def calls(self, module) -> list:
+    def calls(self) -> list:
         made = []
-        self.patch(module, "dumpStacksOnSignal", lambda: made.append(True))
+        self.patch(stacks, "dumpStacksOnSignal", lambda: made.append(True))
         return made
 
     def test_commandsRegister(self):
@@ -90,7 +90,7 @@ class RegistrationTests(SynchronousTestCase):
             return options
 
         for module, options in [(sender, senderOptions), (worker, workerOptions)]:
-            made = self.calls(module)
+            made = self.calls()
             module.makeService(options(), Clock())
             self.assertEqual(made, [], module.__name__)
             module.makeService(options())

@@ -10,7 +10,7 @@ import sys
 
 from twisted.python import usage
 
-__all__ = ["CommandOptions", "twistdCommand", "freePort", "listening", "stopProcess"]
+__all__ = ["CommandOptions", "commandReactor", "twistdCommand", "freePort", "listening", "stopProcess"]
 
 
 class CommandOptions(usage.Options):
@@ -39,6 +39,21 @@ class CommandOptions(usage.Options):
             )
             sys.stderr.flush()
             raise SystemExit(1)
+
+def commandReactor(reactor=None):
+    """
+    The reactor a command's C{makeService} builds on: C{reactor} when given
+    (a test's), else the global one.  Given none, the command is being run
+    by twistd, so from then on C{kill -USR2} shows what each of its threads
+    is doing (L{imageproto.common.stacks}).
+    """
+    from imageproto.common.reactor import defaultReactor
+    from imageproto.common.stacks import dumpStacksOnSignal
+
+    if reactor is None:
+        dumpStacksOnSignal()
+    return defaultReactor(reactor)
+
 
 # twistd has no "python -m" entry point ("python -m twisted" is "twist"), so
 # run its console-script function under this interpreter; that way the

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from twisted.python import usage
 
-from imageproto.common.stacks import dumpStacksOnSignal
-from imageproto.common.reactor import defaultReactor
 from imageproto.features.bus.service import attachBus
 from imageproto.features.compat import attachCompat
 from imageproto.features.display import DisplayUnavailable, attachDisplay, checkDisplay
@@ -32,7 +30,7 @@ from imageproto.features.web.viewer import attachWeb
 from imageproto.protocol.descriptors import DescriptorWatch
 from imageproto.receiver.registry import DEFAULT_MAX_STREAMS
 from imageproto.receiver.service import ReceiverService
-from imageproto.tap import CommandOptions, bus, checks, detect, security
+from imageproto.tap import CommandOptions, bus, checks, commandReactor, detect, security
 from imageproto.tap.config import ReceiverConfig
 from imageproto.wire import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -166,10 +164,7 @@ def makeService(options, reactor=None) -> ReceiverService:
     @param options: parsed L{Options}; their C{config} is used.
     """
     config: ReceiverConfig = options.config
-    if reactor is None:
-        # Run by twistd: kill -USR2 shows what every thread is doing.
-        dumpStacksOnSignal()
-    reactor = defaultReactor(reactor)
+    reactor = commandReactor(reactor)
     receiver = ReceiverService(
         security.receiverEndpoint(config.port, config.security, reactor),
         saveDir=config.saveDir,

@@ -29,9 +29,7 @@ from twisted.internet import error
 from twisted.logger import Logger
 from twisted.python import usage
 
-from imageproto.common.stacks import dumpStacksOnSignal
-from imageproto.tap import CommandOptions, checks, security
-from imageproto.common.reactor import defaultReactor
+from imageproto.tap import CommandOptions, checks, commandReactor, security
 from imageproto.tap.config import (
     CameraSpec,
     ImagesSpec,
@@ -228,10 +226,7 @@ def makeService(options, reactor=None):
 
     @return: a L{imageproto.sender.service.SenderService}.
     """
-    if reactor is None:
-        # Run by twistd: kill -USR2 shows what every thread is doing.
-        dumpStacksOnSignal()
-    reactor = defaultReactor(reactor)
+    reactor = commandReactor(reactor)
     from imageproto.sender.sources import Encoder
     from imageproto.protocol.factories import SenderFactory
     from imageproto.sender.flow import FrameSender

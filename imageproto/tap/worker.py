@@ -13,8 +13,7 @@ from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
 
-from imageproto.common.stacks import dumpStacksOnSignal
-from imageproto.tap import CommandOptions, bus, checks, detect
+from imageproto.tap import CommandOptions, bus, checks, commandReactor, detect
 from imageproto.tap.config import detectorSpec
 
 __all__ = ["Options", "makeService"]
@@ -150,13 +149,8 @@ def makeService(options, reactor=None) -> MultiService:
     """
     from attrs import evolve
 
-    from imageproto.common.reactor import defaultReactor
-
     config = options.config
-    if reactor is None:
-        # Run by twistd: kill -USR2 shows what every thread is doing.
-        dumpStacksOnSignal()
-    reactor = defaultReactor(reactor)
+    reactor = commandReactor(reactor)
     top = _WorkerServices(config)
     if config.detector is not None:
         from imageproto.features.bus.worker import WorkerService
